@@ -33,9 +33,10 @@ impl PortableError {
     }
 }
 
+/// Shows the message only, so a replayed error reads exactly as the original did.
 impl fmt::Display for PortableError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.name, self.message)
+        f.write_str(&self.message)
     }
 }
 

@@ -1,7 +1,147 @@
 #![forbid(unsafe_code)]
-//! Cairn: durable workflows for Rust (crate docs come with the engine).
+#![warn(missing_docs)]
+//! A workflow is an async function whose steps are checkpointed; recovery replays it from its
+//! checkpoints.
+//!
+//! Cairn is durable workflows for Rust. Write workflows as ordinary `async fn`s made of steps;
+//! Cairn records each step's outcome in a *system database* before the workflow moves on. When
+//! the process crashes, is killed or redeployed, every unfinished workflow resumes at its first
+//! unfinished step at the next launch, and no finished step runs twice.
+//!
+//! - **Embedded by default**: with no configuration the system database is a SQLite file,
+//!   `<app_name>.sqlite`, in the working directory.
+//! - **Postgres when it grows**: set `DBOS_SYSTEM_DATABASE_URL=postgres://…` (or
+//!   [`CairnBuilder::database_url`]) and many processes share the work.
+//! - **DBOS-compatible**: the system database is the one DBOS Transact 3.4 uses, so DBOS's
+//!   clients and `dbos` CLI can list and manage Cairn workflows.
+//!
+//! # Contents
+//!
+//! - [A first workflow](#a-first-workflow)
+//! - [Steps](#steps)
+//! - [Workflow ids and idempotency](#workflow-ids-and-idempotency)
+//! - [Child workflows and parallel steps](#child-workflows-and-parallel-steps)
+//! - [Recovery](#recovery)
+//! - [Errors](#errors)
+//!
+//! # A first workflow
+//!
+//! ```no_run
+//! use cairn::Cairn;
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! enum ShopError {
+//!     #[error("card declined")]
+//!     Declined,
+//!     #[error(transparent)]
+//!     Cairn(#[from] cairn::Error),
+//! }
+//!
+//! #[cairn::step]
+//! async fn charge(order: u64) -> Result<String, ShopError> {
+//!     Ok(format!("receipt-{order}"))
+//! }
+//!
+//! #[cairn::step]
+//! async fn ship(order: u64) -> Result<(), ShopError> {
+//!     Ok(())
+//! }
+//!
+//! #[cairn::workflow]
+//! async fn checkout(order: u64) -> Result<String, ShopError> {
+//!     let receipt = charge(order).await?; // checkpointed
+//!     ship(order).await?;                 // checkpointed
+//!     Ok(receipt)
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> cairn::Result<()> {
+//!     let app = Cairn::builder("shop").launch().await?; // shop.sqlite unless configured
+//!     let handle = app.start(checkout, 42).await?;
+//!     println!("{}", handle.result().await?);
+//!     app.shutdown().await
+//! }
+//! ```
+//!
+//! # Steps
+//!
+//! `#[cairn::step]` makes an `async fn` returning `Result<T, E>` a checkpointed step: inside a
+//! workflow its outcome (output or error) is recorded before the workflow continues, and a
+//! replay returns the recorded outcome without running the body. Outside a workflow, or
+//! inside another step, it is a plain call. Retries: `#[cairn::step(max_attempts = 3,
+//! interval_ms = 500, backoff_rate = 2.0)]`. For closures, use [`run_step`].
+//!
+//! `T` must be `Serialize + DeserializeOwned`; `E` must implement `Display` and
+//! `From<cairn::Error>` (so `?` works on Cairn's own operations). A replayed error comes back
+//! as `E::from(Error::Application(PortableError { name, message, .. }))`.
+//!
+//! # Workflow ids and idempotency
+//!
+//! [`Cairn::start_with`] with [`StartOptions::id`] makes the id an idempotency key: starting an
+//! id that exists returns the existing workflow's handle and never runs it twice, even under
+//! concurrent starts. [`Cairn::retrieve`] returns a handle to any workflow.
+//!
+//! # Child workflows and parallel steps
+//!
+//! Calling a `#[cairn::workflow]` function from inside a workflow starts it as a child (id
+//! `<parent id>-<operation id>`), exactly once across replays, and waits for it.
+//! [`start_child_workflow`] returns a handle instead. Operation ids are taken when a durable
+//! operation is *called*, so steps started in a fixed order and awaited together (`join!`,
+//! `futures::future::join_all`) replay correctly.
+//!
+//! # Recovery
+//!
+//! [`CairnBuilder::launch`] claims this executor's `PENDING` workflows of the same application
+//! version and replays them. Each claim counts as a recovery attempt; a workflow that exceeds
+//! its `max_recovery_attempts` (default 100, `#[cairn::workflow(max_recovery_attempts = 5)]`)
+//! is moved to `MAX_RECOVERY_ATTEMPTS_EXCEEDED` instead of looping forever.
+//!
+//! # Errors
+//!
+//! Every public call returns [`Result`]. A panicking workflow or step is recorded as that
+//! workflow's error (name `Panic`), never a crash of the process.
 
+mod app;
+mod engine;
 mod error;
+mod serialization;
+mod status;
 pub(crate) mod store;
 
+pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
+pub use engine::step::{StepOptions, run_step, run_step_with};
+pub use engine::workflow::{StartOptions, WorkflowFn, WorkflowHandle, start_child_workflow, start_child_workflow_with};
 pub use error::{Error, PortableError, Result};
+pub use status::{StepInfo, WorkflowState, WorkflowStatus};
+
+/// Mark an `async fn` as a durable workflow. See the [crate docs](crate#a-first-workflow).
+///
+/// Options: `name = "…"` (the stored name; default: the function's name),
+/// `max_recovery_attempts = N` (default 100).
+pub use cairn_macros::workflow;
+
+/// Mark an `async fn` as a checkpointed step. See the [crate docs](crate#steps).
+///
+/// Options: `name = "…"`, `max_attempts = N` (default 1), `interval_ms = N` (default 1000),
+/// `backoff_rate = F` (default 2.0), `max_interval_ms = N` (default 3,600,000).
+pub use cairn_macros::step;
+
+/// The default recovery attempts before a workflow is dead-lettered.
+pub const DEFAULT_MAX_RECOVERY_ATTEMPTS: u32 = 100;
+
+/// Items used by the macros' generated code. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::engine::registry::WorkflowRegistration;
+    pub use crate::engine::step::StepCall;
+    pub use crate::engine::workflow::{WorkflowCall, finish};
+    pub use crate::serialization::{decode_arg, encode_arg};
+    pub use futures::future::BoxFuture;
+    pub use inventory;
+    pub use serde_json::Value;
+
+    /// The `TypeId` of a value's type (a function item's, for the registry).
+    pub fn type_id_of_val<T: 'static>(_: &T) -> std::any::TypeId {
+        std::any::TypeId::of::<T>()
+    }
+}

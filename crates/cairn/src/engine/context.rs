@@ -1,0 +1,202 @@
+//! The ambient context of a running workflow: which workflow, which owner, which operation next.
+//!
+//! The context is task-local, so a workflow's body (and every future it awaits, including
+//! `join!`ed steps) sees it without passing it around. Operation ids are handed out when a
+//! durable operation is *called*, never when it is first polled (invariant 1).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+
+use super::runtime::{Runtime, now_ms};
+use crate::error::{Error, Result};
+use crate::serialization;
+use crate::store::{Checkpoint, RecordOutcome, StepRecord, status};
+
+tokio::task_local! {
+    static CURRENT: Arc<WorkflowContext>;
+    static IN_STEP: bool;
+}
+
+/// One execution of one workflow.
+pub(crate) struct WorkflowContext {
+    pub rt: Arc<Runtime>,
+    pub workflow_id: String,
+    pub name: &'static str,
+    /// This execution's ownership token; every write is guarded by it.
+    pub owner_xid: String,
+    /// The last operation id handed out; the first operation gets 1, as in DBOS.
+    last_id: AtomicI32,
+    /// Checkpoints recorded by earlier executions, loaded once when recovery claimed the workflow.
+    recorded: HashMap<i32, Checkpoint>,
+    /// Why this execution must stop: an interruption (cancelled, taken over, shutting down)
+    /// or a fatal replay error (non-determinism, an undecodable checkpoint).
+    halt: Mutex<Option<Error>>,
+}
+
+impl WorkflowContext {
+    pub(crate) fn new(
+        rt: Arc<Runtime>,
+        workflow_id: String,
+        name: &'static str,
+        owner_xid: String,
+        recorded: Vec<Checkpoint>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            rt,
+            workflow_id,
+            name,
+            owner_xid,
+            last_id: AtomicI32::new(0),
+            recorded: recorded.into_iter().map(|c| (c.function_id, c)).collect(),
+            halt: Mutex::new(None),
+        })
+    }
+
+    /// The workflow context of the calling task, unless the caller is inside a step (where
+    /// durable operations are plain calls) or outside any workflow.
+    pub(crate) fn current() -> Option<Arc<Self>> {
+        if IN_STEP.try_with(|in_step| *in_step).unwrap_or(false) {
+            return None;
+        }
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
+    /// Run a workflow body with this context installed.
+    pub(crate) async fn scope<F: Future>(self: Arc<Self>, body: F) -> F::Output {
+        CURRENT.scope(self, body).await
+    }
+
+    /// Run a step body: durable operations inside it are plain calls.
+    pub(crate) async fn step_scope<F: Future>(body: F) -> F::Output {
+        IN_STEP.scope(true, body).await
+    }
+
+    /// Hand out the next operation id.
+    pub(crate) fn next_id(&self) -> i32 {
+        self.last_id.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The checkpoint an earlier execution recorded at this id, if any.
+    pub(crate) fn recorded(&self, function_id: i32) -> Option<&Checkpoint> {
+        self.recorded.get(&function_id)
+    }
+
+    /// Stop this execution for `reason` (the first reason wins) and return it as an error.
+    pub(crate) fn halt(&self, reason: Error) -> Error {
+        let mut halt = self.halt.lock().unwrap_or_else(|p| p.into_inner());
+        let copy = clone_halt(&reason);
+        if halt.is_none() {
+            *halt = Some(reason);
+        }
+        copy
+    }
+
+    /// Why the execution stopped, if it did.
+    pub(crate) fn take_halt(&self) -> Option<Error> {
+        self.halt.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Refuse to start another operation once the execution must stop.
+    pub(crate) fn check_running(&self) -> Result<()> {
+        if let Some(reason) = self.halt.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Err(clone_halt(reason));
+        }
+        if self.rt.is_shutting_down() {
+            return Err(self.halt(Error::Shutdown));
+        }
+        Ok(())
+    }
+
+    /// The replayed value of a recorded operation, checking it is the same operation.
+    pub(crate) fn replay<T: DeserializeOwned>(&self, checkpoint: &Checkpoint, name: &str) -> Result<T> {
+        self.check_name(checkpoint, name)?;
+        let column = "operation_outputs";
+        let format = checkpoint.serialization.as_deref();
+        if let Some(error) = &checkpoint.error {
+            return match serialization::decode_error(error, format, &self.workflow_id, &format!("{column}.error")) {
+                Ok(portable) => Err(Error::Application(portable)),
+                Err(undecodable) => Err(self.halt(undecodable)),
+            };
+        }
+        let output = checkpoint.output.as_deref().unwrap_or("null");
+        serialization::decode(output, format, &self.workflow_id, &format!("{column}.output"))
+            .map_err(|undecodable| self.halt(undecodable))
+    }
+
+    /// A recorded operation under another name means the code changed: fatal for this workflow.
+    pub(crate) fn check_name(&self, checkpoint: &Checkpoint, name: &str) -> Result<()> {
+        if checkpoint.function_name == name {
+            return Ok(());
+        }
+        Err(self.halt(Error::NonDeterminism {
+            workflow_id: self.workflow_id.clone(),
+            function_id: checkpoint.function_id,
+            expected: name.to_owned(),
+            recorded: checkpoint.function_name.clone(),
+        }))
+    }
+
+    /// A step record for this workflow, guarded by this execution's token.
+    pub(crate) fn step_record(&self, function_id: i32, name: &str, started_at: i64) -> StepRecord {
+        StepRecord {
+            workflow_id: self.workflow_id.clone(),
+            owner_xid: self.owner_xid.clone(),
+            function_id,
+            function_name: name.to_owned(),
+            output: None,
+            error: None,
+            child_workflow_id: None,
+            started_at_epoch_ms: started_at,
+            completed_at_epoch_ms: now_ms(),
+            application_name: Some(self.rt.app_name.clone()),
+        }
+    }
+
+    /// Write a checkpoint; a refusal halts the execution with the reason.
+    pub(crate) async fn record(&self, record: &StepRecord) -> Result<()> {
+        let outcome = self.rt.store.record_step(record).await?;
+        self.settle(outcome, &record.function_name)
+    }
+
+    /// Turn a write's outcome into this execution's next move.
+    pub(crate) fn settle(&self, outcome: RecordOutcome, name: &str) -> Result<()> {
+        match outcome {
+            RecordOutcome::Recorded => Ok(()),
+            RecordOutcome::Duplicate(existing) => self.check_name(&existing, name),
+            RecordOutcome::NotOwner { status } => Err(self.halt(self.lost(status.as_deref()))),
+        }
+    }
+
+    fn lost(&self, status: Option<&str>) -> Error {
+        match status {
+            Some(status::CANCELLED) => Error::Cancelled(self.workflow_id.clone()),
+            None => Error::NotFound(self.workflow_id.clone()),
+            _ => Error::OwnershipLost(self.workflow_id.clone()),
+        }
+    }
+}
+
+/// A copy of a halt reason to return to the caller (the original is kept in the context).
+fn clone_halt(reason: &Error) -> Error {
+    match reason {
+        Error::Cancelled(id) => Error::Cancelled(id.clone()),
+        Error::OwnershipLost(id) => Error::OwnershipLost(id.clone()),
+        Error::NotFound(id) => Error::NotFound(id.clone()),
+        Error::Shutdown => Error::Shutdown,
+        Error::NonDeterminism { workflow_id, function_id, expected, recorded } => Error::NonDeterminism {
+            workflow_id: workflow_id.clone(),
+            function_id: *function_id,
+            expected: expected.clone(),
+            recorded: recorded.clone(),
+        },
+        Error::Decode { workflow_id, column, reason } => Error::Decode {
+            workflow_id: workflow_id.clone(),
+            column: column.clone(),
+            reason: reason.clone(),
+        },
+        other => Error::Application(other.to_portable()),
+    }
+}

@@ -1,0 +1,9 @@
+//! The durable engine: contexts, steps, workflows, recovery. It speaks to the store only
+//! through the `SystemDatabase` operations and never writes SQL.
+
+pub(crate) mod context;
+pub(crate) mod recovery;
+pub(crate) mod registry;
+pub(crate) mod runtime;
+pub(crate) mod step;
+pub(crate) mod workflow;

@@ -1,0 +1,153 @@
+//! State shared by everything a launched application runs: the store, its identity, the
+//! workflows executing in this process, and the shutdown switch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+
+use crate::error::PortableError;
+use crate::store::Store;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// How a workflow executing in this process ended, as its local waiters learn it.
+#[derive(Debug, Clone)]
+pub(crate) enum LocalOutcome {
+    /// The outcome was written: `Ok(output JSON)` or `Err(error)`.
+    Finished(Result<String, PortableError>),
+    /// The execution stopped without writing an outcome (cancelled, taken over, shutting
+    /// down); the database says what happened.
+    Interrupted,
+}
+
+type OutcomeSlot = watch::Receiver<Option<LocalOutcome>>;
+
+/// A workflow executing in this process: where its outcome arrives, and how to stop it.
+struct Running {
+    outcome: OutcomeSlot,
+    abort: Option<AbortHandle>,
+}
+
+/// The shared state of one launched application.
+pub(crate) struct Runtime {
+    pub store: Store,
+    pub app_name: String,
+    pub executor_id: String,
+    pub app_version: String,
+    shutting_down: AtomicBool,
+    /// Workflows executing in this process, by id, with the channel their outcome arrives on.
+    running: Mutex<HashMap<String, Running>>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl Runtime {
+    pub(crate) fn new(store: Store, app_name: String, executor_id: String, app_version: String) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            app_name,
+            executor_id,
+            app_version,
+            shutting_down: AtomicBool::new(false),
+            running: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a workflow about to execute here; its outcome is published on the sender.
+    pub(crate) fn track(self: &Arc<Self>, workflow_id: &str) -> Execution {
+        let (sender, receiver) = watch::channel(None);
+        self.running().insert(workflow_id.to_owned(), Running { outcome: receiver, abort: None });
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Execution { rt: Arc::clone(self), workflow_id: workflow_id.to_owned(), sender }
+    }
+
+    /// The outcome channel of a workflow executing in this process, if it is.
+    pub(crate) fn local_outcome(&self, workflow_id: &str) -> Option<OutcomeSlot> {
+        self.running().get(workflow_id).map(|r| r.outcome.clone())
+    }
+
+    /// Remember how to abort a tracked workflow's task.
+    pub(crate) fn set_abort(&self, workflow_id: &str, abort: AbortHandle) {
+        if let Some(running) = self.running().get_mut(workflow_id) {
+            running.abort = Some(abort);
+        }
+    }
+
+    /// Abort every workflow task still executing here (they stay `PENDING` for recovery).
+    pub(crate) fn abort_all(&self) {
+        for running in self.running().values() {
+            if let Some(abort) = &running.abort {
+                abort.abort();
+            }
+        }
+    }
+
+    /// Whether this workflow is executing in this process.
+    pub(crate) fn is_running_here(&self, workflow_id: &str) -> bool {
+        self.running().contains_key(workflow_id)
+    }
+
+    /// How many workflows are executing in this process.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Wait until no workflow executes in this process.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A workflow executing in this process. Dropping it (even by abort) unregisters it and wakes
+/// its waiters, who then read the database.
+pub(crate) struct Execution {
+    rt: Arc<Runtime>,
+    workflow_id: String,
+    sender: watch::Sender<Option<LocalOutcome>>,
+}
+
+impl Execution {
+    /// Publish the outcome to local waiters.
+    pub(crate) fn publish(self, outcome: LocalOutcome) {
+        self.sender.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        self.rt.running().remove(&self.workflow_id);
+        if self.sender.borrow().is_none() {
+            self.sender.send_replace(Some(LocalOutcome::Interrupted));
+        }
+        if self.rt.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.rt.idle.notify_waiters();
+        }
+    }
+}

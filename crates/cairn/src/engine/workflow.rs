@@ -1,0 +1,470 @@
+//! Starting workflows, executing them, and waiting for their outcome.
+
+use std::any::TypeId;
+use std::fmt::Display;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::context::WorkflowContext;
+use super::registry::{self, WorkflowRegistration};
+use super::runtime::{LocalOutcome, Runtime, now_ms};
+use super::step::encode_error;
+use crate::error::{Error, PortableError, Result};
+use crate::serialization;
+use crate::status::WorkflowStatus;
+use crate::store::{InsertOutcome, NewWorkflow, RecordOutcome, status};
+
+/// A function annotated with `#[cairn::workflow]`, seen through its argument types.
+///
+/// Implemented for every async function of up to eight arguments; `Marker` is the tuple of
+/// argument types and is inferred. `Args` is the single argument itself, `()` for none, or a
+/// tuple for two or more: `app.start(checkout, 42)`, `app.start(transfer, (from, to, 100))`.
+pub trait WorkflowFn<Marker>: Copy + Send + Sync + 'static {
+    /// The arguments, as passed to `start`.
+    type Args: Send;
+    /// The workflow's success value.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Encode the arguments as DBOS positional arguments.
+    #[doc(hidden)]
+    fn encode_args(args: &Self::Args, workflow: &str) -> Result<Vec<Value>>;
+}
+
+macro_rules! impl_workflow_fn {
+    ($args:ty, ($($arg:ident: $idx:tt),*), $pattern:pat => $values:expr) => {
+        impl<Func, Fut, T, E, $($arg),*> WorkflowFn<($($arg,)*)> for Func
+        where
+            Func: Fn($($arg),*) -> Fut + Copy + Send + Sync + 'static,
+            Fut: Future<Output = std::result::Result<T, E>>,
+            T: Serialize + DeserializeOwned + Send + 'static,
+            $($arg: Serialize + Send,)*
+        {
+            type Args = $args;
+            type Output = T;
+            #[allow(unused_variables)]
+            fn encode_args(args: &Self::Args, workflow: &str) -> Result<Vec<Value>> {
+                let $pattern = args;
+                $values(workflow)
+            }
+        }
+    };
+}
+
+impl_workflow_fn!((), (), () => |_w: &str| Ok(Vec::new()));
+impl_workflow_fn!(A1, (A1: 0), a1 => |w: &str| Ok(vec![serialization::encode_arg(a1, 0, w)?]));
+macro_rules! impl_workflow_fn_tuple {
+    ($($arg:ident: $idx:tt),+) => {
+        impl_workflow_fn!(($($arg,)+), ($($arg: $idx),+), args => |w: &str| Ok(vec![$(serialization::encode_arg(&args.$idx, $idx, w)?),+]));
+    };
+}
+impl_workflow_fn_tuple!(A1: 0, A2: 1);
+impl_workflow_fn_tuple!(A1: 0, A2: 1, A3: 2);
+impl_workflow_fn_tuple!(A1: 0, A2: 1, A3: 2, A4: 3);
+impl_workflow_fn_tuple!(A1: 0, A2: 1, A3: 2, A4: 3, A5: 4);
+impl_workflow_fn_tuple!(A1: 0, A2: 1, A3: 2, A4: 3, A5: 4, A6: 5);
+impl_workflow_fn_tuple!(A1: 0, A2: 1, A3: 2, A4: 3, A5: 4, A6: 5, A7: 6);
+impl_workflow_fn_tuple!(A1: 0, A2: 1, A3: 2, A4: 3, A5: 4, A6: 5, A7: 6, A8: 7);
+
+/// The registration of a workflow function, or a clear error if it was not annotated.
+pub(crate) fn registration_of<W: 'static>() -> Result<&'static WorkflowRegistration> {
+    registry::by_type(TypeId::of::<W>())
+        .ok_or_else(|| Error::NotRegistered(std::any::type_name::<W>().rsplit("::").next().unwrap_or("?").to_owned()))
+}
+
+/// Options for starting a workflow.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// The workflow's id, which is also its idempotency key: starting an id that exists
+    /// returns the existing workflow and never runs it twice. Default: a random UUID (for a
+    /// child workflow, `<parent id>-<operation id>`).
+    pub workflow_id: Option<String>,
+}
+
+impl StartOptions {
+    /// Options with a caller-chosen workflow id.
+    pub fn id(workflow_id: impl Into<String>) -> Self {
+        Self { workflow_id: Some(workflow_id.into()) }
+    }
+}
+
+/// Start a workflow from outside any workflow: insert it, and execute it here if it is new.
+pub(crate) async fn start_top_level(
+    rt: &Arc<Runtime>,
+    registration: &'static WorkflowRegistration,
+    args: Vec<Value>,
+    options: StartOptions,
+) -> Result<String> {
+    if rt.is_shutting_down() {
+        return Err(Error::Shutdown);
+    }
+    let workflow_id = match options.workflow_id {
+        Some(id) if id.is_empty() => {
+            return Err(Error::InvalidArgument { argument: "workflow_id", reason: "must not be empty".to_owned() });
+        }
+        Some(id) => id,
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let new = new_workflow(rt, registration, &workflow_id, &args, None)?;
+    match rt.store.insert_workflow(&new).await? {
+        InsertOutcome::Inserted => {
+            spawn_execution(rt, registration, workflow_id.clone(), new.creator_xid, args, Vec::new());
+        }
+        InsertOutcome::Existing { name, .. } => check_same_workflow(&workflow_id, name, registration)?,
+    }
+    Ok(workflow_id)
+}
+
+/// Start a child workflow as the parent's operation `function_id`: the child's rows and the
+/// parent's checkpoint commit together, so across replays the child starts exactly once.
+pub(crate) async fn start_child(
+    parent: &Arc<WorkflowContext>,
+    function_id: i32,
+    registration: &'static WorkflowRegistration,
+    args: Vec<Value>,
+    options: StartOptions,
+) -> Result<String> {
+    parent.check_running()?;
+    let workflow_id = options.workflow_id.unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
+    if let Some(checkpoint) = parent.recorded(function_id) {
+        parent.check_name(checkpoint, registration.name)?;
+        return Ok(checkpoint.child_workflow_id.clone().unwrap_or(workflow_id));
+    }
+    let rt = &parent.rt;
+    let new = new_workflow(rt, registration, &workflow_id, &args, Some(parent.workflow_id.clone()))?;
+    let mut record = parent.step_record(function_id, registration.name, now_ms());
+    record.child_workflow_id = Some(workflow_id.clone());
+    let (recorded, inserted) = rt.store.insert_child_workflow(&record, &new).await?;
+    if let RecordOutcome::Duplicate(existing) = &recorded {
+        parent.check_name(existing, registration.name)?;
+        return Ok(existing.child_workflow_id.clone().unwrap_or(workflow_id));
+    }
+    parent.settle(recorded, registration.name)?;
+    match inserted {
+        InsertOutcome::Inserted => {
+            spawn_execution(rt, registration, workflow_id.clone(), new.creator_xid, args, Vec::new());
+        }
+        InsertOutcome::Existing { name, .. } => check_same_workflow(&workflow_id, name, registration)?,
+    }
+    Ok(workflow_id)
+}
+
+fn new_workflow(
+    rt: &Runtime,
+    registration: &WorkflowRegistration,
+    workflow_id: &str,
+    args: &[Value],
+    parent_workflow_id: Option<String>,
+) -> Result<NewWorkflow> {
+    Ok(NewWorkflow {
+        id: workflow_id.to_owned(),
+        name: registration.name.to_owned(),
+        status: status::PENDING,
+        queue_name: None,
+        executor_id: rt.executor_id.clone(),
+        app_version: rt.app_version.clone(),
+        application_name: Some(rt.app_name.clone()),
+        inputs: serialization::encode_inputs(args)?,
+        creator_xid: uuid::Uuid::new_v4().to_string(),
+        parent_workflow_id,
+        timeout_ms: None,
+        deadline_epoch_ms: None,
+        now_ms: now_ms(),
+    })
+}
+
+fn check_same_workflow(workflow_id: &str, existing: Option<String>, registration: &WorkflowRegistration) -> Result<()> {
+    match existing {
+        Some(name) if name != registration.name => Err(Error::ConflictingWorkflow {
+            workflow_id: workflow_id.to_owned(),
+            existing: name,
+            requested: registration.name.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Execute a workflow in this process as a task of its own.
+pub(crate) fn spawn_execution(
+    rt: &Arc<Runtime>,
+    registration: &'static WorkflowRegistration,
+    workflow_id: String,
+    owner_xid: String,
+    args: Vec<Value>,
+    recorded: Vec<crate::store::Checkpoint>,
+) {
+    let execution = rt.track(&workflow_id);
+    let ctx = WorkflowContext::new(Arc::clone(rt), workflow_id.clone(), registration.name, owner_xid, recorded);
+    let task = tokio::spawn(async move {
+        let outcome = execute(&ctx, registration, args).await;
+        execution.publish(outcome);
+    });
+    rt.set_abort(&workflow_id, task.abort_handle());
+}
+
+/// Run the body and write its outcome; a panic is the workflow's error, an interruption
+/// writes nothing.
+async fn execute(ctx: &Arc<WorkflowContext>, registration: &WorkflowRegistration, args: Vec<Value>) -> LocalOutcome {
+    let body = Arc::clone(ctx).scope((registration.run)(args));
+    let mut outcome = match AssertUnwindSafe(body).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(serialization::panic_error(&*panic)),
+    };
+    if let Some(halt) = ctx.take_halt() {
+        if halt.is_interruption() {
+            tracing::debug!(workflow_id = %ctx.workflow_id, name = ctx.name, reason = %halt, "workflow execution stopped");
+            return LocalOutcome::Interrupted;
+        }
+        outcome = Err(halt.to_portable());
+    }
+    let completion = crate::store::Completion {
+        workflow_id: ctx.workflow_id.clone(),
+        owner_xid: ctx.owner_xid.clone(),
+        status: if outcome.is_ok() { status::SUCCESS } else { status::ERROR },
+        output: outcome.as_ref().ok().cloned(),
+        error: outcome.as_ref().err().map(encode_error),
+        now_ms: now_ms(),
+    };
+    match ctx.rt.store.complete_workflow(&completion).await {
+        Ok(true) => LocalOutcome::Finished(outcome),
+        Ok(false) => LocalOutcome::Interrupted,
+        Err(error) => {
+            tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not record the workflow's outcome; it stays PENDING for recovery");
+            LocalOutcome::Interrupted
+        }
+    }
+}
+
+/// Wait for a workflow's outcome: woken by the executing task when it runs here, otherwise
+/// read from the database with a growing interval.
+pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result<Outcome> {
+    let mut interval = Duration::from_millis(5);
+    loop {
+        if let Some(mut slot) = rt.local_outcome(workflow_id) {
+            let outcome = match slot.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone(),
+                Err(_) => None,
+            };
+            if let Some(LocalOutcome::Finished(result)) = outcome {
+                return Ok(Outcome { result, serialization: None });
+            }
+        }
+        let row = rt.store.get_workflow(workflow_id).await?.ok_or_else(|| Error::NotFound(workflow_id.to_owned()))?;
+        let format = row.serialization.as_deref();
+        match row.status.as_deref() {
+            Some(status::SUCCESS) => {
+                let result = Ok(row.output.unwrap_or_else(|| "null".to_owned()));
+                return Ok(Outcome { result, serialization: row.serialization });
+            }
+            Some(status::ERROR) => {
+                let text = row.error.as_deref().unwrap_or("null");
+                let result = Err(serialization::decode_error(text, format, workflow_id, "workflow_output.error")?);
+                return Ok(Outcome { result, serialization: row.serialization });
+            }
+            Some(status::CANCELLED) => return Err(Error::Cancelled(workflow_id.to_owned())),
+            Some(status::MAX_RECOVERY_ATTEMPTS_EXCEEDED) => {
+                let max_attempts = row
+                    .name
+                    .as_deref()
+                    .and_then(registry::by_name)
+                    .map_or(crate::DEFAULT_MAX_RECOVERY_ATTEMPTS, |r| r.max_recovery_attempts);
+                return Err(Error::MaxRecoveryAttemptsExceeded { workflow_id: workflow_id.to_owned(), max_attempts });
+            }
+            _ => {}
+        }
+        if rt.is_shutting_down() {
+            return Err(Error::Shutdown);
+        }
+        if !rt.is_running_here(workflow_id) {
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A finished workflow's outcome: its output text or its error, and the output's format.
+pub(crate) struct Outcome {
+    pub result: Result<String, PortableError>,
+    pub serialization: Option<String>,
+}
+
+/// Decode a workflow's outcome into the caller's type.
+fn decode_outcome<T: DeserializeOwned>(workflow_id: &str, outcome: Outcome) -> Result<T> {
+    match outcome.result {
+        Ok(text) => serialization::decode(&text, outcome.serialization.as_deref(), workflow_id, "workflow_output.output"),
+        Err(error) => Err(Error::Application(error)),
+    }
+}
+
+/// A handle to a workflow: its id, its status, and (typed) its result.
+///
+/// Inside a workflow, `result()` and `status()` are durable operations: their answers are
+/// recorded and a replay gets the same answer.
+pub struct WorkflowHandle<T> {
+    workflow_id: String,
+    rt: Arc<Runtime>,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for WorkflowHandle<T> {
+    fn clone(&self) -> Self {
+        Self { workflow_id: self.workflow_id.clone(), rt: Arc::clone(&self.rt), _output: PhantomData }
+    }
+}
+
+impl<T> std::fmt::Debug for WorkflowHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowHandle").field("workflow_id", &self.workflow_id).finish()
+    }
+}
+
+impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
+    pub(crate) fn new(rt: Arc<Runtime>, workflow_id: String) -> Self {
+        Self { workflow_id, rt, _output: PhantomData }
+    }
+
+    /// The workflow's id.
+    pub fn id(&self) -> &str {
+        &self.workflow_id
+    }
+
+    /// The workflow's current status row.
+    pub fn status(&self) -> impl Future<Output = Result<WorkflowStatus>> + Send + 'static {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = self.workflow_id.clone();
+        let call = super::step::StepCall::begin("DBOS.getStatus");
+        async move {
+            call.run(async {
+                let row = rt.store.get_workflow(&workflow_id).await?;
+                row.map(WorkflowStatus::from_row).ok_or(Error::NotFound(workflow_id))
+            })
+            .await
+        }
+    }
+
+    /// Wait for the workflow to finish and return its output, or its error as
+    /// [`Error::Application`] (also [`Error::Cancelled`], [`Error::MaxRecoveryAttemptsExceeded`]).
+    pub fn result(&self) -> impl Future<Output = Result<T>> + Send + 'static {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = self.workflow_id.clone();
+        let caller = WorkflowContext::current().map(|ctx| {
+            let id = ctx.next_id();
+            (ctx, id)
+        });
+        async move {
+            let Some((ctx, function_id)) = caller else {
+                let outcome = wait_outcome(&rt, &workflow_id).await?;
+                return decode_outcome(&workflow_id, outcome);
+            };
+            ctx.check_running()?;
+            if let Some(checkpoint) = ctx.recorded(function_id) {
+                return ctx.replay(checkpoint, "DBOS.getResult");
+            }
+            let started = now_ms();
+            let outcome = wait_outcome(&rt, &workflow_id).await?;
+            let mut record = ctx.step_record(function_id, "DBOS.getResult", started);
+            record.child_workflow_id = Some(workflow_id.clone());
+            match &outcome.result {
+                Ok(output) => record.output = Some(output.clone()),
+                Err(error) => record.error = Some(encode_error(error)),
+            }
+            ctx.record(&record).await?;
+            decode_outcome(&workflow_id, outcome)
+        }
+    }
+}
+
+/// A direct call of a workflow function. Inside a workflow it starts a child workflow
+/// (exactly once across replays) and waits for it; outside, the body runs as a plain call.
+#[doc(hidden)]
+pub struct WorkflowCall<W> {
+    child: Option<ChildStart>,
+    _workflow: PhantomData<W>,
+}
+
+struct ChildStart {
+    parent: Arc<WorkflowContext>,
+    function_id: i32,
+    args: Result<Vec<Value>>,
+}
+
+impl<W: 'static> WorkflowCall<W> {
+    /// Take the operation id now (at call time) if called from a workflow.
+    pub fn begin(_workflow: W, encode: impl FnOnce(&str) -> Result<Vec<Value>>) -> Self {
+        let child = WorkflowContext::current().map(|parent| {
+            let function_id = parent.next_id();
+            let args = registration_of::<W>().and_then(|r| encode(r.name));
+            ChildStart { parent, function_id, args }
+        });
+        Self { child, _workflow: PhantomData }
+    }
+
+    /// Run the call: as a child workflow inside a workflow, else the body itself.
+    pub async fn run<T, E>(self, body: impl Future<Output = std::result::Result<T, E>>) -> std::result::Result<T, E>
+    where
+        T: DeserializeOwned,
+        E: From<Error> + Display + 'static,
+    {
+        let Some(child) = self.child else {
+            return body.await;
+        };
+        let run = async {
+            let registration = registration_of::<W>()?;
+            let id = start_child(&child.parent, child.function_id, registration, child.args?, StartOptions::default()).await?;
+            let outcome = wait_outcome(&child.parent.rt, &id).await?;
+            decode_outcome::<T>(&id, outcome)
+        };
+        run.await.map_err(E::from)
+    }
+}
+
+/// Start a workflow from inside a workflow, as a child: its id is `<parent id>-<operation id>`
+/// and it starts exactly once across replays. Returns a handle to wait on.
+pub fn start_child_workflow<W, M>(workflow: W, args: W::Args) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send
+where
+    W: WorkflowFn<M>,
+    W::Args: Sync,
+{
+    start_child_workflow_with(StartOptions::default(), workflow, args)
+}
+
+/// [`start_child_workflow`] with options (a caller-chosen child id).
+pub fn start_child_workflow_with<W, M>(
+    options: StartOptions,
+    _workflow: W,
+    args: W::Args,
+) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send
+where
+    W: WorkflowFn<M>,
+    W::Args: Sync,
+{
+    let parent = WorkflowContext::current().map(|ctx| {
+        let id = ctx.next_id();
+        (ctx, id)
+    });
+    async move {
+        let (parent, function_id) = parent.ok_or(Error::NotInWorkflow("cairn::start_child_workflow"))?;
+        let registration = registration_of::<W>()?;
+        let positional = W::encode_args(&args, registration.name)?;
+        let id = start_child(&parent, function_id, registration, positional, options).await?;
+        Ok(WorkflowHandle::new(Arc::clone(&parent.rt), id))
+    }
+}
+
+/// Decode arguments, run a workflow body and encode its outcome (used by generated code).
+#[doc(hidden)]
+pub async fn finish<T: Serialize, E: Display + 'static>(
+    workflow: &'static str,
+    body: impl Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<String, PortableError> {
+    match body.await {
+        Ok(value) => serialization::encode(&value, || format!("the output of workflow `{workflow}`")).map_err(|e| e.to_portable()),
+        Err(error) => Err(serialization::portable_error_of(&error)),
+    }
+}
