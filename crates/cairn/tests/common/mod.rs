@@ -36,6 +36,12 @@ impl TestDb {
         }
     }
 
+    /// A handle on an existing test database (for another thread or process of the same test).
+    pub fn with_url(backend: Backend, url: String) -> Self {
+        let file = url.strip_prefix("sqlite://").map(PathBuf::from);
+        Self { backend, url, name: String::new(), file }
+    }
+
     /// A builder for an application on this database.
     pub fn builder(&self, app_name: &str) -> cairn::CairnBuilder {
         cairn::Cairn::builder(app_name).database_url(&self.url)
