@@ -35,8 +35,8 @@ pub struct CairnBuilder {
 
 impl CairnBuilder {
     /// The system database URL: `postgres://user:pass@host/db?sslmode=prefer`,
-    /// `sqlite://path/to/file.sqlite` or `sqlite::memory:`.
-    /// Default: `$DBOS_SYSTEM_DATABASE_URL`, else `sqlite://<app_name>.sqlite` in the working directory.
+    /// `sqlite:///relative/file.sqlite`, `sqlite:////absolute/file.sqlite` (as DBOS and SQLAlchemy read them) or `sqlite::memory:`.
+    /// Default: `$DBOS_SYSTEM_DATABASE_URL`, else `sqlite:///<app_name>.sqlite` (a file in the working directory, as DBOS).
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
         self.database_url = Some(url.into());
         self
@@ -95,7 +95,7 @@ impl CairnBuilder {
             None => std::env::var(DATABASE_URL_ENV)
                 .ok()
                 .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| format!("sqlite://{}.sqlite", self.app_name)),
+                .unwrap_or_else(|| format!("sqlite:///{}.sqlite", self.app_name)),
         };
         let executor_id = self
             .executor_id

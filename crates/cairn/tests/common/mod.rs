@@ -30,7 +30,7 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let file = std::env::temp_dir().join(format!("{name}.sqlite"));
-                Self { backend, url: format!("sqlite://{}", file.display()), name, file: Some(file) }
+                Self { backend, url: format!("sqlite:///{}", file.display()), name, file: Some(file) }
             }
             Backend::Postgres => Self { backend, url: format!("{}/{name}", postgres_server()), name, file: None },
         }
@@ -38,7 +38,7 @@ impl TestDb {
 
     /// A handle on an existing test database (for another thread or process of the same test).
     pub fn with_url(backend: Backend, url: String) -> Self {
-        let file = url.strip_prefix("sqlite://").map(PathBuf::from);
+        let file = url.strip_prefix("sqlite:///").map(PathBuf::from);
         Self { backend, url, name: String::new(), file }
     }
 

@@ -22,8 +22,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 use self::writer::{Message, Request};
 use super::{
-    Checkpoint, Completion, InsertOutcome, NewWorkflow, Reclaimed, RecordOutcome, StepRecord, StoreOptions,
-    SystemDatabase, WorkflowRow,
+    Checkpoint, Completion, InsertOutcome, NewWorkflow, Reclaimed, RecordOutcome, StepRecord,
+    StoreOptions, SystemDatabase, WorkflowRow,
 };
 use crate::error::{Error, Result};
 
@@ -47,16 +47,23 @@ enum Location {
 }
 
 impl Location {
-    /// Parse `sqlite:path`, `sqlite://path` (so `sqlite:///abs/path` is absolute) or
-    /// `sqlite::memory:`.
+    /// Parse a SQLite URL the way DBOS (SQLAlchemy) does, so one `DBOS_SYSTEM_DATABASE_URL`
+    /// names the same file for Cairn and the `dbos` CLI: `sqlite:///relative/path`,
+    /// `sqlite:////absolute/path`; also `sqlite://path` and `sqlite:path` (path as written)
+    /// and `sqlite::memory:`.
     fn parse(url: &str) -> Result<Self> {
         let invalid = |why: &str| {
             Error::Config(format!(
-                "system database URL `{url}` {why}; expected sqlite:path, sqlite:///absolute/path or sqlite::memory:"
+                "system database URL `{url}` {why}; expected sqlite:///relative/path, sqlite:////absolute/path or sqlite::memory:"
             ))
         };
-        let rest = url.strip_prefix("sqlite:").ok_or_else(|| invalid("is not a sqlite: URL"))?;
-        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let rest = url
+            .strip_prefix("sqlite:")
+            .ok_or_else(|| invalid("is not a sqlite: URL"))?;
+        let path = rest
+            .strip_prefix("///")
+            .or_else(|| rest.strip_prefix("//"))
+            .unwrap_or(rest);
         if path == ":memory:" {
             return Ok(Location::Memory);
         }
@@ -64,7 +71,9 @@ impl Location {
             return Err(invalid("names no file"));
         }
         if path.contains('?') || path.contains('#') {
-            return Err(invalid("has a query or fragment, which Cairn does not support"));
+            return Err(invalid(
+                "has a query or fragment, which Cairn does not support",
+            ));
         }
         Ok(Location::File(PathBuf::from(path)))
     }
@@ -94,7 +103,8 @@ impl SqliteStore {
             .map_err(|e| Error::database("opening the SQLite system database", e))??;
         let (tx, rx) = mpsc::unbounded_channel();
         let thread = writer::spawn(conn, rx)?;
-        let readers = path.map(|path| ReaderPool::new(path, options.pool_size.clamp(1, MAX_READERS)));
+        let readers =
+            path.map(|path| ReaderPool::new(path, options.pool_size.clamp(1, MAX_READERS)));
         tracing::debug!(url, "opened the SQLite system database");
         Ok(Self {
             url: url.to_owned(),
@@ -114,8 +124,10 @@ impl SqliteStore {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
-        let (job, reply) = Request::new(work);
-        self.writer.send(Message::Job(job)).map_err(|_| self.writer_gone())?;
+        let (job, reply) = Request::job(work);
+        self.writer
+            .send(Message::Job(job))
+            .map_err(|_| self.writer_gone())?;
         reply.await.map_err(|_| self.writer_gone())?
     }
 
@@ -151,42 +163,52 @@ impl SqliteStore {
 /// file, its canonical path (so readers find the same file whatever the working directory).
 fn open_writer(location: &Location) -> Result<(Connection, Option<PathBuf>)> {
     let db_err = |e| Error::database("opening the SQLite system database", e);
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match location {
         Location::Memory => Connection::open_in_memory_with_flags(flags),
         Location::File(path) => Connection::open_with_flags(path, flags),
     }
     .map_err(db_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(db_err)?;
     // Check the schema before anything else changes the file: a refused database stays as it was.
     schema::migrate(&conn)?;
     if let Location::File(path) = location {
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(db_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), mode, "could not switch the SQLite database to WAL mode");
         }
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    let path = match location {
-        Location::Memory => None,
-        Location::File(path) => Some(
-            std::fs::canonicalize(path)
-                .map_err(|e| Error::database(format!("resolving the path {}", path.display()), e))?,
-        ),
-    };
+    let path =
+        match location {
+            Location::Memory => None,
+            Location::File(path) => Some(std::fs::canonicalize(path).map_err(|e| {
+                Error::database(format!("resolving the path {}", path.display()), e)
+            })?),
+        };
     Ok((conn, path))
 }
 
 /// Open a read-only connection to the database file.
 fn open_reader(path: &Path) -> Result<Connection> {
     let db_err = |e| Error::database("opening a SQLite reader connection", e);
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(db_err)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
     // Read-write at the file level (WAL readers need the shared-memory file), read-only in SQL.
-    conn.pragma_update(None, "query_only", "ON").map_err(db_err)?;
+    conn.pragma_update(None, "query_only", "ON")
+        .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -204,7 +226,11 @@ struct ReaderPool {
 impl ReaderPool {
     /// A pool of up to `size` connections to `path`.
     fn new(path: PathBuf, size: usize) -> Self {
-        Self { path, idle: Mutex::new(Vec::with_capacity(size)), permits: Semaphore::new(size) }
+        Self {
+            path,
+            idle: Mutex::new(Vec::with_capacity(size)),
+            permits: Semaphore::new(size),
+        }
     }
 
     /// Run `work` on a reader connection on tokio's blocking pool.
@@ -250,13 +276,17 @@ impl ReaderPool {
 
 /// The error for a reader pool whose lock a panicking thread poisoned.
 fn poisoned() -> Error {
-    Error::database("using the SQLite reader pool", std::io::Error::other("its lock was poisoned by a panic"))
+    Error::database(
+        "using the SQLite reader pool",
+        std::io::Error::other("its lock was poisoned by a panic"),
+    )
 }
 
 impl SystemDatabase for SqliteStore {
     async fn insert_workflow(&self, wf: &NewWorkflow) -> Result<InsertOutcome> {
         let wf = wf.clone();
-        self.write(move |conn| ops::insert_workflow(conn, &wf)).await
+        self.write(move |conn| ops::insert_workflow(conn, &wf))
+            .await
     }
 
     async fn insert_child_workflow(
@@ -265,7 +295,8 @@ impl SystemDatabase for SqliteStore {
         child: &NewWorkflow,
     ) -> Result<(RecordOutcome, InsertOutcome)> {
         let (parent, child) = (parent.clone(), child.clone());
-        self.write(move |conn| ops::insert_child_workflow(conn, &parent, &child)).await
+        self.write(move |conn| ops::insert_child_workflow(conn, &parent, &child))
+            .await
     }
 
     async fn record_step(&self, rec: &StepRecord) -> Result<RecordOutcome> {
@@ -273,24 +304,32 @@ impl SystemDatabase for SqliteStore {
         self.write(move |conn| ops::record_step(conn, &rec)).await
     }
 
-    async fn get_checkpoint(&self, workflow_id: &str, function_id: i32) -> Result<Option<Checkpoint>> {
+    async fn get_checkpoint(
+        &self,
+        workflow_id: &str,
+        function_id: i32,
+    ) -> Result<Option<Checkpoint>> {
         let workflow_id = workflow_id.to_owned();
-        self.read(move |conn| ops::get_checkpoint(conn, &workflow_id, function_id)).await
+        self.read(move |conn| ops::get_checkpoint(conn, &workflow_id, function_id))
+            .await
     }
 
     async fn list_checkpoints(&self, workflow_id: &str) -> Result<Vec<Checkpoint>> {
         let workflow_id = workflow_id.to_owned();
-        self.read(move |conn| ops::list_checkpoints(conn, &workflow_id)).await
+        self.read(move |conn| ops::list_checkpoints(conn, &workflow_id))
+            .await
     }
 
     async fn complete_workflow(&self, c: &Completion) -> Result<bool> {
         let c = c.clone();
-        self.write(move |conn| ops::complete_workflow(conn, &c)).await
+        self.write(move |conn| ops::complete_workflow(conn, &c))
+            .await
     }
 
     async fn get_workflow(&self, workflow_id: &str) -> Result<Option<WorkflowRow>> {
         let workflow_id = workflow_id.to_owned();
-        self.read(move |conn| ops::get_workflow(conn, &workflow_id)).await
+        self.read(move |conn| ops::get_workflow(conn, &workflow_id))
+            .await
     }
 
     async fn reclaim_pending(
@@ -306,21 +345,36 @@ impl SystemDatabase for SqliteStore {
         let application_name = application_name.map(str::to_owned);
         let new_owner = new_owner.to_owned();
         self.write(move |conn| {
-            ops::reclaim_pending(conn, &executor_id, &app_version, application_name.as_deref(), &new_owner, now_ms)
+            ops::reclaim_pending(
+                conn,
+                &executor_id,
+                &app_version,
+                application_name.as_deref(),
+                &new_owner,
+                now_ms,
+            )
         })
         .await
     }
 
     async fn dead_letter(&self, workflow_id: &str, owner_xid: &str, now_ms: i64) -> Result<bool> {
         let (workflow_id, owner_xid) = (workflow_id.to_owned(), owner_xid.to_owned());
-        self.write(move |conn| ops::dead_letter(conn, &workflow_id, &owner_xid, now_ms)).await
+        self.write(move |conn| ops::dead_letter(conn, &workflow_id, &owner_xid, now_ms))
+            .await
     }
 
-    async fn register_app_version(&self, version: &str, application_name: Option<&str>, now_ms: i64) -> Result<()> {
+    async fn register_app_version(
+        &self,
+        version: &str,
+        application_name: Option<&str>,
+        now_ms: i64,
+    ) -> Result<()> {
         let version = version.to_owned();
         let application_name = application_name.map(str::to_owned);
-        self.write(move |conn| ops::register_app_version(conn, &version, application_name.as_deref(), now_ms))
-            .await
+        self.write(move |conn| {
+            ops::register_app_version(conn, &version, application_name.as_deref(), now_ms)
+        })
+        .await
     }
 
     /// Stop accepting calls, let the writer commit what is queued, and join it.
@@ -330,12 +384,18 @@ impl SystemDatabase for SqliteStore {
         }
         // Queued before `Close`, so the writer commits every earlier request first.
         let _ = self.writer.send(Message::Close);
-        let thread = self.writer_thread.lock().ok().and_then(|mut slot| slot.take());
+        let thread = self
+            .writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
         if let Some(thread) = thread {
             match tokio::task::spawn_blocking(move || thread.join()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => tracing::error!(url = %self.url, "the SQLite writer thread panicked"),
-                Err(e) => tracing::error!(url = %self.url, error = %e, "could not join the SQLite writer thread"),
+                Err(e) => {
+                    tracing::error!(url = %self.url, error = %e, "could not join the SQLite writer thread")
+                }
             }
         }
         if let Some(pool) = &self.readers {

@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::{Error, Result};
 use crate::store::{
-    Checkpoint, Completion, InsertOutcome, NewWorkflow, PORTABLE_JSON, Reclaimed, RecordOutcome, StepRecord,
-    WorkflowRow, status,
+    Checkpoint, Completion, InsertOutcome, NewWorkflow, PORTABLE_JSON, Reclaimed, RecordOutcome,
+    StepRecord, WorkflowRow, status,
 };
 
 /// A closure turning a driver error into an [`Error`] that says what Cairn was doing.
@@ -91,21 +91,34 @@ pub(super) fn insert_workflow(conn: &Connection, wf: &NewWorkflow) -> Result<Ins
 fn existing(conn: &Connection, workflow_id: &str) -> Result<InsertOutcome> {
     let found = conn
         .prepare_cached("SELECT name, status FROM workflow_status WHERE workflow_uuid = ?1")
-        .and_then(|mut stmt| stmt.query_row([workflow_id], |row| Ok((row.get(0)?, row.get(1)?))).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row([workflow_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
         .map_err(db("reading an existing workflow"))?;
     let (name, status) = found.unwrap_or((None, None));
     Ok(InsertOutcome::Existing { name, status })
 }
 
 /// `None` if `owner_xid` holds the `PENDING` workflow, else why not (its status, if it exists).
-fn ownership_lost(conn: &Connection, workflow_id: &str, owner_xid: &str) -> Result<Option<RecordOutcome>> {
+fn ownership_lost(
+    conn: &Connection,
+    workflow_id: &str,
+    owner_xid: &str,
+) -> Result<Option<RecordOutcome>> {
     let row: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached("SELECT status, owner_xid FROM workflow_status WHERE workflow_uuid = ?1")
-        .and_then(|mut stmt| stmt.query_row([workflow_id], |row| Ok((row.get(0)?, row.get(1)?))).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row([workflow_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
         .map_err(db("checking a workflow's owner"))?;
     Ok(match row {
         None => Some(RecordOutcome::NotOwner { status: None }),
-        Some((status, owner)) if status.as_deref() == Some(status::PENDING) && owner.as_deref() == Some(owner_xid) => {
+        Some((status, owner))
+            if status.as_deref() == Some(status::PENDING)
+                && owner.as_deref() == Some(owner_xid) =>
+        {
             None
         }
         Some((status, _)) => Some(RecordOutcome::NotOwner { status }),
@@ -173,7 +186,10 @@ pub(super) fn insert_child_workflow(
         return Ok((lost, existing(conn, &child.id)?));
     }
     if let Some(recorded) = get_checkpoint(conn, &parent.workflow_id, parent.function_id)? {
-        return Ok((RecordOutcome::Duplicate(recorded), existing(conn, &child.id)?));
+        return Ok((
+            RecordOutcome::Duplicate(recorded),
+            existing(conn, &child.id)?,
+        ));
     }
     let child_outcome = insert_workflow(conn, child)?;
     let outcome = record_step(conn, parent)?;
@@ -181,13 +197,20 @@ pub(super) fn insert_child_workflow(
 }
 
 /// One checkpoint, if recorded.
-pub(super) fn get_checkpoint(conn: &Connection, workflow_id: &str, function_id: i32) -> Result<Option<Checkpoint>> {
+pub(super) fn get_checkpoint(
+    conn: &Connection,
+    workflow_id: &str,
+    function_id: i32,
+) -> Result<Option<Checkpoint>> {
     conn.prepare_cached(concat!(
         "SELECT ",
         checkpoint_columns!(),
         " FROM operation_outputs WHERE workflow_uuid = ?1 AND function_id = ?2"
     ))
-    .and_then(|mut stmt| stmt.query_row(params![workflow_id, function_id], checkpoint_from_row).optional())
+    .and_then(|mut stmt| {
+        stmt.query_row(params![workflow_id, function_id], checkpoint_from_row)
+            .optional()
+    })
     .map_err(db("reading a checkpoint"))
 }
 
@@ -198,7 +221,10 @@ pub(super) fn list_checkpoints(conn: &Connection, workflow_id: &str) -> Result<V
         checkpoint_columns!(),
         " FROM operation_outputs WHERE workflow_uuid = ?1 ORDER BY function_id"
     ))
-    .and_then(|mut stmt| stmt.query_map([workflow_id], checkpoint_from_row)?.collect())
+    .and_then(|mut stmt| {
+        stmt.query_map([workflow_id], checkpoint_from_row)?
+            .collect()
+    })
     .map_err(db("listing checkpoints"))
 }
 
@@ -297,19 +323,31 @@ pub(super) fn reclaim_pending(
             reclaimed.push(Reclaimed { row, checkpoints });
         }
     }
-    reclaimed.sort_by(|a, b| (a.row.created_at, &a.row.workflow_id).cmp(&(b.row.created_at, &b.row.workflow_id)));
+    reclaimed.sort_by(|a, b| {
+        (a.row.created_at, &a.row.workflow_id).cmp(&(b.row.created_at, &b.row.workflow_id))
+    });
     Ok(reclaimed)
 }
 
 /// Move a workflow its owner holds to `MAX_RECOVERY_ATTEMPTS_EXCEEDED`.
-pub(super) fn dead_letter(conn: &Connection, workflow_id: &str, owner_xid: &str, now_ms: i64) -> Result<bool> {
+pub(super) fn dead_letter(
+    conn: &Connection,
+    workflow_id: &str,
+    owner_xid: &str,
+    now_ms: i64,
+) -> Result<bool> {
     conn.prepare_cached(
         "UPDATE workflow_status SET status = ?1, owner_xid = NULL, deduplication_id = NULL, \
          started_at_epoch_ms = NULL, queue_name = NULL, updated_at = ?2, completed_at = ?2 \
          WHERE workflow_uuid = ?3 AND status = 'PENDING' AND owner_xid = ?4",
     )
     .and_then(|mut stmt| {
-        stmt.execute(params![status::MAX_RECOVERY_ATTEMPTS_EXCEEDED, now_ms, workflow_id, owner_xid])
+        stmt.execute(params![
+            status::MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+            now_ms,
+            workflow_id,
+            owner_xid
+        ])
     })
     .map(|changed| changed == 1)
     .map_err(db("moving a workflow to the dead letter status"))

@@ -43,19 +43,31 @@ fn migrate_in_transaction(conn: &Connection) -> Result<bool> {
     if !has_table {
         conn.execute_batch(SCHEMA_SQL)
             .map_err(|e| Error::database("creating the SQLite system database schema", e))?;
-        conn.execute("INSERT INTO dbos_migrations (version) VALUES (?1)", [SCHEMA_VERSION])
-            .map_err(db_err)?;
-        tracing::info!(version = SCHEMA_VERSION, "created the SQLite system database schema");
+        conn.execute(
+            "INSERT INTO dbos_migrations (version) VALUES (?1)",
+            [SCHEMA_VERSION],
+        )
+        .map_err(db_err)?;
+        tracing::info!(
+            version = SCHEMA_VERSION,
+            "created the SQLite system database schema"
+        );
         return Ok(true);
     }
     let found: i64 = conn
-        .query_row("SELECT MAX(version) FROM dbos_migrations", [], |row| row.get::<_, Option<i64>>(0))
+        .query_row("SELECT MAX(version) FROM dbos_migrations", [], |row| {
+            row.get::<_, Option<i64>>(0)
+        })
         .optional()
         .map_err(db_err)?
         .flatten()
         .unwrap_or(0);
     if found < SCHEMA_VERSION {
-        return Err(Error::SchemaVersion { found, expected: SCHEMA_VERSION, hint: UPGRADE_HINT.to_owned() });
+        return Err(Error::SchemaVersion {
+            found,
+            expected: SCHEMA_VERSION,
+            hint: UPGRADE_HINT.to_owned(),
+        });
     }
     if found > SCHEMA_VERSION {
         tracing::warn!(

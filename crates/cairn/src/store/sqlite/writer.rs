@@ -45,9 +45,10 @@ impl GroupFailure {
     /// An [`Error`] for one request of the failed group (each caller gets its own copy).
     fn to_error(&self) -> Error {
         match &self.error {
-            rusqlite::Error::SqliteFailure(code, message) => {
-                Error::database(self.context, rusqlite::Error::SqliteFailure(*code, message.clone()))
-            }
+            rusqlite::Error::SqliteFailure(code, message) => Error::database(
+                self.context,
+                rusqlite::Error::SqliteFailure(*code, message.clone()),
+            ),
             other => Error::database(self.context, std::io::Error::other(other.to_string())),
         }
     }
@@ -68,10 +69,17 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T> + Send + 'static,
 {
-    /// A request for `work`, and the receiver its result will arrive on.
-    pub(super) fn new(work: F) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T>>) {
+    /// A job for the writer that runs `work`, and the receiver its result will arrive on.
+    pub(super) fn job(work: F) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T>>) {
         let (reply, rx) = oneshot::channel();
-        (Box::new(Request { work: Some(work), result: None, reply }), rx)
+        (
+            Box::new(Request {
+                work: Some(work),
+                result: None,
+                reply,
+            }),
+            rx,
+        )
     }
 }
 
@@ -83,7 +91,10 @@ where
     fn run(&mut self, conn: &Connection) -> bool {
         let result = match self.work.take() {
             Some(work) => work(conn),
-            None => Err(Error::database("running a SQLite write", std::io::Error::other("request ran twice"))),
+            None => Err(Error::database(
+                "running a SQLite write",
+                std::io::Error::other("request ran twice"),
+            )),
         };
         let ok = result.is_ok();
         self.result = Some(result);
@@ -95,9 +106,10 @@ where
             (Some(Err(own)), _) => Err(own),
             (Some(Ok(value)), Ok(())) => Ok(value),
             (Some(Ok(_)) | None, Err(failure)) => Err(failure.to_error()),
-            (None, Ok(())) => {
-                Err(Error::database("running a SQLite write", std::io::Error::other("request was not run")))
-            }
+            (None, Ok(())) => Err(Error::database(
+                "running a SQLite write",
+                std::io::Error::other("request was not run"),
+            )),
         };
         // The caller may have gone away (its future dropped); nothing to do then.
         let _ = self.reply.send(result);
@@ -105,7 +117,10 @@ where
 }
 
 /// Start the writer thread on `conn`.
-pub(super) fn spawn(conn: Connection, rx: mpsc::UnboundedReceiver<Message>) -> Result<JoinHandle<()>> {
+pub(super) fn spawn(
+    conn: Connection,
+    rx: mpsc::UnboundedReceiver<Message>,
+) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("cairn-sqlite-writer".to_owned())
         .spawn(move || run(conn, rx))
@@ -144,22 +159,30 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
 /// Run `batch` in one transaction, each request in its own savepoint, and reply to all.
 fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let failure = GroupFailure { context: "beginning a SQLite write transaction", error };
+        let failure = GroupFailure {
+            context: "beginning a SQLite write transaction",
+            error,
+        };
         batch.drain(..).for_each(|job| job.finish(Err(&failure)));
         return;
     }
     let mut lost: Option<GroupFailure> = None;
     for job in batch.iter_mut() {
         if let Err(error) = run_in_savepoint(conn, job.as_mut()) {
-            lost = Some(GroupFailure { context: "running a SQLite write", error });
+            lost = Some(GroupFailure {
+                context: "running a SQLite write",
+                error,
+            });
             break;
         }
     }
-    if lost.is_none() {
-        if let Err(error) = conn.execute_batch("COMMIT") {
-            lost = Some(GroupFailure { context: "committing a SQLite write transaction", error });
-        }
-    }
+    let lost = lost.or_else(|| {
+        let error = conn.execute_batch("COMMIT").err()?;
+        Some(GroupFailure {
+            context: "committing a SQLite write transaction",
+            error,
+        })
+    });
     match lost {
         None => batch.drain(..).for_each(|job| job.finish(Ok(()))),
         Some(failure) => {
@@ -175,7 +198,8 @@ fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
 /// Run one request inside `SAVEPOINT`; a failed request is rolled back to it. An `Err` here
 /// means the surrounding transaction itself is gone or unusable.
 fn run_in_savepoint(conn: &Connection, job: &mut dyn WriteJob) -> rusqlite::Result<()> {
-    conn.prepare_cached("SAVEPOINT cairn_request")?.execute([])?;
+    conn.prepare_cached("SAVEPOINT cairn_request")?
+        .execute([])?;
     let ok = job.run(conn);
     if conn.is_autocommit() {
         // Some errors (I/O, out of memory) make SQLite roll back the whole transaction.
@@ -185,7 +209,8 @@ fn run_in_savepoint(conn: &Connection, job: &mut dyn WriteJob) -> rusqlite::Resu
         ));
     }
     if !ok {
-        conn.prepare_cached("ROLLBACK TO cairn_request")?.execute([])?;
+        conn.prepare_cached("ROLLBACK TO cairn_request")?
+            .execute([])?;
     }
     conn.prepare_cached("RELEASE cairn_request")?.execute([])?;
     Ok(())
