@@ -1,1 +1,99 @@
-fn main(){}
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+//! Cairn's benchmark harness: run one workload against a fresh system database and print one
+//! JSON line describing it.
+//!
+//! ```text
+//! cargo run --release -p cairn-bench -- <w1|w2|w4> [--db URL] [--n N]
+//! ```
+//!
+//! - `w1`: one workflow of ten no-op steps at a time, `n` times (default 200): the cost of a step.
+//! - `w2`: `n` such workflows started at once (default 1000): throughput under concurrency.
+//! - `w4`: an empty workflow, `n` times in a row (default 200): the fixed cost of a workflow.
+//!
+//! The database is always fresh: by default a temporary SQLite file, deleted afterwards; with
+//! `--db postgres://…` a new database `cairn_bench_<uuid>` on that server, dropped afterwards.
+//! Each run also measures `floor_commit_ms`, the median latency of a single-row autocommit
+//! INSERT on the same database, so step costs can be read in commits.
+//!
+//! The report goes to stdout as exactly one JSON line; errors go to stderr with exit code 1.
+
+mod cli;
+mod database;
+mod error;
+mod floor;
+mod report;
+mod workloads;
+
+use std::process::ExitCode;
+
+use cairn::Cairn;
+
+use crate::cli::{Command, Options};
+use crate::database::BenchDatabase;
+use crate::error::{BenchError, Context};
+use crate::report::Report;
+
+fn main() -> ExitCode {
+    let options = match cli::parse(std::env::args().skip(1)) {
+        Ok(Command::Run(options)) => options,
+        Ok(Command::Help) => {
+            println!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("cairn-bench: {e}\n\n{}", cli::USAGE);
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(&options)));
+    match outcome.and_then(|report| report.to_json_line()) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cairn-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Create a fresh database, benchmark on it, and remove it whatever the outcome.
+async fn run(options: &Options) -> Result<Report, BenchError> {
+    let database = BenchDatabase::create(options.db.as_deref()).await?;
+    let measured = measure(options, &database).await;
+    let removed = database.remove().await;
+    let report = measured?;
+    removed?;
+    Ok(report)
+}
+
+/// Launch Cairn on `database`, measure the commit floor and the workload, and shut down.
+async fn measure(options: &Options, database: &BenchDatabase) -> Result<Report, BenchError> {
+    let app = Cairn::builder("cairn-bench")
+        .database_url(database.url())
+        .pool_size(options.workload.pool_size())
+        .launch()
+        .await
+        .context("launching Cairn")?;
+    let measured = async {
+        let floor = floor::commit_latency(database).await?;
+        let measurement = workloads::run(&app, options.workload, options.n).await?;
+        Ok::<_, BenchError>((floor, measurement))
+    }
+    .await;
+    let shut_down = app.shutdown().await.context("shutting Cairn down");
+    let (floor, measurement) = measured?;
+    shut_down?;
+    Ok(Report::new(
+        options.workload,
+        database.backend(),
+        &measurement,
+        floor,
+    ))
+}

@@ -45,20 +45,32 @@ impl Options {
     fn parse(attr: TokenStream, kind: Kind) -> syn::Result<Self> {
         let mut options = Options::default();
         let parser = syn::meta::parser(|meta| {
-            let key = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            let key = meta
+                .path
+                .get_ident()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
             match (kind, key.as_str()) {
                 (_, "name") => options.name = Some(meta.value()?.parse()?),
-                (Kind::Workflow, "max_recovery_attempts") => options.max_recovery_attempts = Some(meta.value()?.parse()?),
+                (Kind::Workflow, "max_recovery_attempts") => {
+                    options.max_recovery_attempts = Some(meta.value()?.parse()?)
+                }
                 (Kind::Step, "max_attempts") => options.max_attempts = Some(meta.value()?.parse()?),
                 (Kind::Step, "interval_ms") => options.interval_ms = Some(meta.value()?.parse()?),
                 (Kind::Step, "backoff_rate") => options.backoff_rate = Some(meta.value()?.parse()?),
-                (Kind::Step, "max_interval_ms") => options.max_interval_ms = Some(meta.value()?.parse()?),
+                (Kind::Step, "max_interval_ms") => {
+                    options.max_interval_ms = Some(meta.value()?.parse()?)
+                }
                 _ => {
                     let allowed = match kind {
                         Kind::Workflow => "name, max_recovery_attempts",
-                        Kind::Step => "name, max_attempts, interval_ms, backoff_rate, max_interval_ms",
+                        Kind::Step => {
+                            "name, max_attempts, interval_ms, backoff_rate, max_interval_ms"
+                        }
                     };
-                    return Err(meta.error(format!("unknown option `{key}`; expected one of: {allowed}")));
+                    return Err(meta.error(format!(
+                        "unknown option `{key}`; expected one of: {allowed}"
+                    )));
                 }
             }
             Ok(())
@@ -68,7 +80,10 @@ impl Options {
     }
 
     fn retries(&self) -> bool {
-        self.max_attempts.is_some() || self.interval_ms.is_some() || self.backoff_rate.is_some() || self.max_interval_ms.is_some()
+        self.max_attempts.is_some()
+            || self.interval_ms.is_some()
+            || self.backoff_rate.is_some()
+            || self.max_interval_ms.is_some()
     }
 }
 
@@ -99,38 +114,67 @@ fn generate(options: Options, function: ItemFn, kind: Kind) -> syn::Result<Token
     };
     let sig = &function.sig;
     if sig.asyncness.is_none() {
-        return Err(syn::Error::new(sig.fn_token.span(), format!("{what} needs an `async fn`")));
+        return Err(syn::Error::new(
+            sig.fn_token.span(),
+            format!("{what} needs an `async fn`"),
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(sig.generics.span(), format!("{what} functions cannot be generic")));
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            format!("{what} functions cannot be generic"),
+        ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new(variadic.span(), format!("{what} functions cannot be variadic")));
+        return Err(syn::Error::new(
+            variadic.span(),
+            format!("{what} functions cannot be variadic"),
+        ));
     }
     let output = match &sig.output {
         ReturnType::Type(_, ty) => ty.as_ref().clone(),
         ReturnType::Default => {
             return Err(syn::Error::new(
                 sig.ident.span(),
-                format!("{what} functions must return `Result<T, E>` (E: From<cairn::Error> + Display)"),
+                format!(
+                    "{what} functions must return `Result<T, E>` (E: From<cairn::Error> + Display)"
+                ),
             ));
         }
     };
     let mut params = Vec::new();
     for (index, input) in sig.inputs.iter().enumerate() {
         let FnArg::Typed(typed) = input else {
-            return Err(syn::Error::new(input.span(), format!("{what} functions cannot take `self`")));
+            return Err(syn::Error::new(
+                input.span(),
+                format!("{what} functions cannot take `self`"),
+            ));
         };
         let label = match typed.pat.as_ref() {
             Pat::Ident(ident) => ident.ident.to_string(),
             _ => format!("arg{}", index + 1),
         };
-        params.push(Param { ident: format_ident!("__cairn_arg{}", index), label, ty: typed.ty.as_ref().clone() });
+        params.push(Param {
+            ident: format_ident!("__cairn_arg{}", index),
+            label,
+            ty: typed.ty.as_ref().clone(),
+        });
     }
 
     let name = &sig.ident;
-    let stored_name = options.name.clone().unwrap_or_else(|| LitStr::new(&name.to_string(), name.span()));
-    let body_ident = format_ident!("__cairn_{}_body_{}", if kind == Kind::Workflow { "workflow" } else { "step" }, name);
+    let stored_name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| LitStr::new(&name.to_string(), name.span()));
+    let body_ident = format_ident!(
+        "__cairn_{}_body_{}",
+        if kind == Kind::Workflow {
+            "workflow"
+        } else {
+            "step"
+        },
+        name
+    );
     let mut body_fn = function.clone();
     body_fn.sig.ident = body_ident.clone();
     body_fn.vis = syn::Visibility::Inherited;
@@ -180,7 +224,10 @@ fn generate(options: Options, function: ItemFn, kind: Kind) -> syn::Result<Token
         Kind::Workflow => {
             let run_ident = format_ident!("__cairn_workflow_run_{}", name);
             let type_ident = format_ident!("__cairn_workflow_type_{}", name);
-            let labels: Vec<_> = params.iter().map(|p| LitStr::new(&p.label, Span::call_site())).collect();
+            let labels: Vec<_> = params
+                .iter()
+                .map(|p| LitStr::new(&p.label, Span::call_site()))
+                .collect();
             let indexes: Vec<_> = (0..params.len()).collect();
             let max_recovery = options
                 .max_recovery_attempts

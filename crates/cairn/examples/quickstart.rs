@@ -46,20 +46,38 @@ async fn checkout(order: u64) -> Result<String, ShopError> {
 #[tokio::main]
 async fn main() -> cairn::Result<()> {
     let app = Cairn::builder("shop").launch().await?;
-    println!("launched on {} (application version {})", app.backend(), app.app_version());
+    println!(
+        "launched on {} (application version {})",
+        app.backend(),
+        app.app_version()
+    );
 
     // A caller-chosen id is an idempotency key: run this example twice and the second run
     // returns the recorded result without running a single step.
     let order = 42;
-    let handle = app.start_with(StartOptions::id(format!("checkout-{order}")), checkout, order).await?;
+    let handle = app
+        .start_with(
+            StartOptions::id(format!("checkout-{order}")),
+            checkout,
+            order,
+        )
+        .await?;
     println!("workflow {} started", handle.id());
     let receipt = handle.result().await?;
     println!("workflow {} finished: {receipt}", handle.id());
 
     for step in app.list_steps(handle.id()).await? {
-        println!("  recorded step {} {:<18} -> {}", step.function_id, step.name, step.raw_output.unwrap_or_default());
+        println!(
+            "  recorded step {} {:<18} -> {}",
+            step.function_id,
+            step.name,
+            step.raw_output.unwrap_or_default()
+        );
     }
     let status = handle.status().await?;
-    println!("status {} after {} attempt(s)", status.state, status.recovery_attempts);
+    println!(
+        "status {} after {} attempt(s)",
+        status.state, status.recovery_attempts
+    );
     app.shutdown().await
 }

@@ -31,12 +31,21 @@ async fn long_job() -> Result<u32, cairn::Error> {
 async fn main() -> cairn::Result<()> {
     // launch() resumes unfinished workflows of this executor before anything else.
     let app = Cairn::builder("recovery-demo").launch().await?;
-    let handle = app.start_with(StartOptions::id("long-job"), long_job, ()).await?;
+    let handle = app
+        .start_with(StartOptions::id("long-job"), long_job, ())
+        .await?;
     let status = handle.status().await?;
     if status.recovery_attempts > 1 {
-        println!("resuming workflow {} (attempt {})", handle.id(), status.recovery_attempts);
+        println!(
+            "resuming workflow {} (attempt {})",
+            handle.id(),
+            status.recovery_attempts
+        );
     } else {
-        println!("started workflow {}: kill this process now and run it again", handle.id());
+        println!(
+            "started workflow {}: kill this process now and run it again",
+            handle.id()
+        );
     }
     let total = handle.result().await?;
     println!("workflow {} finished: {total}", handle.id());

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::engine::recovery;
 use crate::engine::registry;
 use crate::engine::runtime::Runtime;
 use crate::engine::workflow::{self, StartOptions, WorkflowFn, WorkflowHandle};
-use crate::engine::recovery;
 use crate::error::{Error, Result};
 use crate::status::{StepInfo, WorkflowStatus};
 use crate::store::{self, StoreOptions};
@@ -88,7 +88,10 @@ impl CairnBuilder {
     /// version, and resume this executor's unfinished workflows.
     pub async fn launch(self) -> Result<Cairn> {
         if self.app_name.trim().is_empty() {
-            return Err(Error::InvalidArgument { argument: "app_name", reason: "must not be empty".to_owned() });
+            return Err(Error::InvalidArgument {
+                argument: "app_name",
+                reason: "must not be empty".to_owned(),
+            });
         }
         let url = match self.database_url {
             Some(url) => url,
@@ -99,15 +102,29 @@ impl CairnBuilder {
         };
         let executor_id = self
             .executor_id
-            .or_else(|| std::env::var(EXECUTOR_ID_ENV).ok().filter(|v| !v.is_empty()))
+            .or_else(|| {
+                std::env::var(EXECUTOR_ID_ENV)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(|| "local".to_owned());
         let app_version = self
             .app_version
-            .or_else(|| std::env::var(APP_VERSION_ENV).ok().filter(|v| !v.is_empty()))
+            .or_else(|| {
+                std::env::var(APP_VERSION_ENV)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(|| default_app_version(&self.app_name));
         let store = store::open(&url, &self.store).await?;
         let rt = Runtime::new(store, self.app_name, executor_id, app_version);
-        rt.store.register_app_version(&rt.app_version, Some(&rt.app_name), crate::engine::runtime::now_ms()).await?;
+        rt.store
+            .register_app_version(
+                &rt.app_version,
+                Some(&rt.app_name),
+                crate::engine::runtime::now_ms(),
+            )
+            .await?;
         tracing::info!(
             app = %rt.app_name,
             backend = rt.store.backend(),
@@ -115,7 +132,10 @@ impl CairnBuilder {
             app_version = %rt.app_version,
             "Cairn launched"
         );
-        let app = Cairn { rt, shutdown_grace: self.shutdown_grace };
+        let app = Cairn {
+            rt,
+            shutdown_grace: self.shutdown_grace,
+        };
         if self.recover {
             let resumed = recovery::recover_pending(&app.rt).await?;
             if !resumed.is_empty() {
@@ -138,7 +158,12 @@ fn default_app_version(app_name: &str) -> String {
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
     hasher.update([0]);
     hasher.update(app_name.as_bytes());
-    hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A launched Cairn application: start workflows, retrieve them, shut down.
@@ -181,12 +206,18 @@ impl Cairn {
     where
         W: WorkflowFn<M>,
     {
-        self.start_with(StartOptions::default(), workflow, args).await
+        self.start_with(StartOptions::default(), workflow, args)
+            .await
     }
 
     /// Start a workflow with options. With [`StartOptions::workflow_id`] the id is an
     /// idempotency key: if that workflow exists, its handle is returned and it does not run again.
-    pub async fn start_with<W, M>(&self, options: StartOptions, _workflow: W, args: W::Args) -> Result<WorkflowHandle<W::Output>>
+    pub async fn start_with<W, M>(
+        &self,
+        options: StartOptions,
+        _workflow: W,
+        args: W::Args,
+    ) -> Result<WorkflowHandle<W::Output>>
     where
         W: WorkflowFn<M>,
     {
@@ -212,19 +243,26 @@ impl Cairn {
         if self.rt.store.get_workflow(workflow_id).await?.is_none() {
             return Err(Error::NotFound(workflow_id.to_owned()));
         }
-        Ok(WorkflowHandle::new(Arc::clone(&self.rt), workflow_id.to_owned()))
+        Ok(WorkflowHandle::new(
+            Arc::clone(&self.rt),
+            workflow_id.to_owned(),
+        ))
     }
 
     /// A workflow's status row.
     pub async fn status(&self, workflow_id: &str) -> Result<WorkflowStatus> {
         let row = self.rt.store.get_workflow(workflow_id).await?;
-        row.map(WorkflowStatus::from_row).ok_or_else(|| Error::NotFound(workflow_id.to_owned()))
+        row.map(WorkflowStatus::from_row)
+            .ok_or_else(|| Error::NotFound(workflow_id.to_owned()))
     }
 
     /// The operations a workflow has recorded, in order.
     pub async fn list_steps(&self, workflow_id: &str) -> Result<Vec<StepInfo>> {
         let checkpoints = self.rt.store.list_checkpoints(workflow_id).await?;
-        Ok(checkpoints.into_iter().map(StepInfo::from_checkpoint).collect())
+        Ok(checkpoints
+            .into_iter()
+            .map(StepInfo::from_checkpoint)
+            .collect())
     }
 
     /// Claim and resume this executor's unfinished workflows now (launch does it once).
@@ -258,8 +296,14 @@ impl Cairn {
     /// resume at the next launch.
     pub async fn shutdown(self) -> Result<()> {
         self.rt.begin_shutdown();
-        if tokio::time::timeout(self.shutdown_grace, self.rt.idle()).await.is_err() {
-            tracing::warn!(in_flight = self.rt.in_flight(), "shutdown grace elapsed; abandoning in-flight workflows");
+        if tokio::time::timeout(self.shutdown_grace, self.rt.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.rt.in_flight(),
+                "shutdown grace elapsed; abandoning in-flight workflows"
+            );
             self.rt.abort_all();
             self.rt.idle().await;
         }

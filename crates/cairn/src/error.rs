@@ -29,7 +29,12 @@ pub struct PortableError {
 impl PortableError {
     /// A portable error with a name and a message, no code or data.
     pub fn new(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { name: name.into(), message: message.into(), code: None, data: None }
+        Self {
+            name: name.into(),
+            message: message.into(),
+            code: None,
+            data: None,
+        }
     }
 }
 
@@ -120,7 +125,9 @@ pub enum Error {
     NotRegistered(String),
 
     /// A workflow id is already used by a different workflow function.
-    #[error("workflow id {workflow_id} already belongs to workflow `{existing}`, not `{requested}`")]
+    #[error(
+        "workflow id {workflow_id} already belongs to workflow `{existing}`, not `{requested}`"
+    )]
     ConflictingWorkflow {
         /// The id.
         workflow_id: String,
@@ -170,7 +177,10 @@ impl Error {
         context: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Database { context: context.into(), source: Box::new(source) }
+        Error::Database {
+            context: context.into(),
+            source: Box::new(source),
+        }
     }
 
     /// This error in DBOS's portable form, as it is recorded when it ends a workflow or step.
@@ -206,6 +216,9 @@ impl Error {
     /// Whether this error stops an execution without being recorded as the workflow's outcome
     /// (the workflow's fate is decided elsewhere: cancelled, taken over, or left for recovery).
     pub(crate) fn is_interruption(&self) -> bool {
-        matches!(self, Error::Cancelled(_) | Error::OwnershipLost(_) | Error::Shutdown)
+        matches!(
+            self,
+            Error::Cancelled(_) | Error::OwnershipLost(_) | Error::Shutdown
+        )
     }
 }

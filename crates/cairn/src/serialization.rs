@@ -15,8 +15,14 @@ use crate::error::{Error, PortableError, Result};
 use crate::store::PORTABLE_JSON;
 
 /// Encode a value as compact JSON text.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, what: impl FnOnce() -> String) -> Result<String> {
-    serde_json::to_string(value).map_err(|source| Error::Serialize { what: what(), source })
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    what: impl FnOnce() -> String,
+) -> Result<String> {
+    serde_json::to_string(value).map_err(|source| Error::Serialize {
+        what: what(),
+        source,
+    })
 }
 
 /// Refuse a value whose `serialization` column names a format Cairn cannot read.
@@ -63,7 +69,12 @@ pub(crate) fn decode_error(
     })?;
     Ok(match value {
         Value::Object(ref map) if map.contains_key("message") || map.contains_key("name") => {
-            let text_of = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let text_of = |key: &str| {
+                map.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             PortableError {
                 name: text_of("name"),
                 message: text_of("message"),
@@ -80,12 +91,18 @@ pub(crate) fn decode_error(
 pub(crate) fn encode_inputs(positional: &[Value]) -> Result<String> {
     // Written by hand to keep DBOS's key order.
     let positional = encode(positional, || "workflow inputs".to_owned())?;
-    Ok(format!(r#"{{"positionalArgs":{positional},"namedArgs":{{}}}}"#))
+    Ok(format!(
+        r#"{{"positionalArgs":{positional},"namedArgs":{{}}}}"#
+    ))
 }
 
 /// Decode a workflow's portable input object into its positional arguments. Named arguments
 /// (written by a Python or TypeScript caller) are appended in their stored order.
-pub(crate) fn decode_inputs(text: Option<&str>, serialization: Option<&str>, workflow_id: &str) -> Result<Vec<Value>> {
+pub(crate) fn decode_inputs(
+    text: Option<&str>,
+    serialization: Option<&str>,
+    workflow_id: &str,
+) -> Result<Vec<Value>> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
@@ -111,11 +128,19 @@ pub(crate) fn decode_inputs(text: Option<&str>, serialization: Option<&str>, wor
 
 /// Decode one positional argument of a workflow, naming it if it does not fit.
 #[doc(hidden)]
-pub fn decode_arg<T: DeserializeOwned>(args: &mut [Value], index: usize, argument: &'static str, workflow: &str) -> Result<T> {
+pub fn decode_arg<T: DeserializeOwned>(
+    args: &mut [Value],
+    index: usize,
+    argument: &'static str,
+    workflow: &str,
+) -> Result<T> {
     let value = args.get_mut(index).map(Value::take).unwrap_or(Value::Null);
     serde_json::from_value(value).map_err(|e| Error::InvalidArgument {
         argument,
-        reason: format!("argument {} of workflow `{workflow}` does not decode: {e}", index + 1),
+        reason: format!(
+            "argument {} of workflow `{workflow}` does not decode: {e}",
+            index + 1
+        ),
     })
 }
 
@@ -168,9 +193,15 @@ mod tests {
 
     #[test]
     fn a_foreign_format_is_refused_with_its_name() {
-        let err = decode::<i32>("gASV", Some("py_pickle"), "wf-1", "workflow_output.output").unwrap_err();
+        let err =
+            decode::<i32>("gASV", Some("py_pickle"), "wf-1", "workflow_output.output").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("wf-1") && text.contains("py_pickle") && text.contains("workflow_output.output"), "{text}");
+        assert!(
+            text.contains("wf-1")
+                && text.contains("py_pickle")
+                && text.contains("workflow_output.output"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -183,7 +214,10 @@ mod tests {
             }
         }
         let portable = portable_error_of(&PaymentError);
-        assert_eq!(portable, PortableError::new("PaymentError", "card declined"));
+        assert_eq!(
+            portable,
+            PortableError::new("PaymentError", "card declined")
+        );
         let text = encode(&portable, String::new).unwrap();
         assert_eq!(decode_error(&text, None, "w", "c").unwrap(), portable);
     }

@@ -61,7 +61,10 @@ impl WorkflowState {
 
     /// Whether the workflow has finished (successfully or not) and will not run again by itself.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::Success | Self::Error | Self::Cancelled | Self::MaxRecoveryAttemptsExceeded)
+        matches!(
+            self,
+            Self::Success | Self::Error | Self::Cancelled | Self::MaxRecoveryAttemptsExceeded
+        )
     }
 }
 
@@ -149,14 +152,25 @@ impl WorkflowStatus {
 
     /// The positional arguments the workflow was started with.
     pub fn input(&self) -> Result<Vec<Value>> {
-        serialization::decode_inputs(self.raw_input.as_deref(), self.serialization.as_deref(), &self.workflow_id)
+        serialization::decode_inputs(
+            self.raw_input.as_deref(),
+            self.serialization.as_deref(),
+            &self.workflow_id,
+        )
     }
 
     /// The output, decoded as `T` (`None` until the workflow succeeds).
     pub fn output<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         self.raw_output
             .as_deref()
-            .map(|text| serialization::decode(text, self.serialization.as_deref(), &self.workflow_id, "workflow_output.output"))
+            .map(|text| {
+                serialization::decode(
+                    text,
+                    self.serialization.as_deref(),
+                    &self.workflow_id,
+                    "workflow_output.output",
+                )
+            })
             .transpose()
     }
 
@@ -164,7 +178,14 @@ impl WorkflowStatus {
     pub fn error(&self) -> Result<Option<PortableError>> {
         self.raw_error
             .as_deref()
-            .map(|text| serialization::decode_error(text, self.serialization.as_deref(), &self.workflow_id, "workflow_output.error"))
+            .map(|text| {
+                serialization::decode_error(
+                    text,
+                    self.serialization.as_deref(),
+                    &self.workflow_id,
+                    "workflow_output.error",
+                )
+            })
             .transpose()
     }
 }

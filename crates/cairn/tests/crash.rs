@@ -19,8 +19,13 @@ const KILLS: usize = 3;
 /// Append one line to the side file (one `write` call, so lines from tasks do not interleave).
 fn log_line(line: String) {
     let path = std::env::var("CAIRN_CRASH_LOG").expect("CAIRN_CRASH_LOG");
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log");
-    file.write_all(format!("{line}\n").as_bytes()).expect("write log");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log");
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("write log");
 }
 
 fn incarnation() -> String {
@@ -55,11 +60,20 @@ fn expected_output(workflow: u64) -> u64 {
 #[ignore = "the worker process of the crash tests, started by them"]
 async fn crash_worker() {
     let url = std::env::var("CAIRN_CRASH_URL").expect("CAIRN_CRASH_URL");
-    let app = cairn::Cairn::builder("crash-test").database_url(url).launch().await.expect("launch");
+    let app = cairn::Cairn::builder("crash-test")
+        .database_url(url)
+        .launch()
+        .await
+        .expect("launch");
     let mut handles = Vec::new();
     for workflow in 0..WORKFLOWS {
         let options = StartOptions::id(format!("crash-{workflow}"));
-        handles.push((workflow, app.start_with(options, five_steps, workflow).await.expect("start")));
+        handles.push((
+            workflow,
+            app.start_with(options, five_steps, workflow)
+                .await
+                .expect("start"),
+        ));
     }
     for (workflow, handle) in handles {
         let output = handle.result().await.expect("result");
@@ -70,7 +84,14 @@ async fn crash_worker() {
 
 fn spawn_worker(db: &TestDb, log: &Path, run: usize) -> Child {
     Command::new(std::env::current_exe().expect("test binary"))
-        .args(["crash_worker", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+        .args([
+            "crash_worker",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("CAIRN_CRASH_URL", &db.url)
         .env("CAIRN_CRASH_LOG", log)
         .env("CAIRN_CRASH_RUN", run.to_string())
@@ -81,7 +102,11 @@ fn spawn_worker(db: &TestDb, log: &Path, run: usize) -> Child {
 }
 
 fn lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Wait until the worker has executed `more` further step bodies, then SIGKILL it.
@@ -93,7 +118,10 @@ fn kill_after_progress(mut worker: Child, log: &Path, more: usize) {
         if now >= start + more {
             break;
         }
-        assert!(worker.try_wait().expect("worker status").is_none(), "the worker exited before it was killed");
+        assert!(
+            worker.try_wait().expect("worker status").is_none(),
+            "the worker exited before it was killed"
+        );
         assert!(Instant::now() < deadline, "the worker made no progress");
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -117,8 +145,12 @@ fn random_points(seed: u64) -> Vec<usize> {
 /// Every workflow completes with the right output after several SIGKILLs, and a step whose
 /// checkpoint had committed (its workflow moved past it) never ran again in a later process.
 async fn a_killed_worker_resumes_every_workflow_without_rerunning_finished_steps(db: &TestDb) {
-    let log: PathBuf = std::env::temp_dir().join(format!("cairn-crash-{}.log", uuid::Uuid::new_v4().simple()));
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7);
+    let log: PathBuf =
+        std::env::temp_dir().join(format!("cairn-crash-{}.log", uuid::Uuid::new_v4().simple()));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
     let points = random_points(seed);
     eprintln!("kill points (step bodies between kills): {points:?}");
     let log_for_thread = log.clone();
@@ -145,11 +177,18 @@ async fn a_killed_worker_resumes_every_workflow_without_rerunning_finished_steps
         .filter_map(|l| l.strip_prefix("result "))
         .map(|l| {
             let mut parts = l.split(' ').map(|p| p.parse::<u64>().expect("number"));
-            (parts.next().expect("workflow"), parts.next().expect("output"))
+            (
+                parts.next().expect("workflow"),
+                parts.next().expect("output"),
+            )
         })
         .collect();
     for workflow in 0..WORKFLOWS {
-        assert_eq!(results.get(&workflow), Some(&expected_output(workflow)), "output of workflow {workflow}");
+        assert_eq!(
+            results.get(&workflow),
+            Some(&expected_output(workflow)),
+            "output of workflow {workflow}"
+        );
     }
     // A `done` line in run r means the step's checkpoint committed in run r: no later run may
     // execute that step's body again.
@@ -161,13 +200,18 @@ async fn a_killed_worker_resumes_every_workflow_without_rerunning_finished_steps
         let number = |i: usize| parts[i].parse::<u64>().expect("number");
         match parts[0] {
             "done" => {
-                committed_in.entry((number(1), number(2))).or_insert(number(3) as usize);
+                committed_in
+                    .entry((number(1), number(2)))
+                    .or_insert(number(3) as usize);
             }
             "exec" => {
                 let key = (number(1), number(2));
                 let run = number(3) as usize;
                 if let Some(&committed) = committed_in.get(&key) {
-                    assert!(run <= committed, "step {key:?} committed in run {committed} but ran again in run {run}");
+                    assert!(
+                        run <= committed,
+                        "step {key:?} committed in run {committed} but ran again in run {run}"
+                    );
                 }
                 if !executed.insert(key) {
                     reruns += 1;

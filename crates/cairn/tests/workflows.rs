@@ -40,7 +40,7 @@ async fn gate(key: String) -> Result<(), AppError> {
 async fn sum_three(key: String, x: i64) -> Result<i64, AppError> {
     let a = add(key.clone(), x, 1).await?;
     let b = add(key.clone(), a, 2).await?;
-    add(key, b, 3).await.map_err(Into::into)
+    add(key, b, 3).await
 }
 
 #[cairn::workflow]
@@ -59,7 +59,8 @@ async fn abandon(app: Cairn) {
 }
 
 fn quick_exit(db: &TestDb) -> cairn::CairnBuilder {
-    db.builder("cairn-test").shutdown_grace(Duration::from_millis(20))
+    db.builder("cairn-test")
+        .shutdown_grace(Duration::from_millis(20))
 }
 
 /// A workflow runs its steps in order, checkpoints each one, and records its output.
@@ -75,12 +76,25 @@ async fn a_workflow_runs_its_steps_and_checkpoints_each(db: &TestDb) {
     assert_eq!(status.name, "sum_three");
     assert_eq!(status.recovery_attempts, 1);
     assert_eq!(status.serialization.as_deref(), Some("portable_json"));
-    assert_eq!(status.raw_input.as_deref(), Some(format!(r#"{{"positionalArgs":["{k}",5],"namedArgs":{{}}}}"#).as_str()));
+    assert_eq!(
+        status.raw_input.as_deref(),
+        Some(format!(r#"{{"positionalArgs":["{k}",5],"namedArgs":{{}}}}"#).as_str())
+    );
     assert_eq!(status.output::<i64>().unwrap(), Some(11));
 
     let steps = app.list_steps(handle.id()).await.unwrap();
-    let summary: Vec<_> = steps.iter().map(|s| (s.function_id, s.name.as_str(), s.raw_output.as_deref())).collect();
-    assert_eq!(summary, vec![(1, "add", Some("6")), (2, "add", Some("8")), (3, "add", Some("11"))]);
+    let summary: Vec<_> = steps
+        .iter()
+        .map(|s| (s.function_id, s.name.as_str(), s.raw_output.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, "add", Some("6")),
+            (2, "add", Some("8")),
+            (3, "add", Some("11"))
+        ]
+    );
     app.shutdown().await.unwrap();
 }
 
@@ -92,19 +106,35 @@ async fn a_workflow_id_runs_once_under_concurrent_starts(db: &TestDb) {
     let starts = (0..16).map(|_| {
         let app = app.clone();
         let k = k.clone();
-        tokio::spawn(async move { app.start_with(StartOptions::id("order-7"), sum_three, (k, 1)).await })
+        tokio::spawn(async move {
+            app.start_with(StartOptions::id("order-7"), sum_three, (k, 1))
+                .await
+        })
     });
     for start in futures::future::join_all(starts).await {
         let handle = start.unwrap().unwrap();
         assert_eq!(handle.id(), "order-7");
         assert_eq!(handle.result().await.unwrap(), 7);
     }
-    let again = app.start_with(StartOptions::id("order-7"), sum_three, (k.clone(), 100)).await.unwrap();
-    assert_eq!(again.result().await.unwrap(), 7, "the existing workflow's result, not a new run");
+    let again = app
+        .start_with(StartOptions::id("order-7"), sum_three, (k.clone(), 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.result().await.unwrap(),
+        7,
+        "the existing workflow's result, not a new run"
+    );
     assert_eq!(counted(&k), 3, "three steps, run once");
 
-    let conflict = app.start_with(StartOptions::id("order-7"), other_workflow, ()).await.unwrap_err();
-    assert!(matches!(conflict, Error::ConflictingWorkflow { ref existing, ref requested, .. } if existing == "sum_three" && requested == "other_workflow"), "{conflict}");
+    let conflict = app
+        .start_with(StartOptions::id("order-7"), other_workflow, ())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(conflict, Error::ConflictingWorkflow { ref existing, ref requested, .. } if existing == "sum_three" && requested == "other_workflow"),
+        "{conflict}"
+    );
     app.shutdown().await.unwrap();
 }
 
@@ -152,16 +182,34 @@ async fn reject_then_gate(key: String) -> Result<String, AppError> {
 async fn replay_returns_recorded_errors(db: &TestDb) {
     let k = key(db, "errors");
     let app = quick_exit(db).launch().await.unwrap();
-    let id = app.start(reject_then_gate, k.clone()).await.unwrap().id().to_owned();
+    let id = app
+        .start(reject_then_gate, k.clone())
+        .await
+        .unwrap()
+        .id()
+        .to_owned();
     common::wait_reached(&k).await;
     abandon(app).await;
 
-    let recorded = db.query_text(&format!("SELECT error FROM operation_outputs WHERE workflow_uuid = '{id}' AND function_id = 1")).await;
-    assert_eq!(recorded.as_deref(), Some(r#"{"name":"AppError","message":"rejected: no funds","code":null,"data":null}"#));
+    let recorded = db
+        .query_text(&format!(
+            "SELECT error FROM operation_outputs WHERE workflow_uuid = '{id}' AND function_id = 1"
+        ))
+        .await;
+    assert_eq!(
+        recorded.as_deref(),
+        Some(r#"{"name":"AppError","message":"rejected: no funds","code":null,"data":null}"#)
+    );
 
     common::release(&k);
     let app = db.launch().await;
-    let result = app.retrieve::<String>(&id).await.unwrap().result().await.unwrap();
+    let result = app
+        .retrieve::<String>(&id)
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap();
     assert_eq!(result, "rejected: no funds");
     assert_eq!(counted(&k), 1, "the failed step ran once");
     app.shutdown().await.unwrap();
@@ -172,17 +220,34 @@ async fn replay_returns_recorded_errors(db: &TestDb) {
 async fn a_renamed_step_is_a_non_determinism_error(db: &TestDb) {
     let k = key(db, "nondeterminism");
     let app = quick_exit(db).launch().await.unwrap();
-    let id = app.start(add_then_gate, k.clone()).await.unwrap().id().to_owned();
+    let id = app
+        .start(add_then_gate, k.clone())
+        .await
+        .unwrap()
+        .id()
+        .to_owned();
     common::wait_reached(&k).await;
     abandon(app).await;
     db.execute(&format!("UPDATE operation_outputs SET function_name = 'charge_card' WHERE workflow_uuid = '{id}' AND function_id = 1")).await;
 
     common::release(&k);
     let app = db.launch().await;
-    let error = app.retrieve::<i64>(&id).await.unwrap().result().await.unwrap_err();
-    let Error::Application(portable) = &error else { panic!("expected the recorded error, got {error:?}") };
+    let error = app
+        .retrieve::<i64>(&id)
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap_err();
+    let Error::Application(portable) = &error else {
+        panic!("expected the recorded error, got {error:?}")
+    };
     assert_eq!(portable.name, "DBOSUnexpectedStepError");
-    assert!(portable.message.contains("charge_card") && portable.message.contains("`add`"), "{}", portable.message);
+    assert!(
+        portable.message.contains("charge_card") && portable.message.contains("`add`"),
+        "{}",
+        portable.message
+    );
     assert_eq!(app.status(&id).await.unwrap().state, WorkflowState::Error);
     app.shutdown().await.unwrap();
 }
@@ -190,7 +255,7 @@ async fn a_renamed_step_is_a_non_determinism_error(db: &TestDb) {
 #[cairn::workflow]
 async fn child(key: String, n: i64) -> Result<i64, AppError> {
     count(&format!("{key}/child"));
-    add(key, n, 100).await.map_err(Into::into)
+    add(key, n, 100).await
 }
 
 #[cairn::workflow]
@@ -213,11 +278,22 @@ async fn child_workflows_start_once_with_derived_ids(db: &TestDb) {
 
     common::release(&k);
     let app = db.launch().await;
-    assert_eq!(app.retrieve::<i64>(&id).await.unwrap().result().await.unwrap(), 101 + 102);
+    assert_eq!(
+        app.retrieve::<i64>(&id)
+            .await
+            .unwrap()
+            .result()
+            .await
+            .unwrap(),
+        101 + 102
+    );
     assert_eq!(counted(&format!("{k}/child")), 2, "each child ran once");
 
     let steps = app.list_steps(&id).await.unwrap();
-    let summary: Vec<_> = steps.iter().map(|s| (s.function_id, s.name.as_str(), s.child_workflow_id.clone())).collect();
+    let summary: Vec<_> = steps
+        .iter()
+        .map(|s| (s.function_id, s.name.as_str(), s.child_workflow_id.clone()))
+        .collect();
     assert_eq!(
         summary,
         vec![
@@ -235,7 +311,7 @@ async fn child_workflows_start_once_with_derived_ids(db: &TestDb) {
 
 #[cairn::workflow(max_recovery_attempts = 2)]
 async fn doomed(key: String) -> Result<(), AppError> {
-    gate(key).await.map_err(Into::into)
+    gate(key).await
 }
 
 /// A workflow that keeps failing recovery is dead-lettered after its limit instead of looping.
@@ -255,8 +331,23 @@ async fn a_workflow_past_its_recovery_limit_is_dead_lettered(db: &TestDb) {
     let app = db.launch().await;
     let status = app.status(&id).await.unwrap();
     assert_eq!(status.state, WorkflowState::MaxRecoveryAttemptsExceeded);
-    let error = app.retrieve::<()>(&id).await.unwrap().result().await.unwrap_err();
-    assert!(matches!(error, Error::MaxRecoveryAttemptsExceeded { max_attempts: 2, .. }), "{error:?}");
+    let error = app
+        .retrieve::<()>(&id)
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::MaxRecoveryAttemptsExceeded {
+                max_attempts: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     app.shutdown().await.unwrap();
 }
 
@@ -276,22 +367,34 @@ async fn panicky_step() -> Result<i64, AppError> {
 
 #[cairn::workflow]
 async fn panics_in_step() -> Result<i64, AppError> {
-    panicky_step().await.map_err(Into::into)
+    panicky_step().await
 }
 
 /// A panic in a workflow or a step is recorded as that workflow's error; the process goes on.
 async fn a_panic_becomes_the_workflows_error(db: &TestDb) {
     let app = db.launch().await;
     let error = app.run(panics_in_body, key(db, "panic")).await.unwrap_err();
-    assert!(matches!(&error, Error::Application(p) if p.name == "Panic" && p.message == "the body gave up"), "{error:?}");
+    assert!(
+        matches!(&error, Error::Application(p) if p.name == "Panic" && p.message == "the body gave up"),
+        "{error:?}"
+    );
 
     let handle = app.start(panics_in_step, ()).await.unwrap();
     // The workflow propagated the step's error through its own error type.
     let error = handle.result().await.unwrap_err();
-    assert!(matches!(&error, Error::Application(p) if p.name == "AppError" && p.message == "the step gave up"), "{error:?}");
+    assert!(
+        matches!(&error, Error::Application(p) if p.name == "AppError" && p.message == "the step gave up"),
+        "{error:?}"
+    );
     let steps = app.list_steps(handle.id()).await.unwrap();
-    assert_eq!(steps[0].raw_error.as_deref(), Some(r#"{"name":"Panic","message":"the step gave up","code":null,"data":null}"#));
-    assert_eq!(app.status(handle.id()).await.unwrap().state, WorkflowState::Error);
+    assert_eq!(
+        steps[0].raw_error.as_deref(),
+        Some(r#"{"name":"Panic","message":"the step gave up","code":null,"data":null}"#)
+    );
+    assert_eq!(
+        app.status(handle.id()).await.unwrap().state,
+        WorkflowState::Error
+    );
     app.shutdown().await.unwrap();
 }
 
@@ -306,10 +409,23 @@ async fn an_undecodable_row_is_a_clear_error(db: &TestDb) {
     )
     .await;
     let status = app.status("pickled-1").await.unwrap();
-    assert_eq!(status.raw_output.as_deref(), Some("gASVCAAAAAAAAACMBGRvbmWULg=="));
-    let error = app.retrieve::<String>("pickled-1").await.unwrap().result().await.unwrap_err();
+    assert_eq!(
+        status.raw_output.as_deref(),
+        Some("gASVCAAAAAAAAACMBGRvbmWULg==")
+    );
+    let error = app
+        .retrieve::<String>("pickled-1")
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap_err();
     match &error {
-        Error::Decode { workflow_id, column, reason } => {
+        Error::Decode {
+            workflow_id,
+            column,
+            reason,
+        } => {
             assert_eq!(workflow_id, "pickled-1");
             assert_eq!(column, "workflow_output.output");
             assert!(reason.contains("py_pickle"), "{reason}");
@@ -322,7 +438,11 @@ async fn an_undecodable_row_is_a_clear_error(db: &TestDb) {
 
 #[cairn::workflow]
 async fn parallel_then_gate(key: String) -> Result<Vec<i64>, AppError> {
-    let (a, b, c) = tokio::join!(add(key.clone(), 1, 0), add(key.clone(), 2, 0), add(key.clone(), 3, 0));
+    let (a, b, c) = tokio::join!(
+        add(key.clone(), 1, 0),
+        add(key.clone(), 2, 0),
+        add(key.clone(), 3, 0)
+    );
     let rest = futures::future::join_all((4..=5).map(|n| add(key.clone(), n, 0))).await;
     gate(key).await?;
     let mut all = vec![a?, b?, c?];
@@ -337,17 +457,37 @@ async fn parallel_then_gate(key: String) -> Result<Vec<i64>, AppError> {
 async fn parallel_steps_get_deterministic_ids(db: &TestDb) {
     let k = key(db, "parallel");
     let app = quick_exit(db).launch().await.unwrap();
-    let id = app.start(parallel_then_gate, k.clone()).await.unwrap().id().to_owned();
+    let id = app
+        .start(parallel_then_gate, k.clone())
+        .await
+        .unwrap()
+        .id()
+        .to_owned();
     common::wait_reached(&k).await;
     abandon(app).await;
 
     common::release(&k);
     let app = db.launch().await;
-    assert_eq!(app.retrieve::<Vec<i64>>(&id).await.unwrap().result().await.unwrap(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        app.retrieve::<Vec<i64>>(&id)
+            .await
+            .unwrap()
+            .result()
+            .await
+            .unwrap(),
+        vec![1, 2, 3, 4, 5]
+    );
     assert_eq!(counted(&k), 5, "each parallel step ran once");
     let steps = app.list_steps(&id).await.unwrap();
-    let outputs: Vec<_> = steps.iter().take(5).map(|s| (s.function_id, s.raw_output.clone().unwrap_or_default())).collect();
-    assert_eq!(outputs, (1..=5).map(|n| (n, n.to_string())).collect::<Vec<_>>());
+    let outputs: Vec<_> = steps
+        .iter()
+        .take(5)
+        .map(|s| (s.function_id, s.raw_output.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        outputs,
+        (1..=5).map(|n| (n, n.to_string())).collect::<Vec<_>>()
+    );
     app.shutdown().await.unwrap();
 }
 
@@ -375,7 +515,10 @@ async fn steps_outside_workflows_just_run(db: &TestDb) {
     assert_eq!(handle.result().await.unwrap(), 7);
     let steps = app.list_steps(handle.id()).await.unwrap();
     assert_eq!(steps.len(), 1);
-    assert_eq!((steps[0].name.as_str(), steps[0].raw_output.as_deref()), ("roll", Some("7")));
+    assert_eq!(
+        (steps[0].name.as_str(), steps[0].raw_output.as_deref()),
+        ("roll", Some("7"))
+    );
     app.shutdown().await.unwrap();
 }
 

@@ -111,19 +111,33 @@ impl WorkflowContext {
     }
 
     /// The replayed value of a recorded operation, checking it is the same operation.
-    pub(crate) fn replay<T: DeserializeOwned>(&self, checkpoint: &Checkpoint, name: &str) -> Result<T> {
+    pub(crate) fn replay<T: DeserializeOwned>(
+        &self,
+        checkpoint: &Checkpoint,
+        name: &str,
+    ) -> Result<T> {
         self.check_name(checkpoint, name)?;
         let column = "operation_outputs";
         let format = checkpoint.serialization.as_deref();
         if let Some(error) = &checkpoint.error {
-            return match serialization::decode_error(error, format, &self.workflow_id, &format!("{column}.error")) {
+            return match serialization::decode_error(
+                error,
+                format,
+                &self.workflow_id,
+                &format!("{column}.error"),
+            ) {
                 Ok(portable) => Err(Error::Application(portable)),
                 Err(undecodable) => Err(self.halt(undecodable)),
             };
         }
         let output = checkpoint.output.as_deref().unwrap_or("null");
-        serialization::decode(output, format, &self.workflow_id, &format!("{column}.output"))
-            .map_err(|undecodable| self.halt(undecodable))
+        serialization::decode(
+            output,
+            format,
+            &self.workflow_id,
+            &format!("{column}.output"),
+        )
+        .map_err(|undecodable| self.halt(undecodable))
     }
 
     /// A recorded operation under another name means the code changed: fatal for this workflow.
@@ -186,13 +200,22 @@ fn clone_halt(reason: &Error) -> Error {
         Error::OwnershipLost(id) => Error::OwnershipLost(id.clone()),
         Error::NotFound(id) => Error::NotFound(id.clone()),
         Error::Shutdown => Error::Shutdown,
-        Error::NonDeterminism { workflow_id, function_id, expected, recorded } => Error::NonDeterminism {
+        Error::NonDeterminism {
+            workflow_id,
+            function_id,
+            expected,
+            recorded,
+        } => Error::NonDeterminism {
             workflow_id: workflow_id.clone(),
             function_id: *function_id,
             expected: expected.clone(),
             recorded: recorded.clone(),
         },
-        Error::Decode { workflow_id, column, reason } => Error::Decode {
+        Error::Decode {
+            workflow_id,
+            column,
+            reason,
+        } => Error::Decode {
             workflow_id: workflow_id.clone(),
             column: column.clone(),
             reason: reason.clone(),

@@ -17,7 +17,13 @@ pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
     let owner = uuid::Uuid::new_v4().to_string();
     let reclaimed = rt
         .store
-        .reclaim_pending(&rt.executor_id, &rt.app_version, Some(&rt.app_name), &owner, now_ms())
+        .reclaim_pending(
+            &rt.executor_id,
+            &rt.app_version,
+            Some(&rt.app_name),
+            &owner,
+            now_ms(),
+        )
         .await?;
     let mut resumed = Vec::with_capacity(reclaimed.len());
     for workflow in reclaimed {
@@ -33,7 +39,11 @@ pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
             rt.store.dead_letter(&id, &owner, now_ms()).await?;
             continue;
         }
-        let args = match serialization::decode_inputs(row.inputs.as_deref(), row.serialization.as_deref(), &id) {
+        let args = match serialization::decode_inputs(
+            row.inputs.as_deref(),
+            row.serialization.as_deref(),
+            &id,
+        ) {
             Ok(args) => args,
             Err(undecodable) => {
                 fail_unrecoverable(rt, &id, &owner, undecodable).await?;
@@ -41,14 +51,26 @@ pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
             }
         };
         tracing::info!(workflow_id = %id, name = registration.name, attempts, "recovering workflow");
-        spawn_execution(rt, registration, id.clone(), owner.clone(), args, workflow.checkpoints);
+        spawn_execution(
+            rt,
+            registration,
+            id.clone(),
+            owner.clone(),
+            args,
+            workflow.checkpoints,
+        );
         resumed.push(id);
     }
     Ok(resumed)
 }
 
 /// A workflow whose inputs cannot be decoded would fail every recovery: record it as ERROR now.
-async fn fail_unrecoverable(rt: &Runtime, workflow_id: &str, owner: &str, error: Error) -> Result<()> {
+async fn fail_unrecoverable(
+    rt: &Runtime,
+    workflow_id: &str,
+    owner: &str,
+    error: Error,
+) -> Result<()> {
     tracing::error!(workflow_id, %error, "cannot recover workflow");
     let completion = Completion {
         workflow_id: workflow_id.to_owned(),

@@ -14,7 +14,10 @@ use crate::store::Store;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// How a workflow executing in this process ended, as its local waiters learn it.
@@ -49,7 +52,12 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new(store: Store, app_name: String, executor_id: String, app_version: String) -> Arc<Self> {
+    pub(crate) fn new(
+        store: Store,
+        app_name: String,
+        executor_id: String,
+        app_version: String,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             app_name,
@@ -77,9 +85,19 @@ impl Runtime {
     /// Register a workflow about to execute here; its outcome is published on the sender.
     pub(crate) fn track(self: &Arc<Self>, workflow_id: &str) -> Execution {
         let (sender, receiver) = watch::channel(None);
-        self.running().insert(workflow_id.to_owned(), Running { outcome: receiver, abort: None });
+        self.running().insert(
+            workflow_id.to_owned(),
+            Running {
+                outcome: receiver,
+                abort: None,
+            },
+        );
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        Execution { rt: Arc::clone(self), workflow_id: workflow_id.to_owned(), sender }
+        Execution {
+            rt: Arc::clone(self),
+            workflow_id: workflow_id.to_owned(),
+            sender,
+        }
     }
 
     /// The outcome channel of a workflow executing in this process, if it is.

@@ -73,7 +73,10 @@ impl StepOptions {
 
     /// The wait after failed attempt number `attempt` (1-based).
     fn delay_after(&self, attempt: u32) -> Duration {
-        let factor = self.backoff_rate.max(1.0).powi(attempt.saturating_sub(1).min(64) as i32);
+        let factor = self
+            .backoff_rate
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let secs = (self.interval.as_secs_f64() * factor).min(self.max_interval.as_secs_f64());
         Duration::try_from_secs_f64(secs).unwrap_or(self.max_interval)
     }
@@ -109,7 +112,11 @@ impl StepCall {
     }
 
     /// Run a step body with retries: `attempt` makes each attempt's future.
-    pub async fn run_retrying<T, E, F>(self, options: StepOptions, mut attempt: impl FnMut() -> F) -> Result<T, E>
+    pub async fn run_retrying<T, E, F>(
+        self,
+        options: StepOptions,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         E: From<Error> + Display + 'static,
@@ -148,7 +155,9 @@ impl StepCall {
         F: Future<Output = Result<Result<T, E>, PortableError>>,
     {
         let Some((ctx, function_id)) = self.target else {
-            return body.await.unwrap_or_else(|panic| Err(E::from(Error::Application(panic))));
+            return body
+                .await
+                .unwrap_or_else(|panic| Err(E::from(Error::Application(panic))));
         };
         ctx.check_running()?;
         if let Some(checkpoint) = ctx.recorded(function_id) {
@@ -166,15 +175,20 @@ impl StepCall {
             }
         };
         match &result {
-            Ok(value) => match serialization::encode(value, || format!("the output of step `{}`", self.name)) {
-                Ok(text) => record.output = Some(text),
-                Err(unencodable) => {
-                    record.error = Some(encode_error(&unencodable.to_portable()));
-                    ctx.record(&record).await?;
-                    return Err(E::from(unencodable));
+            Ok(value) => {
+                match serialization::encode(value, || format!("the output of step `{}`", self.name))
+                {
+                    Ok(text) => record.output = Some(text),
+                    Err(unencodable) => {
+                        record.error = Some(encode_error(&unencodable.to_portable()));
+                        ctx.record(&record).await?;
+                        return Err(E::from(unencodable));
+                    }
                 }
-            },
-            Err(error) => record.error = Some(encode_error(&serialization::portable_error_of(error))),
+            }
+            Err(error) => {
+                record.error = Some(encode_error(&serialization::portable_error_of(error)))
+            }
         }
         ctx.record(&record).await?;
         result
@@ -183,12 +197,16 @@ impl StepCall {
 
 /// Run a body, catching a panic as its portable error.
 async fn catch_panic<T>(body: impl Future<Output = T>) -> Result<T, PortableError> {
-    AssertUnwindSafe(body).catch_unwind().await.map_err(|panic| serialization::panic_error(&*panic))
+    AssertUnwindSafe(body)
+        .catch_unwind()
+        .await
+        .map_err(|panic| serialization::panic_error(&*panic))
 }
 
 /// A portable error as stored text (an error object always encodes).
 pub(crate) fn encode_error(error: &PortableError) -> String {
-    serialization::encode(error, String::new).unwrap_or_else(|_| format!("{{\"name\":\"Error\",\"message\":{:?}}}", error.message))
+    serialization::encode(error, String::new)
+        .unwrap_or_else(|_| format!("{{\"name\":\"Error\",\"message\":{:?}}}", error.message))
 }
 
 /// Run a closure as a checkpointed step named `name`.
@@ -202,7 +220,10 @@ pub(crate) fn encode_error(error: &PortableError) -> String {
 /// let n: u64 = cairn::run_step("roll", || async { Ok::<_, cairn::Error>(4) }).await?;
 /// # let _ = n; Ok(()) }
 /// ```
-pub fn run_step<T, E, F, Fut>(name: &'static str, body: F) -> impl Future<Output = Result<T, E>> + Send
+pub fn run_step<T, E, F, Fut>(
+    name: &'static str,
+    body: F,
+) -> impl Future<Output = Result<T, E>> + Send
 where
     T: Serialize + DeserializeOwned + Send,
     E: From<Error> + Display + Send + 'static,

@@ -73,8 +73,15 @@ impl_workflow_fn_tuple!(A1: 0, A2: 1, A3: 2, A4: 3, A5: 4, A6: 5, A7: 6, A8: 7);
 
 /// The registration of a workflow function, or a clear error if it was not annotated.
 pub(crate) fn registration_of<W: 'static>() -> Result<&'static WorkflowRegistration> {
-    registry::by_type(TypeId::of::<W>())
-        .ok_or_else(|| Error::NotRegistered(std::any::type_name::<W>().rsplit("::").next().unwrap_or("?").to_owned()))
+    registry::by_type(TypeId::of::<W>()).ok_or_else(|| {
+        Error::NotRegistered(
+            std::any::type_name::<W>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("?")
+                .to_owned(),
+        )
+    })
 }
 
 /// Options for starting a workflow.
@@ -90,7 +97,9 @@ pub struct StartOptions {
 impl StartOptions {
     /// Options with a caller-chosen workflow id.
     pub fn id(workflow_id: impl Into<String>) -> Self {
-        Self { workflow_id: Some(workflow_id.into()) }
+        Self {
+            workflow_id: Some(workflow_id.into()),
+        }
     }
 }
 
@@ -106,7 +115,10 @@ pub(crate) async fn start_top_level(
     }
     let workflow_id = match options.workflow_id {
         Some(id) if id.is_empty() => {
-            return Err(Error::InvalidArgument { argument: "workflow_id", reason: "must not be empty".to_owned() });
+            return Err(Error::InvalidArgument {
+                argument: "workflow_id",
+                reason: "must not be empty".to_owned(),
+            });
         }
         Some(id) => id,
         None => uuid::Uuid::new_v4().to_string(),
@@ -114,9 +126,18 @@ pub(crate) async fn start_top_level(
     let new = new_workflow(rt, registration, &workflow_id, &args, None)?;
     match rt.store.insert_workflow(&new).await? {
         InsertOutcome::Inserted => {
-            spawn_execution(rt, registration, workflow_id.clone(), new.creator_xid, args, Vec::new());
+            spawn_execution(
+                rt,
+                registration,
+                workflow_id.clone(),
+                new.creator_xid,
+                args,
+                Vec::new(),
+            );
         }
-        InsertOutcome::Existing { name, .. } => check_same_workflow(&workflow_id, name, registration)?,
+        InsertOutcome::Existing { name, .. } => {
+            check_same_workflow(&workflow_id, name, registration)?
+        }
     }
     Ok(workflow_id)
 }
@@ -131,13 +152,21 @@ pub(crate) async fn start_child(
     options: StartOptions,
 ) -> Result<String> {
     parent.check_running()?;
-    let workflow_id = options.workflow_id.unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
+    let workflow_id = options
+        .workflow_id
+        .unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
     if let Some(checkpoint) = parent.recorded(function_id) {
         parent.check_name(checkpoint, registration.name)?;
         return Ok(checkpoint.child_workflow_id.clone().unwrap_or(workflow_id));
     }
     let rt = &parent.rt;
-    let new = new_workflow(rt, registration, &workflow_id, &args, Some(parent.workflow_id.clone()))?;
+    let new = new_workflow(
+        rt,
+        registration,
+        &workflow_id,
+        &args,
+        Some(parent.workflow_id.clone()),
+    )?;
     let mut record = parent.step_record(function_id, registration.name, now_ms());
     record.child_workflow_id = Some(workflow_id.clone());
     let (recorded, inserted) = rt.store.insert_child_workflow(&record, &new).await?;
@@ -148,9 +177,18 @@ pub(crate) async fn start_child(
     parent.settle(recorded, registration.name)?;
     match inserted {
         InsertOutcome::Inserted => {
-            spawn_execution(rt, registration, workflow_id.clone(), new.creator_xid, args, Vec::new());
+            spawn_execution(
+                rt,
+                registration,
+                workflow_id.clone(),
+                new.creator_xid,
+                args,
+                Vec::new(),
+            );
         }
-        InsertOutcome::Existing { name, .. } => check_same_workflow(&workflow_id, name, registration)?,
+        InsertOutcome::Existing { name, .. } => {
+            check_same_workflow(&workflow_id, name, registration)?
+        }
     }
     Ok(workflow_id)
 }
@@ -179,7 +217,11 @@ fn new_workflow(
     })
 }
 
-fn check_same_workflow(workflow_id: &str, existing: Option<String>, registration: &WorkflowRegistration) -> Result<()> {
+fn check_same_workflow(
+    workflow_id: &str,
+    existing: Option<String>,
+    registration: &WorkflowRegistration,
+) -> Result<()> {
     match existing {
         Some(name) if name != registration.name => Err(Error::ConflictingWorkflow {
             workflow_id: workflow_id.to_owned(),
@@ -200,7 +242,13 @@ pub(crate) fn spawn_execution(
     recorded: Vec<crate::store::Checkpoint>,
 ) {
     let execution = rt.track(&workflow_id);
-    let ctx = WorkflowContext::new(Arc::clone(rt), workflow_id.clone(), registration.name, owner_xid, recorded);
+    let ctx = WorkflowContext::new(
+        Arc::clone(rt),
+        workflow_id.clone(),
+        registration.name,
+        owner_xid,
+        recorded,
+    );
     let task = tokio::spawn(async move {
         let outcome = execute(&ctx, registration, args).await;
         execution.publish(outcome);
@@ -210,7 +258,11 @@ pub(crate) fn spawn_execution(
 
 /// Run the body and write its outcome; a panic is the workflow's error, an interruption
 /// writes nothing.
-async fn execute(ctx: &Arc<WorkflowContext>, registration: &WorkflowRegistration, args: Vec<Value>) -> LocalOutcome {
+async fn execute(
+    ctx: &Arc<WorkflowContext>,
+    registration: &WorkflowRegistration,
+    args: Vec<Value>,
+) -> LocalOutcome {
     let body = Arc::clone(ctx).scope((registration.run)(args));
     let mut outcome = match AssertUnwindSafe(body).catch_unwind().await {
         Ok(outcome) => outcome,
@@ -226,7 +278,11 @@ async fn execute(ctx: &Arc<WorkflowContext>, registration: &WorkflowRegistration
     let completion = crate::store::Completion {
         workflow_id: ctx.workflow_id.clone(),
         owner_xid: ctx.owner_xid.clone(),
-        status: if outcome.is_ok() { status::SUCCESS } else { status::ERROR },
+        status: if outcome.is_ok() {
+            status::SUCCESS
+        } else {
+            status::ERROR
+        },
         output: outcome.as_ref().ok().cloned(),
         error: outcome.as_ref().err().map(encode_error),
         now_ms: now_ms(),
@@ -252,20 +308,38 @@ pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result
                 Err(_) => None,
             };
             if let Some(LocalOutcome::Finished(result)) = outcome {
-                return Ok(Outcome { result, serialization: None });
+                return Ok(Outcome {
+                    result,
+                    serialization: None,
+                });
             }
         }
-        let row = rt.store.get_workflow(workflow_id).await?.ok_or_else(|| Error::NotFound(workflow_id.to_owned()))?;
+        let row = rt
+            .store
+            .get_workflow(workflow_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(workflow_id.to_owned()))?;
         let format = row.serialization.as_deref();
         match row.status.as_deref() {
             Some(status::SUCCESS) => {
                 let result = Ok(row.output.unwrap_or_else(|| "null".to_owned()));
-                return Ok(Outcome { result, serialization: row.serialization });
+                return Ok(Outcome {
+                    result,
+                    serialization: row.serialization,
+                });
             }
             Some(status::ERROR) => {
                 let text = row.error.as_deref().unwrap_or("null");
-                let result = Err(serialization::decode_error(text, format, workflow_id, "workflow_output.error")?);
-                return Ok(Outcome { result, serialization: row.serialization });
+                let result = Err(serialization::decode_error(
+                    text,
+                    format,
+                    workflow_id,
+                    "workflow_output.error",
+                )?);
+                return Ok(Outcome {
+                    result,
+                    serialization: row.serialization,
+                });
             }
             Some(status::CANCELLED) => return Err(Error::Cancelled(workflow_id.to_owned())),
             Some(status::MAX_RECOVERY_ATTEMPTS_EXCEEDED) => {
@@ -273,8 +347,13 @@ pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result
                     .name
                     .as_deref()
                     .and_then(registry::by_name)
-                    .map_or(crate::DEFAULT_MAX_RECOVERY_ATTEMPTS, |r| r.max_recovery_attempts);
-                return Err(Error::MaxRecoveryAttemptsExceeded { workflow_id: workflow_id.to_owned(), max_attempts });
+                    .map_or(crate::DEFAULT_MAX_RECOVERY_ATTEMPTS, |r| {
+                        r.max_recovery_attempts
+                    });
+                return Err(Error::MaxRecoveryAttemptsExceeded {
+                    workflow_id: workflow_id.to_owned(),
+                    max_attempts,
+                });
             }
             _ => {}
         }
@@ -297,7 +376,12 @@ pub(crate) struct Outcome {
 /// Decode a workflow's outcome into the caller's type.
 fn decode_outcome<T: DeserializeOwned>(workflow_id: &str, outcome: Outcome) -> Result<T> {
     match outcome.result {
-        Ok(text) => serialization::decode(&text, outcome.serialization.as_deref(), workflow_id, "workflow_output.output"),
+        Ok(text) => serialization::decode(
+            &text,
+            outcome.serialization.as_deref(),
+            workflow_id,
+            "workflow_output.output",
+        ),
         Err(error) => Err(Error::Application(error)),
     }
 }
@@ -314,19 +398,29 @@ pub struct WorkflowHandle<T> {
 
 impl<T> Clone for WorkflowHandle<T> {
     fn clone(&self) -> Self {
-        Self { workflow_id: self.workflow_id.clone(), rt: Arc::clone(&self.rt), _output: PhantomData }
+        Self {
+            workflow_id: self.workflow_id.clone(),
+            rt: Arc::clone(&self.rt),
+            _output: PhantomData,
+        }
     }
 }
 
 impl<T> std::fmt::Debug for WorkflowHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkflowHandle").field("workflow_id", &self.workflow_id).finish()
+        f.debug_struct("WorkflowHandle")
+            .field("workflow_id", &self.workflow_id)
+            .finish()
     }
 }
 
 impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
     pub(crate) fn new(rt: Arc<Runtime>, workflow_id: String) -> Self {
-        Self { workflow_id, rt, _output: PhantomData }
+        Self {
+            workflow_id,
+            rt,
+            _output: PhantomData,
+        }
     }
 
     /// The workflow's id.
@@ -342,7 +436,8 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
         async move {
             call.run(async {
                 let row = rt.store.get_workflow(&workflow_id).await?;
-                row.map(WorkflowStatus::from_row).ok_or(Error::NotFound(workflow_id))
+                row.map(WorkflowStatus::from_row)
+                    .ok_or(Error::NotFound(workflow_id))
             })
             .await
         }
@@ -400,13 +495,23 @@ impl<W: 'static> WorkflowCall<W> {
         let child = WorkflowContext::current().map(|parent| {
             let function_id = parent.next_id();
             let args = registration_of::<W>().and_then(|r| encode(r.name));
-            ChildStart { parent, function_id, args }
+            ChildStart {
+                parent,
+                function_id,
+                args,
+            }
         });
-        Self { child, _workflow: PhantomData }
+        Self {
+            child,
+            _workflow: PhantomData,
+        }
     }
 
     /// Run the call: as a child workflow inside a workflow, else the body itself.
-    pub async fn run<T, E>(self, body: impl Future<Output = std::result::Result<T, E>>) -> std::result::Result<T, E>
+    pub async fn run<T, E>(
+        self,
+        body: impl Future<Output = std::result::Result<T, E>>,
+    ) -> std::result::Result<T, E>
     where
         T: DeserializeOwned,
         E: From<Error> + Display + 'static,
@@ -416,7 +521,14 @@ impl<W: 'static> WorkflowCall<W> {
         };
         let run = async {
             let registration = registration_of::<W>()?;
-            let id = start_child(&child.parent, child.function_id, registration, child.args?, StartOptions::default()).await?;
+            let id = start_child(
+                &child.parent,
+                child.function_id,
+                registration,
+                child.args?,
+                StartOptions::default(),
+            )
+            .await?;
             let outcome = wait_outcome(&child.parent.rt, &id).await?;
             decode_outcome::<T>(&id, outcome)
         };
@@ -426,7 +538,10 @@ impl<W: 'static> WorkflowCall<W> {
 
 /// Start a workflow from inside a workflow, as a child: its id is `<parent id>-<operation id>`
 /// and it starts exactly once across replays. Returns a handle to wait on.
-pub fn start_child_workflow<W, M>(workflow: W, args: W::Args) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send
+pub fn start_child_workflow<W, M>(
+    workflow: W,
+    args: W::Args,
+) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send
 where
     W: WorkflowFn<M>,
     W::Args: Sync,
@@ -449,7 +564,8 @@ where
         (ctx, id)
     });
     async move {
-        let (parent, function_id) = parent.ok_or(Error::NotInWorkflow("cairn::start_child_workflow"))?;
+        let (parent, function_id) =
+            parent.ok_or(Error::NotInWorkflow("cairn::start_child_workflow"))?;
         let registration = registration_of::<W>()?;
         let positional = W::encode_args(&args, registration.name)?;
         let id = start_child(&parent, function_id, registration, positional, options).await?;
@@ -464,7 +580,10 @@ pub async fn finish<T: Serialize, E: Display + 'static>(
     body: impl Future<Output = std::result::Result<T, E>>,
 ) -> std::result::Result<String, PortableError> {
     match body.await {
-        Ok(value) => serialization::encode(&value, || format!("the output of workflow `{workflow}`")).map_err(|e| e.to_portable()),
+        Ok(value) => {
+            serialization::encode(&value, || format!("the output of workflow `{workflow}`"))
+                .map_err(|e| e.to_portable())
+        }
         Err(error) => Err(serialization::portable_error_of(&error)),
     }
 }

@@ -20,7 +20,8 @@ pub struct TestDb {
 
 /// The Postgres server tests use: `$CAIRN_TEST_POSTGRES`, else the local trust-auth server.
 pub fn postgres_server() -> String {
-    std::env::var("CAIRN_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+    std::env::var("CAIRN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
 impl TestDb {
@@ -30,16 +31,31 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let file = std::env::temp_dir().join(format!("{name}.sqlite"));
-                Self { backend, url: format!("sqlite:///{}", file.display()), name, file: Some(file) }
+                Self {
+                    backend,
+                    url: format!("sqlite:///{}", file.display()),
+                    name,
+                    file: Some(file),
+                }
             }
-            Backend::Postgres => Self { backend, url: format!("{}/{name}", postgres_server()), name, file: None },
+            Backend::Postgres => Self {
+                backend,
+                url: format!("{}/{name}", postgres_server()),
+                name,
+                file: None,
+            },
         }
     }
 
     /// A handle on an existing test database (for another thread or process of the same test).
     pub fn with_url(backend: Backend, url: String) -> Self {
         let file = url.strip_prefix("sqlite:///").map(PathBuf::from);
-        Self { backend, url, name: String::new(), file }
+        Self {
+            backend,
+            url,
+            name: String::new(),
+            file,
+        }
     }
 
     /// A builder for an application on this database.
@@ -67,7 +83,10 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let client = pg_client(&self.url).await;
-                client.batch_execute(&format!("SET search_path TO dbos; {sql}")).await.expect("sql");
+                client
+                    .batch_execute(&format!("SET search_path TO dbos; {sql}"))
+                    .await
+                    .expect("sql");
             }
         }
     }
@@ -80,14 +99,19 @@ impl TestDb {
                 let sql = sql.to_owned();
                 tokio::task::spawn_blocking(move || {
                     let conn = rusqlite_open(&path);
-                    conn.query_row(&sql, [], |row| row.get::<_, Option<String>>(0)).ok().flatten()
+                    conn.query_row(&sql, [], |row| row.get::<_, Option<String>>(0))
+                        .ok()
+                        .flatten()
                 })
                 .await
                 .expect("join")
             }
             Backend::Postgres => {
                 let client = pg_client(&self.url).await;
-                client.batch_execute("SET search_path TO dbos").await.expect("search_path");
+                client
+                    .batch_execute("SET search_path TO dbos")
+                    .await
+                    .expect("search_path");
                 let rows = client.query(sql, &[]).await.expect("query");
                 rows.first().and_then(|r| r.get::<_, Option<String>>(0))
             }
@@ -106,7 +130,12 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let client = pg_client(&format!("{}/postgres", postgres_server())).await;
-                let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+                let _ = client
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        self.name
+                    ))
+                    .await;
             }
         }
     }
@@ -114,14 +143,17 @@ impl TestDb {
 
 fn rusqlite_open(path: &std::path::Path) -> sqlite::Connection {
     let conn = sqlite::Connection::open(path).expect("open sqlite");
-    conn.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
     conn
 }
 
 pub use rusqlite as sqlite;
 
 async fn pg_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to postgres");
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to postgres");
     tokio::spawn(connection);
     client
 }
@@ -175,8 +207,9 @@ struct Gate {
     released: tokio::sync::watch::Sender<bool>,
 }
 
-static GATES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Gate>>>> =
-    std::sync::LazyLock::new(Default::default);
+static GATES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Gate>>>,
+> = std::sync::LazyLock::new(Default::default);
 
 fn gate(key: &str) -> std::sync::Arc<Gate> {
     GATES
@@ -184,7 +217,10 @@ fn gate(key: &str) -> std::sync::Arc<Gate> {
         .unwrap()
         .entry(key.to_owned())
         .or_insert_with(|| {
-            std::sync::Arc::new(Gate { arrivals: tokio::sync::Semaphore::new(0), released: tokio::sync::watch::channel(false).0 })
+            std::sync::Arc::new(Gate {
+                arrivals: tokio::sync::Semaphore::new(0),
+                released: tokio::sync::watch::channel(false).0,
+            })
         })
         .clone()
 }

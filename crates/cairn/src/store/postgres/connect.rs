@@ -39,10 +39,11 @@ impl Target {
                 "cannot parse the system database URL `{redacted}`: {e}"
             ))
         })?;
-        if config.get_password().is_none() {
-            if let Ok(password) = std::env::var("PGPASSWORD") {
-                config.password(password);
-            }
+        let env_password = std::env::var("PGPASSWORD")
+            .ok()
+            .filter(|_| config.get_password().is_none());
+        if let Some(password) = env_password {
+            config.password(password);
         }
         config.ssl_mode(sslmode.driver_mode());
         Ok(Self {

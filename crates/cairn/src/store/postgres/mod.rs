@@ -15,7 +15,7 @@ mod tests;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 
@@ -43,7 +43,8 @@ type Context<'a> = &'a (dyn Fn() -> String + Sync);
 /// The Postgres backend: a connection pool and the schema's statements.
 pub(crate) struct PostgresStore {
     pool: Pool,
-    sql: Statements,
+    /// Boxed: fourteen strings would make the store, and the `Store` enum, large.
+    sql: Box<Statements>,
 }
 
 impl PostgresStore {
@@ -74,8 +75,27 @@ impl PostgresStore {
             })?;
         Ok(Self {
             pool,
-            sql: Statements::new(&quote_ident(&options.schema)),
+            sql: Box::new(Statements::new(&quote_ident(&options.schema))),
         })
+    }
+
+    /// A pooled connection, skipping connections whose server end is already gone.
+    async fn checkout(&self, context: Context<'_>) -> Result<Object> {
+        for _ in 0..ATTEMPTS {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| Error::database(context(), e))?;
+            if !client.is_closed() {
+                return Ok(client);
+            }
+            drop(Object::take(client));
+        }
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Error::database(context(), e))
     }
 
     /// Run a prepared query on a pooled connection.
@@ -85,36 +105,22 @@ impl PostgresStore {
         params: &[Param<'_>],
         context: Context<'_>,
     ) -> Result<Vec<Row>> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Error::database(context(), e))?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| Error::database(context(), e))?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(|e| Error::database(context(), e))
+        let client = self.checkout(context).await?;
+        let result = match client.prepare_cached(sql).await {
+            Ok(statement) => client.query(&statement, params).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| failed(client, e, context))
     }
 
     /// Run a prepared statement on a pooled connection; returns the number of rows it changed.
     async fn execute(&self, sql: &str, params: &[Param<'_>], context: Context<'_>) -> Result<u64> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Error::database(context(), e))?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| Error::database(context(), e))?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(|e| Error::database(context(), e))
+        let client = self.checkout(context).await?;
+        let result = match client.prepare_cached(sql).await {
+            Ok(statement) => client.execute(&statement, params).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| failed(client, e, context))
     }
 
     /// A query that always returns exactly one row.
@@ -187,6 +193,22 @@ fn step_params(rec: &StepRecord) -> [Param<'_>; 10] {
         &rec.completed_at_epoch_ms,
         &rec.application_name,
     ]
+}
+
+/// The error of a failed operation. A connection that failed at the connection level (closed,
+/// I/O, terminated by the server) leaves the pool instead of going back to it.
+fn failed(client: Object, e: tokio_postgres::Error, context: Context<'_>) -> Error {
+    let broken = match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+    };
+    if broken {
+        drop(Object::take(client));
+    }
+    Error::database(context(), e)
 }
 
 /// A state the statements rule out (a row deleted under us, a missing result row).

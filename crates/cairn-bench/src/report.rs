@@ -1,0 +1,121 @@
+//! The one JSON line a run prints, and the statistics behind it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::Workload;
+use crate::database::Backend;
+use crate::error::{BenchError, Context};
+use crate::workloads::Measurement;
+
+/// What a run measured. Rates and per-step figures are `null` where they do not apply.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `"w1"`, `"w2"` or `"w4"`.
+    pub workload: &'static str,
+    /// `"sqlite"` or `"postgres"`.
+    pub backend: &'static str,
+    /// Measured workflows (warm-up runs excluded).
+    pub n: usize,
+    /// Warm-up workflows run before measuring.
+    pub warm_up: usize,
+    /// Median workflow latency, start to result.
+    pub median_ms: f64,
+    /// 99th-percentile workflow latency, start to result.
+    pub p99_ms: f64,
+    /// Wall time of the measured workflows.
+    pub total_s: f64,
+    /// Workflows completed per second of wall time.
+    pub wf_per_s: f64,
+    /// Steps completed per second of wall time; `null` for a workload without steps.
+    pub steps_per_s: Option<f64>,
+    /// `median_ms` divided by the steps per workflow; w1 only.
+    pub per_step_ms: Option<f64>,
+    /// Median latency of a single-row autocommit INSERT on the same database, one client.
+    pub floor_commit_ms: f64,
+    /// `per_step_ms / floor_commit_ms`: what a step costs in commits; w1 only.
+    pub commits_per_step: Option<f64>,
+}
+
+impl Report {
+    /// The report for `workload`'s `measurement` on `backend`, given the commit floor.
+    pub fn new(
+        workload: Workload,
+        backend: Backend,
+        measurement: &Measurement,
+        floor_commit: Duration,
+    ) -> Self {
+        let mut latencies = measurement.latencies.clone();
+        let median_ms = millis(median(&mut latencies));
+        let p99_ms = millis(percentile(&mut latencies, 0.99));
+        let total_s = measurement.total.as_secs_f64();
+        let n = latencies.len();
+        let steps = workload.steps_per_workflow();
+        let floor_commit_ms = millis(floor_commit);
+        let per_step_ms = (workload == Workload::W1).then(|| median_ms / f64::from(steps));
+        Self {
+            workload: workload.name(),
+            backend: backend.name(),
+            n,
+            warm_up: measurement.warm_up,
+            median_ms: round(median_ms),
+            p99_ms: round(p99_ms),
+            total_s: round(total_s),
+            wf_per_s: round(n as f64 / total_s),
+            steps_per_s: (steps > 0).then(|| round(f64::from(steps) * n as f64 / total_s)),
+            per_step_ms: per_step_ms.map(round),
+            floor_commit_ms: round(floor_commit_ms),
+            commits_per_step: per_step_ms.map(|step| round(step / floor_commit_ms)),
+        }
+    }
+
+    /// The report as one line of JSON.
+    pub fn to_json_line(&self) -> Result<String, BenchError> {
+        serde_json::to_string(self).context("writing the report")
+    }
+}
+
+/// The median of `samples` (sorting them); zero for none.
+pub fn median(samples: &mut [Duration]) -> Duration {
+    percentile(samples, 0.5)
+}
+
+/// The nearest-rank `quantile` (0 < q ≤ 1) of `samples` (sorting them); zero for none.
+fn percentile(samples: &mut [Duration], quantile: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let rank = (quantile * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// A duration in milliseconds.
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Rounded to three decimals, so the line stays readable.
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(values: &[u64]) -> Vec<Duration> {
+        values.iter().copied().map(Duration::from_millis).collect()
+    }
+
+    /// Percentiles use nearest rank, so they are always one of the samples.
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut samples = ms(&[5, 1, 4, 2, 3]);
+        assert_eq!(median(&mut samples), Duration::from_millis(3));
+        let mut hundred: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&mut hundred, 0.99), Duration::from_millis(99));
+        assert_eq!(median(&mut []), Duration::ZERO);
+    }
+}
