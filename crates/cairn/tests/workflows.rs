@@ -437,14 +437,17 @@ async fn an_undecodable_row_is_a_clear_error(db: &TestDb) {
 }
 
 #[cairn::workflow]
-async fn parallel_then_gate(key: String) -> Result<Vec<i64>, AppError> {
-    let (a, b, c) = tokio::join!(
+async fn parallel_with_gate(key: String) -> Result<Vec<i64>, AppError> {
+    // Operation 3 (the gate) is still running when the process goes away, while 1, 2 and 4
+    // have completed: the replay must line every recorded outcome up with its call.
+    let (a, b, gated, c) = tokio::join!(
         add(key.clone(), 1, 0),
         add(key.clone(), 2, 0),
+        gate(key.clone()),
         add(key.clone(), 3, 0)
     );
+    gated?;
     let rest = futures::future::join_all((4..=5).map(|n| add(key.clone(), n, 0))).await;
-    gate(key).await?;
     let mut all = vec![a?, b?, c?];
     for r in rest {
         all.push(r?);
@@ -453,18 +456,39 @@ async fn parallel_then_gate(key: String) -> Result<Vec<i64>, AppError> {
 }
 
 /// Steps started in a fixed order and awaited together get deterministic ids and replay
-/// from their checkpoints.
+/// from their checkpoints, even when the process stopped between their completions.
 async fn parallel_steps_get_deterministic_ids(db: &TestDb) {
     let k = key(db, "parallel");
-    let app = quick_exit(db).launch().await.unwrap();
+    // A longer grace than quick_exit, so the checkpoints of the steps that finished are
+    // written before the blocked execution is abandoned.
+    let app = db.builder("cairn-test").shutdown_grace(Duration::from_millis(500)).launch().await.unwrap();
     let id = app
-        .start(parallel_then_gate, k.clone())
+        .start(parallel_with_gate, k.clone())
         .await
         .unwrap()
         .id()
         .to_owned();
     common::wait_reached(&k).await;
     abandon(app).await;
+    let recorded: Vec<i32> = {
+        let app = db
+            .builder("inspector")
+            .recover_on_launch(false)
+            .launch()
+            .await
+            .unwrap();
+        let steps = app.list_steps(&id).await.unwrap();
+        app.shutdown().await.unwrap();
+        steps.iter().map(|s| s.function_id).collect()
+    };
+    assert!(
+        !recorded.contains(&3),
+        "the gate had not finished: {recorded:?}"
+    );
+    assert!(
+        recorded.contains(&1) && recorded.contains(&2),
+        "{recorded:?}"
+    );
 
     common::release(&k);
     let app = db.launch().await;
@@ -479,15 +503,25 @@ async fn parallel_steps_get_deterministic_ids(db: &TestDb) {
     );
     assert_eq!(counted(&k), 5, "each parallel step ran once");
     let steps = app.list_steps(&id).await.unwrap();
-    let outputs: Vec<_> = steps
+    let summary: Vec<_> = steps
         .iter()
-        .take(5)
-        .map(|s| (s.function_id, s.raw_output.clone().unwrap_or_default()))
+        .map(|s| {
+            (
+                s.function_id,
+                s.name.as_str(),
+                s.raw_output.clone().unwrap_or_default(),
+            )
+        })
         .collect();
-    assert_eq!(
-        outputs,
-        (1..=5).map(|n| (n, n.to_string())).collect::<Vec<_>>()
-    );
+    let expected = vec![
+        (1, "add", "1".to_owned()),
+        (2, "add", "2".to_owned()),
+        (3, "gate", "null".to_owned()),
+        (4, "add", "3".to_owned()),
+        (5, "add", "4".to_owned()),
+        (6, "add", "5".to_owned()),
+    ];
+    assert_eq!(summary, expected);
     app.shutdown().await.unwrap();
 }
 
