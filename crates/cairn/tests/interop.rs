@@ -307,7 +307,7 @@ async fn postgres_catalogue(url: &str) -> Catalogue {
         format!("SELECT 'schema ' || n.nspname, '' FROM pg_namespace n WHERE {PG_USER_SCHEMAS}"),
         format!(
             "SELECT 'relation ' || n.nspname || '.' || c.relname,
-                    'kind=' || c.relkind || ' persistence=' || c.relpersistence
+                    'kind=' || c.relkind::text || ' persistence=' || c.relpersistence::text
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE {PG_USER_SCHEMAS} AND c.relkind NOT IN ('i', 'I')"
         ),
@@ -324,7 +324,7 @@ async fn postgres_catalogue(url: &str) -> Catalogue {
             .to_owned(),
         format!(
             "SELECT 'constraint ' || n.nspname || '.' || coalesce(c.relname, '-') || '.' || k.conname,
-                    'type=' || k.contype || ' ' || pg_get_constraintdef(k.oid)
+                    'type=' || k.contype::text || ' ' || pg_get_constraintdef(k.oid)
                     || ' deferrable=' || k.condeferrable || ' deferred=' || k.condeferred
              FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
              LEFT JOIN pg_class c ON c.oid = k.conrelid
@@ -335,8 +335,8 @@ async fn postgres_catalogue(url: &str) -> Catalogue {
             .to_owned(),
         format!(
             "SELECT 'function ' || n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-                    concat_ws(' ', 'kind=' || p.prokind, 'returns=' || pg_get_function_result(p.oid),
-                      'language=' || l.lanname, 'volatility=' || p.provolatile, 'strict=' || p.proisstrict,
+                    concat_ws(' ', 'kind=' || p.prokind::text, 'returns=' || pg_get_function_result(p.oid),
+                      'language=' || l.lanname, 'volatility=' || p.provolatile::text, 'strict=' || p.proisstrict,
                       'security_definer=' || p.prosecdef,
                       'defaults=' || coalesce(pg_get_expr(p.proargdefaults, 0), '-'),
                       'config=' || coalesce(array_to_string(p.proconfig, ','), '-'))
@@ -346,7 +346,7 @@ async fn postgres_catalogue(url: &str) -> Catalogue {
         ),
         format!(
             "SELECT 'trigger ' || n.nspname || '.' || c.relname || '.' || t.tgname,
-                    pg_get_triggerdef(t.oid) || ' enabled=' || t.tgenabled
+                    pg_get_triggerdef(t.oid) || ' enabled=' || t.tgenabled::text
              FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE {PG_USER_SCHEMAS} AND NOT t.tgisinternal"
         ),
@@ -427,7 +427,11 @@ fn sqlite_catalogue(path: &Path) -> Catalogue {
             text(&object[2]),
             text(&object[3]),
         );
-        insert_unique(&mut cat, format!("object {kind} {name}"), format!("on {table}"));
+        insert_unique(
+            &mut cat,
+            format!("object {kind} {name}"),
+            format!("on {table}"),
+        );
         if kind != "table" && sql != "NULL" {
             insert_unique(&mut cat, format!("{kind} sql {name}"), normalize_sql(&sql));
         }
@@ -532,26 +536,32 @@ fn text(value: &rusqlite::types::Value) -> String {
     }
 }
 
-/// SQL text without what does not change its meaning: identifier quotes, case, and layout.
+/// SQL text without what does not change its meaning: identifier quotes, keyword and
+/// identifier case, and layout. String literals are kept exactly.
 fn normalize_sql(sql: &str) -> String {
-    let unquoted: String = sql
-        .chars()
-        .filter(|c| !matches!(c, '"' | '`' | '[' | ']'))
-        .collect();
-    let spaced = unquoted
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    let mut out = String::with_capacity(spaced.len());
-    for c in spaced.chars() {
-        if matches!(c, '(' | ')' | ',' | '=') && out.ends_with(' ') {
-            out.pop();
-        }
-        if c == ' ' && matches!(out.chars().last(), Some('(' | ',' | '=')) {
+    let mut out = String::with_capacity(sql.len());
+    let mut in_literal = false;
+    let mut pending_space = false;
+    for c in sql.chars() {
+        if in_literal {
+            out.push(c);
+            in_literal = c != '\'';
             continue;
         }
-        out.push(c);
+        match c {
+            '"' | '`' | '[' | ']' => {}
+            c if c.is_whitespace() => pending_space = true,
+            _ => {
+                let tight = matches!(c, '(' | ')' | ',' | '=')
+                    || matches!(out.chars().last(), None | Some('(' | ',' | '='));
+                if pending_space && !tight {
+                    out.push(' ');
+                }
+                pending_space = false;
+                in_literal = c == '\'';
+                out.extend(c.to_lowercase());
+            }
+        }
     }
     out
 }

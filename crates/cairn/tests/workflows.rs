@@ -461,7 +461,12 @@ async fn parallel_steps_get_deterministic_ids(db: &TestDb) {
     let k = key(db, "parallel");
     // A longer grace than quick_exit, so the checkpoints of the steps that finished are
     // written before the blocked execution is abandoned.
-    let app = db.builder("cairn-test").shutdown_grace(Duration::from_millis(500)).launch().await.unwrap();
+    let app = db
+        .builder("cairn-test")
+        .shutdown_grace(Duration::from_millis(500))
+        .launch()
+        .await
+        .unwrap();
     let id = app
         .start(parallel_with_gate, k.clone())
         .await

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Cairn's test command: the whole workspace suite on SQLite and Postgres, including the
+# interop tests against the real DBOS Transact 3.4 (Python).
+#
+#   scripts/test.sh                    # local Postgres on 127.0.0.1:5432, started if needed
+#   CAIRN_TEST_POSTGRES=postgres://user:pass@host:5432 scripts/test.sh
+#
+# Extra arguments go to the test runner (cargo nextest run, or cargo test), e.g. a filter.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- Postgres -------------------------------------------------------------------------------
+export CAIRN_TEST_POSTGRES="${CAIRN_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+
+postgres_reachable() {
+    if command -v psql >/dev/null 2>&1; then
+        psql "$CAIRN_TEST_POSTGRES/postgres" -Atqc 'SELECT 1' >/dev/null 2>&1
+    elif command -v pg_isready >/dev/null 2>&1; then
+        pg_isready -q -d "$CAIRN_TEST_POSTGRES/postgres" >/dev/null 2>&1
+    else
+        # No client tools: try the TCP port of the URL (default 5432).
+        local hostport="${CAIRN_TEST_POSTGRES#*://}"
+        hostport="${hostport#*@}"
+        hostport="${hostport%%/*}"
+        local host="${hostport%%:*}" port="5432"
+        [[ "$hostport" == *:* ]] && port="${hostport##*:}"
+        (exec 3<>"/dev/tcp/$host/$port") >/dev/null 2>&1
+    fi
+}
+
+step "Postgres at $CAIRN_TEST_POSTGRES"
+if ! postgres_reachable; then
+    if [[ "$CAIRN_TEST_POSTGRES" == "postgres://postgres@127.0.0.1:5432" ]] \
+        && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null \
+        && command -v pg_ctlcluster >/dev/null 2>&1 && [[ -d /etc/postgresql ]]; then
+        for version in $(ls /etc/postgresql); do
+            echo "starting the local PostgreSQL $version cluster 'main'" >&2
+            pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 || true
+        done
+        for _ in $(seq 1 40); do
+            postgres_reachable && break
+            sleep 0.5
+        done
+    fi
+fi
+if ! postgres_reachable; then
+    if [[ "$CAIRN_TEST_POSTGRES" == "postgres://postgres@127.0.0.1:5432" ]]; then
+        die "no PostgreSQL on 127.0.0.1:5432: install it (apt-get install postgresql) or set CAIRN_TEST_POSTGRES"
+    fi
+    die "CAIRN_TEST_POSTGRES=$CAIRN_TEST_POSTGRES is not reachable (the tests need a server where they may create databases)"
+fi
+
+# --- DBOS Transact 3.4 (Python), for the interop tests ---------------------------------------
+step "DBOS 3.4 Python venv"
+venv_output="$(scripts/python-venv.sh)" || die "scripts/python-venv.sh failed (see above); the interop tests need DBOS 3.4"
+CAIRN_DBOS_PYTHON="$(printf '%s\n' "$venv_output" | tail -n 1)"
+export CAIRN_DBOS_PYTHON
+echo "CAIRN_DBOS_PYTHON=$CAIRN_DBOS_PYTHON" >&2
+
+# --- The suite -------------------------------------------------------------------------------
+THREADS="${CAIRN_TEST_THREADS:-4}"
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run --workspace --no-fail-fast --test-threads $THREADS"
+    cargo nextest run --workspace --no-fail-fast --test-threads "$THREADS" "$@" || status=$?
+else
+    step "cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
+    cargo test --workspace --no-fail-fast "$@" -- --test-threads "$THREADS" || status=$?
+fi
+
+# nextest does not run doctests; with plain cargo test they already ran, but the doc pass is
+# cheap to repeat and keeps both paths the same.
+step "cargo test --workspace --doc"
+cargo test --workspace --doc || status=$?
+
+if [[ $status -ne 0 ]]; then
+    step "FAILED (exit $status)"
+else
+    step "all tests passed"
+fi
+exit "$status"
