@@ -110,6 +110,7 @@ pub(crate) mod store;
 
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
 pub use engine::step::{StepOptions, run_step, run_step_with};
+pub use engine::timer::sleep;
 pub use engine::workflow::{
     StartOptions, WorkflowFn, WorkflowHandle, start_child_workflow, start_child_workflow_with,
 };

@@ -6,4 +6,5 @@ pub(crate) mod recovery;
 pub(crate) mod registry;
 pub(crate) mod runtime;
 pub(crate) mod step;
+pub(crate) mod timer;
 pub(crate) mod workflow;
