@@ -65,6 +65,10 @@ echo "CAIRN_DBOS_PYTHON=$CAIRN_DBOS_PYTHON" >&2
 # --- The suite -------------------------------------------------------------------------------
 THREADS="${CAIRN_TEST_THREADS:-4}"
 status=0
+# Doctests first (nextest does not run them), so the suite's own summary closes the output.
+step "cargo test -p cairn --doc"
+cargo test -p cairn --doc || status=$?
+
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run --workspace --no-fail-fast --test-threads $THREADS"
     cargo nextest run --workspace --no-fail-fast --test-threads "$THREADS" "$@" || status=$?
@@ -73,14 +77,7 @@ else
     cargo test --workspace --no-fail-fast "$@" -- --test-threads "$THREADS" || status=$?
 fi
 
-# nextest does not run doctests; with plain cargo test they already ran, but the doc pass is
-# cheap to repeat and keeps both paths the same.
-step "cargo test --workspace --doc"
-cargo test --workspace --doc || status=$?
-
 if [[ $status -ne 0 ]]; then
     step "FAILED (exit $status)"
-else
-    step "all tests passed"
 fi
 exit "$status"
