@@ -5,6 +5,7 @@
 //! (a CTE or `INSERT … SELECT … WHERE EXISTS`). A second query runs only on the rare path
 //! that must explain why nothing was written.
 
+mod batch;
 mod connect;
 mod sql;
 mod tls;
@@ -45,6 +46,8 @@ pub(crate) struct PostgresStore {
     pool: Pool,
     /// Boxed: fourteen strings would make the store, and the `Store` enum, large.
     sql: Box<Statements>,
+    /// Group commit for checkpoints.
+    steps: batch::StepBatcher,
 }
 
 impl PostgresStore {
@@ -73,10 +76,13 @@ impl PostgresStore {
                     e,
                 )
             })?;
-        Ok(Self {
-            pool,
-            sql: Box::new(Statements::new(&quote_ident(&options.schema))),
-        })
+        let sql = Box::new(Statements::new(&quote_ident(&options.schema)));
+        let steps = batch::StepBatcher::start(
+            pool.clone(),
+            sql.record_step.clone(),
+            sql.record_steps.clone(),
+        );
+        Ok(Self { pool, sql, steps })
     }
 
     /// A pooled connection, skipping connections whose server end is already gone.
@@ -391,12 +397,16 @@ impl SystemDatabase for PostgresStore {
             )
         };
         let params = step_params(rec);
-        for _ in 0..ATTEMPTS {
-            if !self
-                .query(&self.sql.record_step, &params, &context)
-                .await?
-                .is_empty()
-            {
+        for attempt in 0..ATTEMPTS {
+            let written = if attempt == 0 {
+                self.steps.write(rec).await?
+            } else {
+                !self
+                    .query(&self.sql.record_step, &params, &context)
+                    .await?
+                    .is_empty()
+            };
+            if written {
                 return Ok(RecordOutcome::Recorded);
             }
             let row = self

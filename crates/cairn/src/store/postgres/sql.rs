@@ -20,6 +20,9 @@ pub(super) struct Statements {
     pub insert_workflow: String,
     /// `$1` workflow, `$2` owner, `$3` function id … `$10` application name. One row when written.
     pub record_step: String,
+    /// `record_step` for many rows: ten arrays in the same order; returns the
+    /// `(workflow_uuid, function_id)`s written.
+    pub record_steps: String,
     /// `$1` workflow, `$2` owner, `$3` function id: `(status, owned, checkpoint columns…)`.
     pub step_state: String,
     /// `record_step`'s parameters then the child's `$11`…`$26`: the parent's checkpoint, and the
@@ -94,6 +97,24 @@ impl Statements {
                  WHERE workflow_uuid = $1 AND NOT EXISTS (SELECT 1 FROM ins)"
             ),
             record_step: format!("{checkpoint_insert} RETURNING 1"),
+            record_steps: format!(
+                "WITH input AS ( \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], \
+                         $6::text[], $7::text[], $8::int8[], $9::int8[], $10::text[]) \
+                     AS t(workflow_uuid, owner_xid, function_id, function_name, output, error, \
+                         child_workflow_id, started_at, completed_at, application_name)), \
+                 owned AS ( \
+                     SELECT i.* FROM input i JOIN {q}.workflow_status s ON s.workflow_uuid = i.workflow_uuid \
+                     WHERE s.status = 'PENDING' AND s.owner_xid = i.owner_xid \
+                     FOR SHARE OF s) \
+                 INSERT INTO {q}.operation_outputs (workflow_uuid, function_id, function_name, output, error, \
+                     child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, \
+                     application_name, retention_timestamp) \
+                 SELECT workflow_uuid, function_id, function_name, output, error, child_workflow_id, \
+                     started_at, completed_at, 'portable_json', application_name, completed_at FROM owned \
+                 ON CONFLICT (workflow_uuid, function_id) DO NOTHING \
+                 RETURNING workflow_uuid, function_id"
+            ),
             step_state: state("", ""),
             insert_child: format!(
                 "WITH cp AS ({checkpoint_insert} RETURNING 1), \
