@@ -30,8 +30,13 @@ pub struct Report {
     pub wf_per_s: f64,
     /// Steps completed per second of wall time; `null` for a workload without steps.
     pub steps_per_s: Option<f64>,
-    /// `median_ms` divided by the steps per workflow; w1 only.
+    /// What one step adds to a workflow: (median of w1 − median of an empty workflow, run
+    /// interleaved) / 10; w1 only.
     pub per_step_ms: Option<f64>,
+    /// `median_ms` divided by the steps per workflow, start and finish included; w1 only.
+    pub per_workflow_step_ms: Option<f64>,
+    /// Median latency of the interleaved empty workflows; w1 only.
+    pub empty_median_ms: Option<f64>,
     /// Median latency of a single-row autocommit INSERT on the same database, one client.
     pub floor_commit_ms: f64,
     /// `per_step_ms / floor_commit_ms`: what a step costs in commits; w1 only.
@@ -53,7 +58,12 @@ impl Report {
         let n = latencies.len();
         let steps = workload.steps_per_workflow();
         let floor_commit_ms = millis(floor_commit);
-        let per_step_ms = (workload == Workload::W1).then(|| median_ms / f64::from(steps));
+        let per_workflow_step_ms = (workload == Workload::W1).then(|| median_ms / f64::from(steps));
+        let empty_median_ms = measurement
+            .baseline
+            .as_ref()
+            .map(|b| millis(median(&mut b.clone())));
+        let per_step_ms = empty_median_ms.map(|empty| (median_ms - empty) / f64::from(steps));
         Self {
             workload: workload.name(),
             backend: backend.name(),
@@ -65,6 +75,8 @@ impl Report {
             wf_per_s: round(n as f64 / total_s),
             steps_per_s: (steps > 0).then(|| round(f64::from(steps) * n as f64 / total_s)),
             per_step_ms: per_step_ms.map(round),
+            per_workflow_step_ms: per_workflow_step_ms.map(round),
+            empty_median_ms: empty_median_ms.map(round),
             floor_commit_ms: round(floor_commit_ms),
             commits_per_step: per_step_ms.map(|step| round(step / floor_commit_ms)),
         }

@@ -41,15 +41,30 @@ pub struct Measurement {
     pub total: Duration,
     /// Workflows run before measuring.
     pub warm_up: usize,
+    /// w1 only: latencies of as many empty workflows, run interleaved with the measured ones,
+    /// so a step's own cost can be told from the start and finish every workflow pays.
+    pub baseline: Option<Vec<Duration>>,
 }
 
 /// Run `workload`'s warm-up, then `n` measured workflows.
 pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measurement, BenchError> {
     let warm_up = workload.warm_up();
+    let mut baseline = None;
     let (latencies, total) = match workload {
         Workload::W1 => {
             one_at_a_time(app, Shape::TenSteps, warm_up).await?;
-            one_at_a_time(app, Shape::TenSteps, n).await?
+            one_at_a_time(app, Shape::Empty, warm_up).await?;
+            let mut empty = Vec::with_capacity(n);
+            let mut latencies = Vec::with_capacity(n);
+            let mut total = Duration::ZERO;
+            for seed in 0..n {
+                let (mut one, elapsed) = one_at_a_time(app, Shape::TenSteps, 1).await?;
+                latencies.append(&mut one);
+                total += elapsed;
+                empty.push(start_and_wait(app, Shape::Empty, seed_of(seed)).await?);
+            }
+            baseline = Some(empty);
+            (latencies, total)
         }
         Workload::W2 => {
             all_at_once(app, Shape::TenSteps, warm_up).await?;
@@ -64,6 +79,7 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
         latencies,
         total,
         warm_up,
+        baseline,
     })
 }
 

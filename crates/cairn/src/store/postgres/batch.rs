@@ -1,17 +1,19 @@
 //! Group commit for checkpoints: concurrent `record_step` calls share one statement and one
 //! commit.
 //!
-//! A background task takes whatever checkpoints are waiting when a slot frees up and writes
-//! them with one multi-row `INSERT … SELECT … FROM unnest(…)` that applies the same ownership
-//! guard to every row. A lone checkpoint goes out as the plain single-row statement, so a
-//! sequential workflow pays no batching delay; under load, batches grow while earlier ones
-//! are in flight. Up to [`IN_FLIGHT`] batches run at once.
+//! Up to [`IN_FLIGHT`] writes run at once. A checkpoint that finds a slot free is written at
+//! once by its own task with the single-row statement, so a sequential workflow pays nothing
+//! for batching. The others wait; when a slot frees up, everything waiting goes out as one
+//! multi-row `INSERT … SELECT … FROM unnest(…)` that applies the same ownership guard to
+//! every row, so under load batches grow while earlier writes are in flight.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
 
 use super::{Param, failed, step_params};
 use crate::error::{Error, Result};
@@ -31,33 +33,103 @@ struct Pending {
 
 /// The handle the store submits checkpoints through.
 pub(super) struct StepBatcher {
-    queue: mpsc::UnboundedSender<Pending>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: Pool,
+    sql: Statements,
+    state: Mutex<State>,
+}
+
+/// Slots in use, and the checkpoints waiting for one.
+#[derive(Default)]
+struct State {
+    in_flight: usize,
+    waiting: Vec<Pending>,
 }
 
 impl StepBatcher {
-    /// Start the batching task. `single` is the one-row statement, `multi` the `unnest` one.
-    pub(super) fn start(pool: Pool, single: String, multi: String) -> Self {
-        let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, Arc::new(Statements { single, multi }), receiver));
-        Self { queue }
+    /// A batcher over `pool`. `single` is the one-row statement, `multi` the `unnest` one.
+    pub(super) fn new(pool: Pool, single: String, multi: String) -> Self {
+        let sql = Statements { single, multi };
+        Self {
+            shared: Arc::new(Shared {
+                pool,
+                sql,
+                state: Mutex::new(State::default()),
+            }),
+        }
     }
 
-    /// Write one checkpoint; returns whether it was written.
+    /// Write one checkpoint; returns whether it was written. With a slot free it is written
+    /// at once by the caller's own task (no hand-off); otherwise it joins the next batch.
     pub(super) async fn write(&self, record: &StepRecord) -> Result<bool> {
-        let (reply, answer) = oneshot::channel();
-        let closed = || {
-            Error::database(
-                context(record),
-                std::io::Error::other("the checkpoint writer has stopped"),
-            )
+        let answer = {
+            let mut state = self.shared.lock();
+            if state.in_flight < IN_FLIGHT {
+                state.in_flight += 1;
+                None
+            } else {
+                let (reply, answer) = oneshot::channel();
+                state.waiting.push(Pending {
+                    record: record.clone(),
+                    reply,
+                });
+                Some(answer)
+            }
         };
-        self.queue
-            .send(Pending {
-                record: record.clone(),
-                reply,
-            })
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        match answer {
+            None => {
+                let _slot = Slot(Arc::clone(&self.shared));
+                write_one(&self.shared.pool, &self.shared.sql, record).await
+            }
+            Some(answer) => answer.await.map_err(|_| {
+                Error::database(
+                    context(record),
+                    std::io::Error::other("the checkpoint batch was abandoned"),
+                )
+            })?,
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A slot in use. Releasing it hands it to the checkpoints that waited, as one batch written
+/// by a task of its own (so no caller's cancellation can strand the others).
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let batch = {
+            let mut state = self.0.lock();
+            let take = state.waiting.len().min(MAX_BATCH);
+            let batch: Vec<Pending> = state.waiting.drain(..take).collect();
+            if batch.is_empty() {
+                state.in_flight -= 1;
+                return;
+            }
+            batch
+        };
+        let shared = Arc::clone(&self.0);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _slot = Slot(Arc::clone(&shared));
+                    write_batch(&shared.pool, &shared.sql, batch).await;
+                });
+            }
+            // No runtime (the process is tearing down): the waiters learn their batch is gone.
+            Err(_) => {
+                self.0.lock().in_flight -= 1;
+                drop(batch);
+            }
+        }
     }
 }
 
@@ -71,32 +143,6 @@ fn context(record: &StepRecord) -> String {
         "recording step {} of workflow {}",
         record.function_id, record.workflow_id
     )
-}
-
-async fn run(pool: Pool, sql: Arc<Statements>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        // Take a slot first: while every slot is busy, checkpoints pile up into the next batch.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let Some(first) = receiver.recv().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let pool = pool.clone();
-        let sql = Arc::clone(&sql);
-        tokio::spawn(async move {
-            write_batch(&pool, &sql, batch).await;
-            drop(slot);
-        });
-    }
 }
 
 async fn write_batch(pool: &Pool, sql: &Statements, batch: Vec<Pending>) {

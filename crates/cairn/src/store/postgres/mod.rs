@@ -77,7 +77,7 @@ impl PostgresStore {
                 )
             })?;
         let sql = Box::new(Statements::new(&quote_ident(&options.schema)));
-        let steps = batch::StepBatcher::start(
+        let steps = batch::StepBatcher::new(
             pool.clone(),
             sql.record_step.clone(),
             sql.record_steps.clone(),
