@@ -11,7 +11,7 @@ use quote::{ToTokens, format_ident, quote};
 use sha2::{Digest, Sha256};
 use syn::parse::Parser;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, LitFloat, LitInt, LitStr, Pat, ReturnType, Type};
+use syn::{FnArg, ItemFn, LitBool, LitFloat, LitInt, LitStr, Pat, ReturnType, Type};
 
 /// Mark an `async fn` as a durable workflow. See `cairn::workflow`.
 #[proc_macro_attribute]
@@ -39,6 +39,9 @@ struct Options {
     interval_ms: Option<LitInt>,
     backoff_rate: Option<LitFloat>,
     max_interval_ms: Option<LitInt>,
+    timeout_ms: Option<LitInt>,
+    cancellable: Option<LitBool>,
+    should_retry: Option<syn::Path>,
 }
 
 impl Options {
@@ -61,11 +64,15 @@ impl Options {
                 (Kind::Step, "max_interval_ms") => {
                     options.max_interval_ms = Some(meta.value()?.parse()?)
                 }
+                (Kind::Step, "timeout_ms") => options.timeout_ms = Some(meta.value()?.parse()?),
+                (Kind::Step, "cancellable") => options.cancellable = Some(meta.value()?.parse()?),
+                (Kind::Step, "should_retry") => options.should_retry = Some(meta.value()?.parse()?),
                 _ => {
                     let allowed = match kind {
                         Kind::Workflow => "name, max_recovery_attempts",
                         Kind::Step => {
-                            "name, max_attempts, interval_ms, backoff_rate, max_interval_ms"
+                            "name, max_attempts, interval_ms, backoff_rate, max_interval_ms, \
+                             timeout_ms, cancellable, should_retry"
                         }
                     };
                     return Err(meta.error(format!(
@@ -84,6 +91,9 @@ impl Options {
             || self.interval_ms.is_some()
             || self.backoff_rate.is_some()
             || self.max_interval_ms.is_some()
+            || self.timeout_ms.is_some()
+            || self.cancellable.is_some()
+            || self.should_retry.is_some()
     }
 }
 
@@ -203,8 +213,19 @@ fn generate(options: Options, function: ItemFn, kind: Kind) -> syn::Result<Token
                 if let Some(ms) = &options.max_interval_ms {
                     opts = quote!(#opts.max_interval(::core::time::Duration::from_millis(#ms)));
                 }
-                quote! {
-                    __cairn_step.run_retrying(#opts, move || #body_ident(#(::core::clone::Clone::clone(&#idents)),*)).await
+                if let Some(ms) = &options.timeout_ms {
+                    opts = quote!(#opts.timeout(::core::time::Duration::from_millis(#ms)));
+                }
+                if let Some(cancellable) = &options.cancellable {
+                    opts = quote!(#opts.cancellable(#cancellable));
+                }
+                let attempt =
+                    quote!(move || #body_ident(#(::core::clone::Clone::clone(&#idents)),*));
+                match &options.should_retry {
+                    Some(predicate) => quote! {
+                        __cairn_step.run_retrying_if(#opts, #predicate, #attempt).await
+                    },
+                    None => quote! { __cairn_step.run_retrying(#opts, #attempt).await },
                 }
             } else {
                 quote! { __cairn_step.run(#body_ident(#(#idents),*)).await }

@@ -1,7 +1,10 @@
 //! The application: configuration, launch, starting and retrieving workflows, shutdown.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::Stream;
 
 use sha2::{Digest, Sha256};
 
@@ -9,6 +12,7 @@ use crate::engine::recovery;
 use crate::engine::registry;
 use crate::engine::runtime::Runtime;
 use crate::engine::workflow::{self, StartOptions, WorkflowFn, WorkflowHandle};
+use crate::engine::{comm, control};
 use crate::error::{Error, Result};
 use crate::status::{StepInfo, WorkflowStatus};
 use crate::store::{self, StoreOptions};
@@ -19,6 +23,9 @@ pub const DATABASE_URL_ENV: &str = "DBOS_SYSTEM_DATABASE_URL";
 pub const EXECUTOR_ID_ENV: &str = "DBOS__VMID";
 /// Environment variable overriding the application version.
 pub const APP_VERSION_ENV: &str = "DBOS__APPVERSION";
+
+/// How often SQLite checks for commits by other processes (Postgres pushes them instead).
+const CHANGE_POLL: Duration = Duration::from_millis(50);
 
 /// How to launch a [`Cairn`] application. Every option has a default; see each method.
 #[derive(Debug, Clone)]
@@ -132,6 +139,14 @@ impl CairnBuilder {
             app_version = %rt.app_version,
             "Cairn launched"
         );
+        let notifier = Arc::clone(&rt.notifier);
+        let sink: crate::store::ChangeSink = Arc::new(move |channel: &str, payload: &str| {
+            match crate::engine::notify::Channel::from_pg(channel) {
+                Some(channel) => notifier.announce_payload(channel, payload),
+                None => notifier.announce_all(),
+            }
+        });
+        rt.store.watch_changes(sink, CHANGE_POLL).await?;
         let app = Cairn {
             rt,
             shutdown_grace: self.shutdown_grace,
@@ -263,6 +278,69 @@ impl Cairn {
             .into_iter()
             .map(StepInfo::from_checkpoint)
             .collect())
+    }
+
+    /// Send `message` to the workflow `destination` on `topic` from outside any workflow.
+    /// With `idempotency_key`, sending the same key to the same destination again is a no-op.
+    pub async fn send<T: serde::Serialize + ?Sized>(
+        &self,
+        destination: &str,
+        topic: Option<&str>,
+        message: &T,
+        idempotency_key: Option<&str>,
+    ) -> Result<()> {
+        comm::send_from_outside(&self.rt, destination, topic, message, idempotency_key).await
+    }
+
+    /// Read the event `key` of a workflow, waiting up to `timeout` for it to be set.
+    pub async fn get_event<T: serde::de::DeserializeOwned>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<T>> {
+        comm::get_event_from_outside(&self.rt, workflow_id, key, timeout).await
+    }
+
+    /// Every event of a workflow, with its latest value.
+    pub async fn list_events(
+        &self,
+        workflow_id: &str,
+    ) -> Result<BTreeMap<String, serde_json::Value>> {
+        comm::list_events(&self.rt, workflow_id).await
+    }
+
+    /// Read a workflow's stream `key` in order, as it is written. The stream ends when the
+    /// workflow closes it, or when the workflow has finished and every value has been read.
+    pub fn read_stream<T>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+    ) -> impl Stream<Item = Result<T>> + Send + 'static
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        comm::read_stream(Arc::clone(&self.rt), workflow_id, key)
+    }
+
+    /// Cancel a workflow: it becomes `CANCELLED`; if it runs in this process it is
+    /// interrupted at once, elsewhere at its next durable operation. Returns whether it was
+    /// cancelled (`false`: it had already finished).
+    pub async fn cancel(&self, workflow_id: &str) -> Result<bool> {
+        Ok(!control::cancel(&self.rt, workflow_id, false)
+            .await?
+            .is_empty())
+    }
+
+    /// Cancel a workflow and every workflow it started, transitively. Returns the ids cancelled.
+    pub async fn cancel_with_descendants(&self, workflow_id: &str) -> Result<Vec<String>> {
+        control::cancel(&self.rt, workflow_id, true).await
+    }
+
+    /// Resume a cancelled or failed workflow in this process; it continues from its last
+    /// checkpoint. Returns whether it was resumed (`false`: it is running or succeeded).
+    pub async fn resume(&self, workflow_id: &str) -> Result<bool> {
+        control::resume(&self.rt, workflow_id).await
     }
 
     /// Claim and resume this executor's unfinished workflows now (launch does it once).

@@ -141,6 +141,30 @@ pub enum Error {
     #[error("workflow {0} was cancelled")]
     Cancelled(String),
 
+    /// The workflow was cancelled because its deadline (its start options' timeout) passed.
+    #[error("workflow {0} timed out")]
+    TimedOut(String),
+
+    /// A step failed on every one of its attempts.
+    #[error("step `{step}` failed after {attempts} attempts: {last}")]
+    StepRetriesExhausted {
+        /// The step's name.
+        step: String,
+        /// How many attempts ran.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<PortableError>,
+    },
+
+    /// One attempt of a step ran longer than its timeout.
+    #[error("step `{step}` timed out after {timeout_ms} ms")]
+    StepTimedOut {
+        /// The step's name.
+        step: String,
+        /// The per-attempt timeout, milliseconds.
+        timeout_ms: u64,
+    },
+
     /// The workflow failed recovery too many times and was moved to the dead-letter status.
     #[error("workflow {workflow_id} exceeded its {max_attempts} recovery attempts")]
     MaxRecoveryAttemptsExceeded {
@@ -205,6 +229,9 @@ impl Error {
             Error::NotRegistered(_) => "DBOSWorkflowFunctionNotFoundError",
             Error::ConflictingWorkflow { .. } => "DBOSConflictingWorkflowError",
             Error::Cancelled(_) => "DBOSWorkflowCancelledError",
+            Error::TimedOut(_) => "DBOSAwaitedWorkflowCancelledError",
+            Error::StepRetriesExhausted { .. } => "DBOSMaxStepRetriesExceeded",
+            Error::StepTimedOut { .. } => "StepTimeoutError",
             Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceededError",
             Error::OwnershipLost(_) => "DBOSWorkflowConflictIDError",
             Error::Shutdown => "ShutdownError",

@@ -22,6 +22,10 @@
 //! - [Workflow ids and idempotency](#workflow-ids-and-idempotency)
 //! - [Child workflows and parallel steps](#child-workflows-and-parallel-steps)
 //! - [Recovery](#recovery)
+//! - [Durable timers and deadlines](#durable-timers-and-deadlines)
+//! - [Cancellation and resume](#cancellation-and-resume)
+//! - [Messages, events and streams](#messages-events-and-streams)
+//! - [Changing deployed workflows](#changing-deployed-workflows)
 //! - [Errors](#errors)
 //!
 //! # A first workflow
@@ -96,6 +100,54 @@
 //! its `max_recovery_attempts` (default 100, `#[cairn::workflow(max_recovery_attempts = 5)]`)
 //! is moved to `MAX_RECOVERY_ATTEMPTS_EXCEEDED` instead of looping forever.
 //!
+//! # Durable timers and deadlines
+//!
+//! [`sleep`] records its wake-up time (`DBOS.sleep`), so after a crash the workflow wakes at
+//! the original time. [`StartOptions::with_timeout`] gives a workflow a recorded deadline: past
+//! it the workflow is cancelled wherever it runs (also after recovery by another process),
+//! its children inherit the deadline, and its caller gets [`Error::TimedOut`].
+//!
+//! # Cancellation and resume
+//!
+//! [`Cairn::cancel`] (and [`Cairn::cancel_with_descendants`]) makes a workflow `CANCELLED`.
+//! In this process it is interrupted at once: its current wait (`sleep`, `recv`,
+//! `get_event`, a child's result) or cancellable step (`#[cairn::step(cancellable = true)]`)
+//! returns [`Error::Cancelled`]; elsewhere it stops at its next durable operation.
+//! [`Cairn::resume`] continues a cancelled or failed workflow from its last checkpoint.
+//!
+//! # Messages, events and streams
+//!
+//! - [`send`] / [`recv`]: messages to a workflow by topic, FIFO, each consumed by exactly one
+//!   `recv`; `recv` waits up to a durable deadline. From outside, [`Cairn::send`] with an
+//!   optional idempotency key.
+//! - [`set_event`] / [`get_event`]: a workflow publishes key/value events (latest wins,
+//!   history kept); anyone reads them, waiting if needed ([`Cairn::get_event`],
+//!   [`Cairn::list_events`]).
+//! - [`write_stream`] / [`close_stream`]: an ordered stream of values;
+//!   [`Cairn::read_stream`] yields them as they are written.
+//! - [`wait_first`] / [`wait_all`]: durable waits over several workflows.
+//!
+//! Writes made by a workflow commit with its checkpoint, so a replay neither repeats nor
+//! loses them. Waiting is woken by notifications: in-process at once, Postgres LISTEN/NOTIFY
+//! across processes, and on SQLite a cheap `data_version` check for other processes.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! #[cairn::workflow]
+//! async fn approval(order: u64) -> Result<bool, cairn::Error> {
+//!     cairn::set_event("status", &"waiting for approval").await?;
+//!     let approved = cairn::recv::<bool>("approval", Duration::from_secs(3600)).await?;
+//!     cairn::set_event("status", &"decided").await?;
+//!     Ok(approved.unwrap_or(false))
+//! }
+//! ```
+//!
+//! # Changing deployed workflows
+//!
+//! [`patch`] and [`deprecate_patch`] let new code branch old executions (started before a
+//! change) from new ones, with DBOS's semantics.
+//!
 //! # Errors
 //!
 //! Every public call returns [`Result`]. A panicking workflow or step is recorded as that
@@ -109,6 +161,8 @@ mod status;
 pub(crate) mod store;
 
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
+pub use engine::comm::{close_stream, get_event, recv, send, set_event, write_stream};
+pub use engine::control::{deprecate_patch, patch, wait_all, wait_first};
 pub use engine::step::{StepOptions, run_step, run_step_with};
 pub use engine::timer::sleep;
 pub use engine::workflow::{
@@ -126,7 +180,9 @@ pub use cairn_macros::workflow;
 /// Mark an `async fn` as a checkpointed step. See the [crate docs](crate#steps).
 ///
 /// Options: `name = "…"`, `max_attempts = N` (default 1), `interval_ms = N` (default 1000),
-/// `backoff_rate = F` (default 2.0), `max_interval_ms = N` (default 3,600,000).
+/// `backoff_rate = F` (default 2.0), `max_interval_ms = N` (default 3,600,000),
+/// `timeout_ms = N` (per attempt; default none), `cancellable = true` (default false),
+/// `should_retry = path::to::fn` (a `fn(&E) -> bool`; default: retry every error).
 pub use cairn_macros::step;
 
 /// The default recovery attempts before a workflow is dead-lettered.

@@ -34,6 +34,10 @@ pub(crate) struct WorkflowContext {
     /// Why this execution must stop: an interruption (cancelled, taken over, shutting down)
     /// or a fatal replay error (non-determinism, an undecodable checkpoint).
     halt: Mutex<Option<Error>>,
+    /// Flips to `true` when the workflow is cancelled (or times out) while executing here.
+    cancelled: tokio::sync::watch::Receiver<bool>,
+    /// The workflow's deadline, epoch milliseconds; inherited by its children.
+    pub deadline_ms: Option<i64>,
 }
 
 impl WorkflowContext {
@@ -43,6 +47,8 @@ impl WorkflowContext {
         name: &'static str,
         owner_xid: String,
         recorded: Vec<Checkpoint>,
+        cancelled: tokio::sync::watch::Receiver<bool>,
+        deadline_ms: Option<i64>,
     ) -> Arc<Self> {
         Arc::new(Self {
             rt,
@@ -52,7 +58,33 @@ impl WorkflowContext {
             last_id: AtomicI32::new(0),
             recorded: recorded.into_iter().map(|c| (c.function_id, c)).collect(),
             halt: Mutex::new(None),
+            cancelled,
+            deadline_ms,
         })
+    }
+
+    /// Run `wait` unless the workflow is interrupted first (cancelled, timed out, shutting
+    /// down), in which case the execution halts with the reason.
+    pub(crate) async fn interruptible<T>(&self, wait: impl Future<Output = T>) -> Result<T> {
+        let mut cancelled = self.cancelled.clone();
+        tokio::select! {
+            value = wait => Ok(value),
+            _ = cancelled.wait_for(|c| *c) => Err(self.halt(self.interruption())),
+        }
+    }
+
+    /// Why an interruption happened: shutdown, or cancellation.
+    fn interruption(&self) -> Error {
+        if self.rt.is_shutting_down() {
+            Error::Shutdown
+        } else {
+            Error::Cancelled(self.workflow_id.clone())
+        }
+    }
+
+    /// The next operation id, without taking it (for `patch`).
+    pub(crate) fn peek_id(&self) -> i32 {
+        self.last_id.load(Ordering::SeqCst) + 1
     }
 
     /// The workflow context of the calling task, unless the caller is inside a step (where
@@ -106,6 +138,9 @@ impl WorkflowContext {
         }
         if self.rt.is_shutting_down() {
             return Err(self.halt(Error::Shutdown));
+        }
+        if *self.cancelled.borrow() {
+            return Err(self.halt(self.interruption()));
         }
         Ok(())
     }
@@ -200,6 +235,7 @@ fn clone_halt(reason: &Error) -> Error {
         Error::OwnershipLost(id) => Error::OwnershipLost(id.clone()),
         Error::NotFound(id) => Error::NotFound(id.clone()),
         Error::Shutdown => Error::Shutdown,
+        Error::TimedOut(id) => Error::TimedOut(id.clone()),
         Error::NonDeterminism {
             workflow_id,
             function_id,

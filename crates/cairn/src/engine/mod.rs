@@ -1,7 +1,10 @@
 //! The durable engine: contexts, steps, workflows, recovery. It speaks to the store only
 //! through the `SystemDatabase` operations and never writes SQL.
 
+pub(crate) mod comm;
 pub(crate) mod context;
+pub(crate) mod control;
+pub(crate) mod notify;
 pub(crate) mod recovery;
 pub(crate) mod registry;
 pub(crate) mod runtime;

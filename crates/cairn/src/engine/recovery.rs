@@ -51,6 +51,7 @@ pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
             }
         };
         tracing::info!(workflow_id = %id, name = registration.name, attempts, "recovering workflow");
+        let deadline = row.workflow_deadline_epoch_ms;
         spawn_execution(
             rt,
             registration,
@@ -58,6 +59,7 @@ pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
             owner.clone(),
             args,
             workflow.checkpoints,
+            deadline,
         );
         resumed.push(id);
     }

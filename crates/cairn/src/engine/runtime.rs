@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
+use super::notify::Notifier;
 use crate::error::PortableError;
 use crate::store::Store;
 
@@ -36,6 +37,8 @@ type OutcomeSlot = watch::Receiver<Option<LocalOutcome>>;
 struct Running {
     outcome: OutcomeSlot,
     abort: Option<AbortHandle>,
+    /// Flipped to `true` to interrupt the execution's waits and cancellable steps.
+    cancel: watch::Sender<bool>,
 }
 
 /// The shared state of one launched application.
@@ -44,6 +47,8 @@ pub(crate) struct Runtime {
     pub app_name: String,
     pub executor_id: String,
     pub app_version: String,
+    /// Wake-ups for durable waits.
+    pub notifier: Arc<Notifier>,
     shutting_down: AtomicBool,
     /// Workflows executing in this process, by id, with the channel their outcome arrives on.
     running: Mutex<HashMap<String, Running>>,
@@ -63,6 +68,7 @@ impl Runtime {
             app_name,
             executor_id,
             app_version,
+            notifier: Arc::new(Notifier::default()),
             shutting_down: AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
@@ -76,6 +82,10 @@ impl Runtime {
 
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        // Waiting workflows stop at their wait; they stay PENDING for the next launch.
+        for running in self.running().values() {
+            running.cancel.send_replace(true);
+        }
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
@@ -83,20 +93,28 @@ impl Runtime {
     }
 
     /// Register a workflow about to execute here; its outcome is published on the sender.
-    pub(crate) fn track(self: &Arc<Self>, workflow_id: &str) -> Execution {
+    pub(crate) fn track(self: &Arc<Self>, workflow_id: &str) -> (Execution, watch::Receiver<bool>) {
         let (sender, receiver) = watch::channel(None);
-        self.running().insert(
-            workflow_id.to_owned(),
-            Running {
-                outcome: receiver,
-                abort: None,
-            },
-        );
+        let (cancel, cancelled) = watch::channel(false);
+        let running = Running {
+            outcome: receiver,
+            abort: None,
+            cancel,
+        };
+        self.running().insert(workflow_id.to_owned(), running);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        Execution {
+        let execution = Execution {
             rt: Arc::clone(self),
             workflow_id: workflow_id.to_owned(),
             sender,
+        };
+        (execution, cancelled)
+    }
+
+    /// Interrupt a workflow executing here at its current wait or cancellable step.
+    pub(crate) fn interrupt(&self, workflow_id: &str) {
+        if let Some(running) = self.running().get(workflow_id) {
+            running.cancel.send_replace(true);
         }
     }
 

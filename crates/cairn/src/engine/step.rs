@@ -33,6 +33,13 @@ pub struct StepOptions {
     pub backoff_rate: f64,
     /// The longest wait between two attempts. Default: 1 hour.
     pub max_interval: Duration,
+    /// The longest one attempt may run; a slower attempt fails with
+    /// [`Error::StepTimedOut`] (and is retried like any failure). Default: none.
+    pub timeout: Option<Duration>,
+    /// Whether a cancellation (or the workflow's deadline) interrupts the step while its body
+    /// runs. Otherwise the body finishes and the workflow stops at its next durable
+    /// operation. Default: false.
+    pub cancellable: bool,
 }
 
 impl Default for StepOptions {
@@ -42,6 +49,8 @@ impl Default for StepOptions {
             interval: Duration::from_secs(1),
             backoff_rate: 2.0,
             max_interval: Duration::from_secs(3600),
+            timeout: None,
+            cancellable: false,
         }
     }
 }
@@ -68,6 +77,18 @@ impl StepOptions {
     /// Set [`StepOptions::max_interval`].
     pub fn max_interval(mut self, max: Duration) -> Self {
         self.max_interval = max;
+        self
+    }
+
+    /// Set [`StepOptions::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Set [`StepOptions::cancellable`].
+    pub fn cancellable(mut self, cancellable: bool) -> Self {
+        self.cancellable = cancellable;
         self
     }
 
@@ -108,13 +129,29 @@ impl StepCall {
         E: From<Error> + Display + 'static,
         F: Future<Output = Result<T, E>>,
     {
-        self.checkpointed_outcome(catch_panic(body)).await
+        self.checkpointed_outcome(catch_panic(body), false).await
     }
 
-    /// Run a step body with retries: `attempt` makes each attempt's future.
+    /// Run a step body with options (retries, per-attempt timeout, cancellable): `attempt`
+    /// makes each attempt's future.
     pub async fn run_retrying<T, E, F>(
         self,
         options: StepOptions,
+        attempt: impl FnMut() -> F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error> + Display + 'static,
+        F: Future<Output = Result<T, E>>,
+    {
+        self.run_retrying_if(options, |_: &E| true, attempt).await
+    }
+
+    /// [`StepCall::run_retrying`], retrying only errors for which `should_retry` is true.
+    pub async fn run_retrying_if<T, E, F>(
+        self,
+        options: StepOptions,
+        should_retry: impl Fn(&E) -> bool,
         mut attempt: impl FnMut() -> F,
     ) -> Result<T, E>
     where
@@ -123,55 +160,77 @@ impl StepCall {
         F: Future<Output = Result<T, E>>,
     {
         let name = self.name;
+        let cancellable = options.cancellable;
         let retrying = async move {
             let mut tries = 1;
             loop {
-                match catch_panic(attempt()).await {
+                let outcome = match options.timeout {
+                    None => catch_panic(attempt()).await,
+                    Some(limit) => {
+                        match tokio::time::timeout(limit, catch_panic(attempt())).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => Ok(Err(E::from(Error::StepTimedOut {
+                                step: name.to_owned(),
+                                timeout_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                            }))),
+                        }
+                    }
+                };
+                let failure = match outcome {
                     Ok(Ok(value)) => return Ok(Ok(value)),
-                    failed if tries >= options.max_attempts => return failed,
-                    Ok(Err(error)) => {
-                        let wait = options.delay_after(tries);
-                        tracing::warn!(step = name, attempt = tries, error = %error, "step failed; retrying in {wait:?}");
-                        tokio::time::sleep(wait).await;
-                    }
-                    Err(panic) => {
-                        let wait = options.delay_after(tries);
-                        tracing::warn!(step = name, attempt = tries, panic = %panic, "step panicked; retrying in {wait:?}");
-                        tokio::time::sleep(wait).await;
-                    }
+                    Ok(Err(error)) if !should_retry(&error) => return Ok(Err(error)),
+                    // The only attempt: its own error (or panic) is the step's outcome.
+                    last if options.max_attempts <= 1 => return last,
+                    Ok(Err(error)) => serialization::portable_error_of(&error),
+                    Err(Error::Application(panic)) => panic,
+                    Err(other) => other.to_portable(),
+                };
+                if tries >= options.max_attempts {
+                    return Err(Error::StepRetriesExhausted {
+                        step: name.to_owned(),
+                        attempts: tries,
+                        last: Box::new(failure),
+                    });
                 }
+                let wait = options.delay_after(tries);
+                tracing::warn!(step = name, attempt = tries, error = %failure, "step failed; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
                 tries += 1;
             }
         };
-        self.checkpointed_outcome(retrying).await
+        self.checkpointed_outcome(retrying, cancellable).await
     }
 
-    /// Run the body (unless replaying) and checkpoint its outcome; a panic is recorded as an
-    /// error named `Panic` and returned as [`Error::Application`].
-    async fn checkpointed_outcome<T, E, F>(self, body: F) -> Result<T, E>
+    /// Run the body (unless replaying) and checkpoint its outcome. The body's own `Err(Error)`
+    /// (a panic, exhausted retries) is recorded in Cairn's portable form and returned as
+    /// `E::from(error)`.
+    async fn checkpointed_outcome<T, E, F>(self, body: F, cancellable: bool) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         E: From<Error> + Display + 'static,
-        F: Future<Output = Result<Result<T, E>, PortableError>>,
+        F: Future<Output = Result<Result<T, E>, Error>>,
     {
         let Some((ctx, function_id)) = self.target else {
-            return body
-                .await
-                .unwrap_or_else(|panic| Err(E::from(Error::Application(panic))));
+            return body.await.unwrap_or_else(|error| Err(E::from(error)));
         };
         ctx.check_running()?;
         if let Some(checkpoint) = ctx.recorded(function_id) {
             return ctx.replay(checkpoint, self.name).map_err(E::from);
         }
         let started = now_ms();
-        let outcome = WorkflowContext::step_scope(body).await;
+        let outcome = if cancellable {
+            // A cancellation interrupts the body itself; nothing is recorded.
+            ctx.interruptible(WorkflowContext::step_scope(body)).await?
+        } else {
+            WorkflowContext::step_scope(body).await
+        };
         let mut record = ctx.step_record(function_id, self.name, started);
         let result = match outcome {
             Ok(result) => result,
-            Err(panic) => {
-                record.error = Some(encode_error(&panic));
+            Err(error) => {
+                record.error = Some(encode_error(&error.to_portable()));
                 ctx.record(&record).await?;
-                return Err(E::from(Error::Application(panic)));
+                return Err(E::from(error));
             }
         };
         match &result {
@@ -195,12 +254,12 @@ impl StepCall {
     }
 }
 
-/// Run a body, catching a panic as its portable error.
-async fn catch_panic<T>(body: impl Future<Output = T>) -> Result<T, PortableError> {
+/// Run a body, catching a panic as an application error named `Panic`.
+async fn catch_panic<T>(body: impl Future<Output = T>) -> Result<T, Error> {
     AssertUnwindSafe(body)
         .catch_unwind()
         .await
-        .map_err(|panic| serialization::panic_error(&*panic))
+        .map_err(|panic| Error::Application(serialization::panic_error(&*panic)))
 }
 
 /// A portable error as stored text (an error object always encodes).

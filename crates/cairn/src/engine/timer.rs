@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::context::WorkflowContext;
 use super::runtime::now_ms;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::serialization;
 
 /// The internal step name DBOS uses for a durable sleep.
@@ -33,28 +33,33 @@ pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
             return Ok(());
         };
         ctx.check_running()?;
-        let wake_at_secs: f64 = match ctx.recorded(function_id) {
-            Some(checkpoint) => ctx.replay(checkpoint, SLEEP)?,
-            None => {
-                let started = now_ms();
-                let wake_at = (started as f64 + duration.as_secs_f64() * 1000.0) / 1000.0;
-                let mut record = ctx.step_record(function_id, SLEEP, started);
-                record.output = Some(serialization::encode(&wake_at, || {
-                    "a sleep's wake-up time".to_owned()
-                })?);
-                ctx.record(&record).await?;
-                wake_at
-            }
-        };
-        let remaining = wake_at_secs - now_ms() as f64 / 1000.0;
-        if remaining > 0.0 {
-            let remaining =
-                Duration::try_from_secs_f64(remaining).map_err(|e| Error::InvalidArgument {
-                    argument: "duration",
-                    reason: e.to_string(),
-                })?;
-            tokio::time::sleep(remaining).await;
-        }
-        Ok(())
+        let wake_at = durable_deadline(&ctx, function_id, duration).await?;
+        ctx.interruptible(tokio::time::sleep(until(wake_at))).await
     }
+}
+
+/// The wake-up time of the durable timer at `function_id`, epoch seconds: recorded now as
+/// `now + duration` (a `DBOS.sleep` checkpoint), or replayed from the record.
+pub(crate) async fn durable_deadline(
+    ctx: &WorkflowContext,
+    function_id: i32,
+    duration: Duration,
+) -> Result<f64> {
+    if let Some(checkpoint) = ctx.recorded(function_id) {
+        return ctx.replay(checkpoint, SLEEP);
+    }
+    let started = now_ms();
+    let wake_at = (started as f64 + duration.as_secs_f64() * 1000.0) / 1000.0;
+    let mut record = ctx.step_record(function_id, SLEEP, started);
+    record.output = Some(serialization::encode(&wake_at, || {
+        "a sleep's wake-up time".to_owned()
+    })?);
+    ctx.record(&record).await?;
+    Ok(wake_at)
+}
+
+/// How long from now until `wake_at` (epoch seconds); zero if it has passed.
+pub(crate) fn until(wake_at: f64) -> Duration {
+    let remaining = wake_at - now_ms() as f64 / 1000.0;
+    Duration::try_from_secs_f64(remaining.max(0.0)).unwrap_or(Duration::MAX)
 }

@@ -92,14 +92,28 @@ pub struct StartOptions {
     /// returns the existing workflow and never runs it twice. Default: a random UUID (for a
     /// child workflow, `<parent id>-<operation id>`).
     pub workflow_id: Option<String>,
+    /// Cancel the workflow if it has not finished this long after it starts, wherever it
+    /// runs by then (the deadline is recorded). Its children inherit the deadline.
+    /// Default: none.
+    pub timeout: Option<Duration>,
 }
 
 impl StartOptions {
     /// Options with a caller-chosen workflow id.
     pub fn id(workflow_id: impl Into<String>) -> Self {
-        Self {
-            workflow_id: Some(workflow_id.into()),
-        }
+        Self::default().with_id(workflow_id)
+    }
+
+    /// Set [`StartOptions::workflow_id`].
+    pub fn with_id(mut self, workflow_id: impl Into<String>) -> Self {
+        self.workflow_id = Some(workflow_id.into());
+        self
+    }
+
+    /// Set [`StartOptions::timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 }
 
@@ -123,9 +137,18 @@ pub(crate) async fn start_top_level(
         Some(id) => id,
         None => uuid::Uuid::new_v4().to_string(),
     };
-    let new = new_workflow(rt, registration, &workflow_id, &args, None)?;
+    let new = new_workflow(
+        rt,
+        registration,
+        &workflow_id,
+        &args,
+        None,
+        options.timeout,
+        None,
+    )?;
     match rt.store.insert_workflow(&new).await? {
         InsertOutcome::Inserted => {
+            let deadline = new.deadline_epoch_ms;
             spawn_execution(
                 rt,
                 registration,
@@ -133,6 +156,7 @@ pub(crate) async fn start_top_level(
                 new.creator_xid,
                 args,
                 Vec::new(),
+                deadline,
             );
         }
         InsertOutcome::Existing { name, .. } => {
@@ -166,6 +190,8 @@ pub(crate) async fn start_child(
         &workflow_id,
         &args,
         Some(parent.workflow_id.clone()),
+        options.timeout,
+        parent.deadline_ms,
     )?;
     let mut record = parent.step_record(function_id, registration.name, now_ms());
     record.child_workflow_id = Some(workflow_id.clone());
@@ -177,6 +203,7 @@ pub(crate) async fn start_child(
     parent.settle(recorded, registration.name)?;
     match inserted {
         InsertOutcome::Inserted => {
+            let deadline = new.deadline_epoch_ms;
             spawn_execution(
                 rt,
                 registration,
@@ -184,6 +211,7 @@ pub(crate) async fn start_child(
                 new.creator_xid,
                 args,
                 Vec::new(),
+                deadline,
             );
         }
         InsertOutcome::Existing { name, .. } => {
@@ -199,7 +227,16 @@ fn new_workflow(
     workflow_id: &str,
     args: &[Value],
     parent_workflow_id: Option<String>,
+    timeout: Option<Duration>,
+    inherited_deadline: Option<i64>,
 ) -> Result<NewWorkflow> {
+    let now = now_ms();
+    let timeout_ms = timeout.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+    let own_deadline = timeout_ms.map(|t| now.saturating_add(t));
+    let deadline_epoch_ms = match (own_deadline, inherited_deadline) {
+        (Some(own), Some(inherited)) => Some(own.min(inherited)),
+        (own, inherited) => own.or(inherited),
+    };
     Ok(NewWorkflow {
         id: workflow_id.to_owned(),
         name: registration.name.to_owned(),
@@ -211,9 +248,9 @@ fn new_workflow(
         inputs: serialization::encode_inputs(args)?,
         creator_xid: uuid::Uuid::new_v4().to_string(),
         parent_workflow_id,
-        timeout_ms: None,
-        deadline_epoch_ms: None,
-        now_ms: now_ms(),
+        timeout_ms,
+        deadline_epoch_ms,
+        now_ms: now,
     })
 }
 
@@ -240,14 +277,17 @@ pub(crate) fn spawn_execution(
     owner_xid: String,
     args: Vec<Value>,
     recorded: Vec<crate::store::Checkpoint>,
+    deadline_ms: Option<i64>,
 ) {
-    let execution = rt.track(&workflow_id);
+    let (execution, cancelled) = rt.track(&workflow_id);
     let ctx = WorkflowContext::new(
         Arc::clone(rt),
         workflow_id.clone(),
         registration.name,
         owner_xid,
         recorded,
+        cancelled,
+        deadline_ms,
     );
     let task = tokio::spawn(async move {
         let outcome = execute(&ctx, registration, args).await;
@@ -263,12 +303,31 @@ async fn execute(
     registration: &WorkflowRegistration,
     args: Vec<Value>,
 ) -> LocalOutcome {
-    let body = Arc::clone(ctx).scope((registration.run)(args));
-    let mut outcome = match AssertUnwindSafe(body).catch_unwind().await {
+    let body = AssertUnwindSafe(Arc::clone(ctx).scope((registration.run)(args))).catch_unwind();
+    tokio::pin!(body);
+    // At the deadline the workflow is cancelled in the database, then interrupted here; the
+    // body stops at its current wait or its next durable operation.
+    let caught = tokio::select! {
+        caught = &mut body => caught,
+        () = deadline_passed(ctx) => body.await,
+    };
+    let mut outcome = match caught {
         Ok(outcome) => outcome,
         Err(panic) => Err(serialization::panic_error(&*panic)),
     };
-    if let Some(halt) = ctx.take_halt() {
+    // A body that ended because something it waited on hit the same deadline (a child that
+    // inherited it) still timed out: the deadline decides, not the race between the two.
+    let halt = ctx.take_halt();
+    if ctx.deadline_ms.is_some_and(|deadline| deadline <= now_ms())
+        && halt.as_ref().is_none_or(Error::is_interruption)
+    {
+        let ids = [ctx.workflow_id.clone()];
+        if let Err(error) = ctx.rt.store.cancel_workflows(&ids, now_ms()).await {
+            tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not cancel a timed-out workflow");
+        }
+        return LocalOutcome::Interrupted;
+    }
+    if let Some(halt) = halt {
         if halt.is_interruption() {
             tracing::debug!(workflow_id = %ctx.workflow_id, name = ctx.name, reason = %halt, "workflow execution stopped");
             return LocalOutcome::Interrupted;
@@ -295,6 +354,24 @@ async fn execute(
             LocalOutcome::Interrupted
         }
     }
+}
+
+/// Complete when the workflow's deadline passes, after cancelling it (never, without one).
+async fn deadline_passed(ctx: &WorkflowContext) {
+    let Some(deadline) = ctx.deadline_ms else {
+        return std::future::pending().await;
+    };
+    let wait = u64::try_from(deadline.saturating_sub(now_ms())).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let ids = [ctx.workflow_id.clone()];
+    match ctx.rt.store.cancel_workflows(&ids, now_ms()).await {
+        Ok(_) => tracing::info!(workflow_id = %ctx.workflow_id, "workflow timed out; cancelled"),
+        Err(error) => {
+            tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not cancel a timed-out workflow")
+        }
+    }
+    ctx.halt(Error::TimedOut(ctx.workflow_id.clone()));
+    ctx.rt.interrupt(&ctx.workflow_id);
 }
 
 /// Wait for a workflow's outcome: woken by the executing task when it runs here, otherwise
@@ -341,7 +418,16 @@ pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result
                     serialization: row.serialization,
                 });
             }
-            Some(status::CANCELLED) => return Err(Error::Cancelled(workflow_id.to_owned())),
+            Some(status::CANCELLED) => {
+                let timed_out = row
+                    .workflow_deadline_epoch_ms
+                    .is_some_and(|deadline| deadline <= row.updated_at);
+                return Err(if timed_out {
+                    Error::TimedOut(workflow_id.to_owned())
+                } else {
+                    Error::Cancelled(workflow_id.to_owned())
+                });
+            }
             Some(status::MAX_RECOVERY_ATTEMPTS_EXCEEDED) => {
                 let max_attempts = row
                     .name
@@ -428,6 +514,10 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
         &self.workflow_id
     }
 
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
     /// The workflow's current status row.
     pub fn status(&self) -> impl Future<Output = Result<WorkflowStatus>> + Send + 'static {
         let rt = Arc::clone(&self.rt);
@@ -462,7 +552,7 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
                 return ctx.replay(checkpoint, "DBOS.getResult");
             }
             let started = now_ms();
-            let outcome = wait_outcome(&rt, &workflow_id).await?;
+            let outcome = ctx.interruptible(wait_outcome(&rt, &workflow_id)).await??;
             let mut record = ctx.step_record(function_id, "DBOS.getResult", started);
             record.child_workflow_id = Some(workflow_id.clone());
             match &outcome.result {
@@ -529,7 +619,10 @@ impl<W: 'static> WorkflowCall<W> {
                 StartOptions::default(),
             )
             .await?;
-            let outcome = wait_outcome(&child.parent.rt, &id).await?;
+            let outcome = child
+                .parent
+                .interruptible(wait_outcome(&child.parent.rt, &id))
+                .await??;
             decode_outcome::<T>(&id, outcome)
         };
         run.await.map_err(E::from)

@@ -152,6 +152,24 @@ pub(crate) struct Reclaimed {
     pub checkpoints: Vec<Checkpoint>,
 }
 
+/// A message to insert into `notifications`.
+#[derive(Debug, Clone)]
+pub(crate) struct NewMessage {
+    pub destination_id: String,
+    /// Already normalized: a missing topic is [`NULL_TOPIC`].
+    pub topic: String,
+    /// Portable JSON text.
+    pub message: String,
+    /// `<idempotency key>::<destination>`, or a random UUID.
+    pub message_uuid: String,
+}
+
+/// The topic DBOS stores for a message sent without one.
+pub(crate) const NULL_TOPIC: &str = "__null__topic__";
+
+/// Where a backend delivers change announcements: `(channel, payload)`.
+pub(crate) type ChangeSink = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// The operations the engine needs from a system database.
 ///
 /// Every method is one round trip (one statement or one short transaction) unless its doc
@@ -225,6 +243,127 @@ pub(crate) trait SystemDatabase: Send + Sync + 'static {
         version: &str,
         application_name: Option<&str>,
         now_ms: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    // ---- Messages (DBOS `send` / `recv`) ----
+
+    /// Insert a message for `msg.destination_id`. With `sender`, the sender's checkpoint
+    /// (`DBOS.send`) is written in the same transaction, guarded by the sender's ownership.
+    /// A message whose `message_uuid` exists is not inserted again (idempotent). A missing
+    /// destination is [`crate::Error::NotFound`] and writes nothing. Postgres's trigger
+    /// announces the insert on `dbos_notifications_channel`.
+    fn send_message(
+        &self,
+        msg: &NewMessage,
+        sender: Option<&StepRecord>,
+    ) -> impl Future<Output = Result<RecordOutcome>> + Send;
+
+    /// In one transaction, guarded by `rec`'s ownership: consume the oldest unconsumed message
+    /// of `rec.workflow_id` on `topic` (by `created_at_epoch_ms`, then insertion order), mark it
+    /// `consumed` with `consumed_by_function_id = rec.function_id`, and write `rec` as the
+    /// `DBOS.recv` checkpoint with the message text as output (`null` if there was none).
+    /// Returns the outcome and the message text consumed.
+    fn consume_message(
+        &self,
+        rec: &StepRecord,
+        topic: &str,
+    ) -> impl Future<Output = Result<(RecordOutcome, Option<String>)>> + Send;
+
+    /// Whether `workflow_id` has an unconsumed message on `topic`.
+    fn has_message(
+        &self,
+        workflow_id: &str,
+        topic: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    // ---- Events ----
+
+    /// In one transaction, guarded by `rec`'s ownership: upsert `workflow_events(key) = value`,
+    /// insert `workflow_events_history(function_id, key, value)`, and write `rec` (the
+    /// `DBOS.setEvent` checkpoint). Postgres announces it on `dbos_workflow_events_channel`
+    /// with payload `workflow_id::key`.
+    fn set_event(
+        &self,
+        rec: &StepRecord,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<RecordOutcome>> + Send;
+
+    /// The latest value of an event, if set.
+    fn get_event(
+        &self,
+        workflow_id: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Every event of a workflow, `(key, latest value)`, ordered by key.
+    fn list_events(
+        &self,
+        workflow_id: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+
+    // ---- Streams ----
+
+    /// In one transaction, guarded by `rec`'s ownership: append `value` to the stream `key` of
+    /// `rec.workflow_id` at the next dense offset (0, 1, …) with `function_id = rec.function_id`,
+    /// and write `rec` (`DBOS.writeStream` / `DBOS.closeStream`). Postgres announces it on
+    /// `dbos_streams_channel` with payload `workflow_id::key`.
+    fn write_stream(
+        &self,
+        rec: &StepRecord,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<RecordOutcome>> + Send;
+
+    /// Values of a stream from `from_offset` on, `(offset, value)` in offset order.
+    fn read_stream(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        from_offset: i32,
+    ) -> impl Future<Output = Result<Vec<(i32, String)>>> + Send;
+
+    // ---- Cancellation, resume, deadlines ----
+
+    /// Cancel these workflows where they are not finished (`PENDING`, `ENQUEUED`, `DELAYED`):
+    /// status `CANCELLED`, `owner_xid`, `queue_name`, `deduplication_id`, `started_at_epoch_ms`
+    /// cleared, `updated_at = now_ms`. Returns the ids it cancelled.
+    fn cancel_workflows(
+        &self,
+        workflow_ids: &[String],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Every descendant of a workflow (children, their children, …) by `parent_workflow_id`.
+    fn descendants(&self, workflow_id: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Resume a `CANCELLED`, `ERROR`, `MAX_RECOVERY_ATTEMPTS_EXCEEDED` or `ENQUEUED` workflow
+    /// here: status `PENDING`, `owner_xid = new_owner`, `executor_id`, `application_version`,
+    /// `recovery_attempts = 1`, `started_at_epoch_ms = now_ms`, `queue_name` NULL,
+    /// `workflow_deadline_epoch_ms = now_ms + workflow_timeout_ms` (NULL without a timeout),
+    /// `completed_at` NULL, `updated_at = now_ms`. Returns it with its checkpoints, or `None`
+    /// if it does not exist or is `PENDING`/`SUCCESS` (nothing to resume).
+    fn resume_workflow(
+        &self,
+        workflow_id: &str,
+        executor_id: &str,
+        app_version: &str,
+        new_owner: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<Reclaimed>>> + Send;
+
+    // ---- Notifications ----
+
+    /// Start delivering change announcements to `sink` as `(channel, payload)`. Postgres:
+    /// LISTEN on `dbos_notifications_channel`, `dbos_workflow_events_channel` and
+    /// `dbos_streams_channel` on a dedicated connection, reconnecting after a loss (and then
+    /// delivering `("*", "")` so waiters re-check). SQLite: watch `PRAGMA data_version` on a
+    /// dedicated connection every `poll` and deliver `("*", "")` when another connection or
+    /// process committed. The task stops at `close`.
+    fn watch_changes(
+        &self,
+        sink: ChangeSink,
+        poll: std::time::Duration,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Release connections and background threads.
@@ -310,6 +449,92 @@ impl Store {
         now_ms: i64,
     ) -> Result<()> {
         dispatch!(self, db => db.register_app_version(version, application_name, now_ms).await)
+    }
+
+    pub(crate) async fn send_message(
+        &self,
+        msg: &NewMessage,
+        sender: Option<&StepRecord>,
+    ) -> Result<RecordOutcome> {
+        dispatch!(self, db => db.send_message(msg, sender).await)
+    }
+
+    pub(crate) async fn consume_message(
+        &self,
+        rec: &StepRecord,
+        topic: &str,
+    ) -> Result<(RecordOutcome, Option<String>)> {
+        dispatch!(self, db => db.consume_message(rec, topic).await)
+    }
+
+    pub(crate) async fn has_message(&self, workflow_id: &str, topic: &str) -> Result<bool> {
+        dispatch!(self, db => db.has_message(workflow_id, topic).await)
+    }
+
+    pub(crate) async fn set_event(
+        &self,
+        rec: &StepRecord,
+        key: &str,
+        value: &str,
+    ) -> Result<RecordOutcome> {
+        dispatch!(self, db => db.set_event(rec, key, value).await)
+    }
+
+    pub(crate) async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<String>> {
+        dispatch!(self, db => db.get_event(workflow_id, key).await)
+    }
+
+    pub(crate) async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, String)>> {
+        dispatch!(self, db => db.list_events(workflow_id).await)
+    }
+
+    pub(crate) async fn write_stream(
+        &self,
+        rec: &StepRecord,
+        key: &str,
+        value: &str,
+    ) -> Result<RecordOutcome> {
+        dispatch!(self, db => db.write_stream(rec, key, value).await)
+    }
+
+    pub(crate) async fn read_stream(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        from_offset: i32,
+    ) -> Result<Vec<(i32, String)>> {
+        dispatch!(self, db => db.read_stream(workflow_id, key, from_offset).await)
+    }
+
+    pub(crate) async fn cancel_workflows(
+        &self,
+        workflow_ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>> {
+        dispatch!(self, db => db.cancel_workflows(workflow_ids, now_ms).await)
+    }
+
+    pub(crate) async fn descendants(&self, workflow_id: &str) -> Result<Vec<String>> {
+        dispatch!(self, db => db.descendants(workflow_id).await)
+    }
+
+    pub(crate) async fn resume_workflow(
+        &self,
+        workflow_id: &str,
+        executor_id: &str,
+        app_version: &str,
+        new_owner: &str,
+        now_ms: i64,
+    ) -> Result<Option<Reclaimed>> {
+        dispatch!(self, db => db.resume_workflow(workflow_id, executor_id, app_version, new_owner, now_ms).await)
+    }
+
+    pub(crate) async fn watch_changes(
+        &self,
+        sink: ChangeSink,
+        poll: std::time::Duration,
+    ) -> Result<()> {
+        dispatch!(self, db => db.watch_changes(sink, poll).await)
     }
 
     pub(crate) async fn close(&self) {

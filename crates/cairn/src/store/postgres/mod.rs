@@ -3,13 +3,19 @@
 //! Every statement is prepared once per pooled connection (`prepare_cached`) and runs in
 //! autocommit; the ownership guard, the existence check and the write share one statement
 //! (a CTE or `INSERT … SELECT … WHERE EXISTS`). A second query runs only on the rare path
-//! that must explain why nothing was written.
+//! that must explain why nothing was written. The one exception is a stream write: a short
+//! transaction that takes the stream's advisory lock before computing the next offset (see
+//! `comm`). `watch_changes` listens on a dedicated connection of its own (see `listen`).
 
 mod batch;
+mod comm;
 mod connect;
+mod listen;
 mod sql;
 mod tls;
 
+#[cfg(test)]
+mod comm_tests;
 #[cfg(test)]
 mod tests;
 
@@ -23,8 +29,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use self::connect::{Target, quote_ident};
 use self::sql::Statements;
 use super::{
-    Checkpoint, Completion, InsertOutcome, NewWorkflow, Reclaimed, RecordOutcome, StepRecord,
-    StoreOptions, SystemDatabase, WorkflowRow, status,
+    ChangeSink, Checkpoint, Completion, InsertOutcome, NewMessage, NewWorkflow, Reclaimed,
+    RecordOutcome, StepRecord, StoreOptions, SystemDatabase, WorkflowRow, status,
 };
 use crate::error::{Error, Result};
 
@@ -44,10 +50,12 @@ type Context<'a> = &'a (dyn Fn() -> String + Sync);
 /// The Postgres backend: a connection pool and the schema's statements.
 pub(crate) struct PostgresStore {
     pool: Pool,
-    /// Boxed: fourteen strings would make the store, and the `Store` enum, large.
+    /// Boxed: some thirty strings would make the store, and the `Store` enum, large.
     sql: Box<Statements>,
     /// Group commit for checkpoints.
     steps: batch::StepBatcher,
+    /// The `LISTEN` connections of `watch_changes`, stopped by `close`.
+    listeners: listen::Listeners,
 }
 
 impl PostgresStore {
@@ -82,7 +90,13 @@ impl PostgresStore {
             sql.record_step.clone(),
             sql.record_steps.clone(),
         );
-        Ok(Self { pool, sql, steps })
+        let listeners = listen::Listeners::new(&target);
+        Ok(Self {
+            pool,
+            sql,
+            steps,
+            listeners,
+        })
     }
 
     /// A pooled connection, skipping connections whose server end is already gone.
@@ -292,6 +306,100 @@ fn refusal(row: &Row) -> Result<Option<RecordOutcome>> {
 }
 
 impl SystemDatabase for PostgresStore {
+    /// One statement: the message, and the sender's checkpoint if any.
+    async fn send_message(
+        &self,
+        msg: &NewMessage,
+        sender: Option<&StepRecord>,
+    ) -> Result<RecordOutcome> {
+        comm::send_message(self, msg, sender).await
+    }
+
+    /// One statement: pick, checkpoint and mark the oldest message.
+    async fn consume_message(
+        &self,
+        rec: &StepRecord,
+        topic: &str,
+    ) -> Result<(RecordOutcome, Option<String>)> {
+        comm::consume_message(self, rec, topic).await
+    }
+
+    /// One statement.
+    async fn has_message(&self, workflow_id: &str, topic: &str) -> Result<bool> {
+        comm::has_message(self, workflow_id, topic).await
+    }
+
+    /// One statement: value, history, checkpoint and announcement.
+    async fn set_event(&self, rec: &StepRecord, key: &str, value: &str) -> Result<RecordOutcome> {
+        comm::set_event(self, rec, key, value).await
+    }
+
+    /// One statement.
+    async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<String>> {
+        comm::get_event(self, workflow_id, key).await
+    }
+
+    /// One statement.
+    async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, String)>> {
+        comm::list_events(self, workflow_id).await
+    }
+
+    /// One short transaction under the stream's advisory lock.
+    async fn write_stream(
+        &self,
+        rec: &StepRecord,
+        key: &str,
+        value: &str,
+    ) -> Result<RecordOutcome> {
+        comm::write_stream(self, rec, key, value).await
+    }
+
+    /// One statement.
+    async fn read_stream(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        from_offset: i32,
+    ) -> Result<Vec<(i32, String)>> {
+        comm::read_stream(self, workflow_id, key, from_offset).await
+    }
+
+    /// One statement.
+    async fn cancel_workflows(&self, workflow_ids: &[String], now_ms: i64) -> Result<Vec<String>> {
+        comm::cancel_workflows(self, workflow_ids, now_ms).await
+    }
+
+    /// One recursive statement.
+    async fn descendants(&self, workflow_id: &str) -> Result<Vec<String>> {
+        comm::descendants(self, workflow_id).await
+    }
+
+    /// Two round trips: the update returning the row, then its checkpoints.
+    async fn resume_workflow(
+        &self,
+        workflow_id: &str,
+        executor_id: &str,
+        app_version: &str,
+        new_owner: &str,
+        now_ms: i64,
+    ) -> Result<Option<Reclaimed>> {
+        comm::resume_workflow(
+            self,
+            workflow_id,
+            executor_id,
+            app_version,
+            new_owner,
+            now_ms,
+        )
+        .await
+    }
+
+    /// A dedicated `LISTEN` connection on a task of its own; returns once it listens.
+    /// `poll` is for SQLite only.
+    async fn watch_changes(&self, sink: ChangeSink, _poll: std::time::Duration) -> Result<()> {
+        self.listeners.start(sink).await
+    }
+
     /// One statement: insert status and input, or read the existing row's name and status.
     async fn insert_workflow(&self, wf: &NewWorkflow) -> Result<InsertOutcome> {
         let context = || format!("inserting workflow {}", wf.id);
@@ -562,8 +670,10 @@ impl SystemDatabase for PostgresStore {
         Ok(())
     }
 
-    /// Close the pool: idle connections go now, busy ones when returned.
+    /// Stop the listeners, then close the pool: idle connections go now, busy ones when
+    /// returned.
     async fn close(&self) {
+        self.listeners.close().await;
         self.pool.close();
     }
 }

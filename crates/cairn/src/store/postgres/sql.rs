@@ -49,6 +49,8 @@ pub(super) struct Statements {
     pub dead_letter: String,
     /// `$1` version, `$2` now, `$3` application name.
     pub register_app_version: String,
+    /// Comms, events, streams, cancellation and resume (see [`CommStatements`]).
+    pub comm: CommStatements,
 }
 
 impl Statements {
@@ -58,16 +60,7 @@ impl Statements {
              application_name, created_at, updated_at, recovery_attempts, workflow_timeout_ms, \
              workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, owner_xid, \
              started_at_epoch_ms, serialization, priority";
-        let checkpoint_insert = format!(
-            "INSERT INTO {q}.operation_outputs (workflow_uuid, function_id, function_name, output, error, \
-                 child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, \
-                 application_name, retention_timestamp) \
-             SELECT $1::text, $3::int4, $4::text, $5::text, $6::text, $7::text, $8::int8, $9::int8, \
-                 'portable_json', $10::text, $9::int8 \
-             WHERE EXISTS (SELECT 1 FROM {q}.workflow_status \
-                 WHERE workflow_uuid = $1::text AND status = 'PENDING' AND owner_xid = $2::text FOR SHARE) \
-             ON CONFLICT (workflow_uuid, function_id) DO NOTHING"
-        );
+        let checkpoint_insert = checkpoint_insert(q, "$5::text");
         let state = |extra_cols: &str, extra_join: &str| {
             format!(
                 "SELECT s.status, (s.status = 'PENDING' AND s.owner_xid = $2::text), \
@@ -192,6 +185,179 @@ impl Statements {
                 "INSERT INTO {q}.application_versions \
                      (version_id, version_name, version_timestamp, created_at, application_name) \
                  VALUES (gen_random_uuid()::text, $1, $2, $2, $3) ON CONFLICT DO NOTHING"
+            ),
+            comm: CommStatements::new(q),
+        }
+    }
+}
+
+/// The ownership-guarded checkpoint insert of `record_step` (`$1` workflow, `$2` owner, `$3`
+/// function id, `$4` name, `$6` error, `$7` child, `$8` started, `$9` completed, `$10`
+/// application name), with `output` as the output expression (`$5::text` for `record_step`).
+/// Inserts nothing when the workflow is not `PENDING` under this owner or the checkpoint exists.
+fn checkpoint_insert(q: &str, output: &str) -> String {
+    format!(
+        "INSERT INTO {q}.operation_outputs (workflow_uuid, function_id, function_name, output, error, \
+             child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, \
+             application_name, retention_timestamp) \
+         SELECT $1::text, $3::int4, $4::text, {output}, $6::text, $7::text, $8::int8, $9::int8, \
+             'portable_json', $10::text, $9::int8 \
+         WHERE EXISTS (SELECT 1 FROM {q}.workflow_status \
+             WHERE workflow_uuid = $1::text AND status = 'PENDING' AND owner_xid = $2::text FOR SHARE) \
+         ON CONFLICT (workflow_uuid, function_id) DO NOTHING"
+    )
+}
+
+/// The statements of messages, events, streams, cancellation and resume.
+///
+/// A statement that writes a checkpoint takes `record_step`'s ten parameters first (`$1`…`$10`,
+/// see [`checkpoint_insert`]) and returns one row whose first column says whether the
+/// checkpoint, and with it the effect, was written: the effect is inserted `FROM cp`, so it
+/// lands only with the checkpoint, in the same autocommit statement.
+#[derive(Debug)]
+pub(super) struct CommStatements {
+    /// `$1` destination, `$2` topic, `$3` message, `$4` message uuid.
+    pub send: String,
+    /// The sender's checkpoint, then the message `$11` destination, `$12` topic, `$13` message,
+    /// `$14` message uuid. Row: `(recorded)`.
+    pub send_step: String,
+    /// The `DBOS.recv` checkpoint with `$5` the topic (not the output: the output is the
+    /// message consumed, or `null`). Row: `(recorded, message consumed)`.
+    pub consume: String,
+    /// `$1` workflow, `$2` topic: one row, whether an unconsumed message is there.
+    pub has_message: String,
+    /// The checkpoint, then `$11` key, `$12` value; announces `workflow::key`. Row: `(recorded, _)`.
+    pub set_event: String,
+    /// `$1` workflow, `$2` key.
+    pub get_event: String,
+    /// `$1` workflow: `(key, value)` by key.
+    pub list_events: String,
+    /// `$1` workflow, `$2` key: the transaction-level lock serializing a stream's writers.
+    pub stream_lock: String,
+    /// The checkpoint, then `$11` key, `$12` value at the next offset; announces
+    /// `workflow::key`. Run after `stream_lock` in the same transaction. Row: `(recorded, _)`.
+    pub write_stream: String,
+    /// `$1` workflow, `$2` key, `$3` first offset: `(offset, value)` by offset.
+    pub read_stream: String,
+    /// `$1` ids (text[]), `$2` now: the ids cancelled.
+    pub cancel: String,
+    /// `$1` workflow: every descendant's id.
+    pub descendants: String,
+    /// `$1` workflow, `$2` executor, `$3` version, `$4` new owner, `$5` now: the resumed row.
+    pub resume: String,
+}
+
+impl CommStatements {
+    /// The statements for a schema; `q` is its quoted identifier.
+    fn new(q: &str) -> Self {
+        let checkpoint = checkpoint_insert(q, "$5::text");
+        let unfinished = "('PENDING', 'ENQUEUED', 'DELAYED')";
+        Self {
+            send: format!(
+                "INSERT INTO {q}.notifications (destination_uuid, topic, message, message_uuid, serialization) \
+                 VALUES ($1, $2, $3, $4, 'portable_json') ON CONFLICT (message_uuid) DO NOTHING"
+            ),
+            send_step: format!(
+                "WITH cp AS ({checkpoint} RETURNING 1), \
+                 msg AS ( \
+                     INSERT INTO {q}.notifications (destination_uuid, topic, message, message_uuid, serialization) \
+                     SELECT $11::text, $12::text, $13::text, $14::text, 'portable_json' FROM cp \
+                     ON CONFLICT (message_uuid) DO NOTHING) \
+                 SELECT EXISTS (SELECT 1 FROM cp)"
+            ),
+            consume: format!(
+                "WITH m AS ( \
+                     SELECT message_uuid, message FROM {q}.notifications \
+                     WHERE destination_uuid = $1::text AND topic = $5::text AND NOT consumed \
+                         AND EXISTS (SELECT 1 FROM {q}.workflow_status \
+                             WHERE workflow_uuid = $1::text AND status = 'PENDING' AND owner_xid = $2::text) \
+                     ORDER BY created_at_epoch_ms, ctid \
+                     LIMIT 1 \
+                     FOR UPDATE SKIP LOCKED), \
+                 cp AS ({} RETURNING 1), \
+                 upd AS ( \
+                     UPDATE {q}.notifications n SET consumed = true, consumed_by_function_id = $3::int4 \
+                     FROM m WHERE n.message_uuid = m.message_uuid AND EXISTS (SELECT 1 FROM cp) \
+                     RETURNING n.message) \
+                 SELECT EXISTS (SELECT 1 FROM cp), (SELECT message FROM upd)",
+                checkpoint_insert(q, "COALESCE((SELECT message FROM m), 'null')")
+            ),
+            has_message: format!(
+                "SELECT EXISTS (SELECT 1 FROM {q}.notifications \
+                     WHERE destination_uuid = $1 AND topic = $2 AND NOT consumed)"
+            ),
+            set_event: format!(
+                "WITH cp AS ({checkpoint} RETURNING 1), \
+                 ev AS ( \
+                     INSERT INTO {q}.workflow_events (workflow_uuid, key, value, serialization) \
+                     SELECT $1::text, $11::text, $12::text, 'portable_json' FROM cp \
+                     ON CONFLICT (workflow_uuid, key) \
+                     DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization), \
+                 hist AS ( \
+                     INSERT INTO {q}.workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
+                     SELECT $1::text, $3::int4, $11::text, $12::text, 'portable_json' FROM cp \
+                     ON CONFLICT (workflow_uuid, function_id, key) \
+                     DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization), \
+                 n AS (SELECT pg_notify('dbos_workflow_events_channel', $1::text || '::' || $11::text) FROM cp) \
+                 SELECT EXISTS (SELECT 1 FROM cp), (SELECT count(*) FROM n)"
+            ),
+            get_event: format!(
+                "SELECT value FROM {q}.workflow_events WHERE workflow_uuid = $1 AND key = $2"
+            ),
+            list_events: format!(
+                "SELECT key, value FROM {q}.workflow_events WHERE workflow_uuid = $1 ORDER BY key"
+            ),
+            stream_lock:
+                "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '::' || $2::text, 0))"
+                    .to_owned(),
+            write_stream: format!(
+                "WITH cp AS ({checkpoint} RETURNING 1), \
+                 st AS ( \
+                     INSERT INTO {q}.streams (workflow_uuid, key, value, \"offset\", function_id, serialization) \
+                     SELECT $1::text, $11::text, $12::text, \
+                         (SELECT COALESCE(MAX(\"offset\") + 1, 0) FROM {q}.streams \
+                          WHERE workflow_uuid = $1::text AND key = $11::text), \
+                         $3::int4, 'portable_json' FROM cp \
+                     RETURNING 1), \
+                 n AS (SELECT pg_notify('dbos_streams_channel', $1::text || '::' || $11::text) FROM st) \
+                 SELECT EXISTS (SELECT 1 FROM cp), (SELECT count(*) FROM n)"
+            ),
+            read_stream: format!(
+                "SELECT \"offset\", value FROM {q}.streams \
+                 WHERE workflow_uuid = $1 AND key = $2 AND \"offset\" >= $3 ORDER BY \"offset\""
+            ),
+            // The rows are locked in id order first, so two overlapping cancels cannot deadlock.
+            cancel: format!(
+                "UPDATE {q}.workflow_status \
+                 SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL, \
+                     started_at_epoch_ms = NULL, updated_at = $2 \
+                 WHERE workflow_uuid IN ( \
+                         SELECT workflow_uuid FROM {q}.workflow_status \
+                         WHERE workflow_uuid = ANY($1::text[]) AND status IN {unfinished} \
+                         ORDER BY workflow_uuid FOR UPDATE) \
+                     AND status IN {unfinished} \
+                 RETURNING workflow_uuid"
+            ),
+            descendants: format!(
+                "WITH RECURSIVE d(id) AS ( \
+                     SELECT workflow_uuid FROM {q}.workflow_status WHERE parent_workflow_id = $1 \
+                     UNION \
+                     SELECT s.workflow_uuid FROM {q}.workflow_status s JOIN d ON s.parent_workflow_id = d.id) \
+                 SELECT id FROM d WHERE id <> $1"
+            ),
+            resume: format!(
+                "WITH s AS ( \
+                     UPDATE {q}.workflow_status \
+                     SET status = 'PENDING', owner_xid = $4, executor_id = $2, application_version = $3, \
+                         recovery_attempts = 1, started_at_epoch_ms = $5::int8, queue_name = NULL, \
+                         workflow_deadline_epoch_ms = $5::int8 + workflow_timeout_ms, completed_at = NULL, \
+                         updated_at = $5 \
+                     WHERE workflow_uuid = $1 \
+                         AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'ENQUEUED') \
+                     RETURNING *) \
+                 SELECT {WORKFLOW_COLUMNS} FROM s \
+                 LEFT JOIN {q}.workflow_input i ON i.workflow_uuid = s.workflow_uuid \
+                 LEFT JOIN {q}.workflow_output o ON o.workflow_uuid = s.workflow_uuid"
             ),
         }
     }

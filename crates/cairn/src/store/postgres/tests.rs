@@ -12,37 +12,37 @@ use crate::store::{PORTABLE_JSON, SCHEMA_VERSION};
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// A fresh database for one test.
-struct TestDb {
+pub(super) struct TestDb {
     name: String,
 }
 
 impl TestDb {
     /// A new, unique database name (nothing is created until [`TestDb::open`]).
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             name: format!("cairn_t_{}", uuid::Uuid::new_v4().simple()),
         }
     }
 
     /// The URL Cairn connects with.
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("{SERVER}/{}?sslmode=disable", self.name)
     }
 
     /// Connect (creating and migrating the database) with default options.
-    async fn open(&self) -> PostgresStore {
+    pub(super) async fn open(&self) -> PostgresStore {
         PostgresStore::connect(&self.url(), &StoreOptions::default())
             .await
             .expect("connect")
     }
 
     /// A plain client on the test database, for inspecting and tampering.
-    async fn sql(&self) -> tokio_postgres::Client {
+    pub(super) async fn sql(&self) -> tokio_postgres::Client {
         raw_client(&self.name).await
     }
 
     /// Drop the database, closing any connection left on it.
-    async fn drop(self) {
+    pub(super) async fn drop(self) {
         let admin = raw_client("postgres").await;
         admin
             .batch_execute(&format!(
@@ -55,7 +55,7 @@ impl TestDb {
 }
 
 /// A plain driver connection to a database of the test server.
-async fn raw_client(dbname: &str) -> tokio_postgres::Client {
+pub(super) async fn raw_client(dbname: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(
         &format!("host=127.0.0.1 user=postgres dbname={dbname}"),
         NoTls,
@@ -67,7 +67,7 @@ async fn raw_client(dbname: &str) -> tokio_postgres::Client {
 }
 
 /// A workflow of app `shop`, executor `local`, version `v1`, created by `owner-of-<id>`.
-fn workflow(id: &str, status: &'static str) -> NewWorkflow {
+pub(super) fn workflow(id: &str, status: &'static str) -> NewWorkflow {
     NewWorkflow {
         id: id.to_owned(),
         name: "checkout".to_owned(),
@@ -86,7 +86,7 @@ fn workflow(id: &str, status: &'static str) -> NewWorkflow {
 }
 
 /// A successful step `step<n>` written by `owner`.
-fn step(workflow_id: &str, owner: &str, function_id: i32) -> StepRecord {
+pub(super) fn step(workflow_id: &str, owner: &str, function_id: i32) -> StepRecord {
     StepRecord {
         workflow_id: workflow_id.to_owned(),
         owner_xid: owner.to_owned(),

@@ -5,10 +5,14 @@
 //! separate connections on tokio's blocking pool. An in-memory database (`sqlite::memory:`)
 //! exists only on the writer's connection, so there every read goes through the writer too.
 
+mod comm;
 mod ops;
 mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_comm;
+mod watch;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -20,10 +24,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc};
 
+use self::watch::Watcher;
 use self::writer::{Message, Request};
 use super::{
-    Checkpoint, Completion, InsertOutcome, NewWorkflow, Reclaimed, RecordOutcome, StepRecord,
-    StoreOptions, SystemDatabase, WorkflowRow,
+    ChangeSink, Checkpoint, Completion, InsertOutcome, NewMessage, NewWorkflow, Reclaimed,
+    RecordOutcome, StepRecord, StoreOptions, SystemDatabase, WorkflowRow,
 };
 use crate::error::{Error, Result};
 
@@ -91,6 +96,8 @@ pub(crate) struct SqliteStore {
     closed: AtomicBool,
     /// Reader connections; `None` for an in-memory database (reads go to the writer).
     readers: Option<ReaderPool>,
+    /// Running change watchers, stopped by `close`.
+    watchers: Mutex<Vec<Watcher>>,
 }
 
 impl SqliteStore {
@@ -112,6 +119,7 @@ impl SqliteStore {
             writer_thread: Mutex::new(Some(thread)),
             closed: AtomicBool::new(false),
             readers,
+            watchers: Mutex::new(Vec::new()),
         })
     }
 
@@ -283,6 +291,134 @@ fn poisoned() -> Error {
 }
 
 impl SystemDatabase for SqliteStore {
+    async fn send_message(
+        &self,
+        msg: &NewMessage,
+        sender: Option<&StepRecord>,
+    ) -> Result<RecordOutcome> {
+        let (msg, sender) = (msg.clone(), sender.cloned());
+        let now_ms = epoch_ms();
+        self.write(move |conn| comm::send_message(conn, &msg, sender.as_ref(), now_ms))
+            .await
+    }
+
+    async fn consume_message(
+        &self,
+        rec: &StepRecord,
+        topic: &str,
+    ) -> Result<(RecordOutcome, Option<String>)> {
+        let (rec, topic) = (rec.clone(), topic.to_owned());
+        self.write(move |conn| comm::consume_message(conn, &rec, &topic))
+            .await
+    }
+
+    async fn has_message(&self, workflow_id: &str, topic: &str) -> Result<bool> {
+        let (workflow_id, topic) = (workflow_id.to_owned(), topic.to_owned());
+        self.read(move |conn| comm::has_message(conn, &workflow_id, &topic))
+            .await
+    }
+
+    async fn set_event(&self, rec: &StepRecord, key: &str, value: &str) -> Result<RecordOutcome> {
+        let (rec, key, value) = (rec.clone(), key.to_owned(), value.to_owned());
+        self.write(move |conn| comm::set_event(conn, &rec, &key, &value))
+            .await
+    }
+
+    async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<String>> {
+        let (workflow_id, key) = (workflow_id.to_owned(), key.to_owned());
+        self.read(move |conn| comm::get_event(conn, &workflow_id, &key))
+            .await
+    }
+
+    async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, String)>> {
+        let workflow_id = workflow_id.to_owned();
+        self.read(move |conn| comm::list_events(conn, &workflow_id))
+            .await
+    }
+
+    async fn write_stream(
+        &self,
+        rec: &StepRecord,
+        key: &str,
+        value: &str,
+    ) -> Result<RecordOutcome> {
+        let (rec, key, value) = (rec.clone(), key.to_owned(), value.to_owned());
+        self.write(move |conn| comm::write_stream(conn, &rec, &key, &value))
+            .await
+    }
+
+    async fn read_stream(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        from_offset: i32,
+    ) -> Result<Vec<(i32, String)>> {
+        let (workflow_id, key) = (workflow_id.to_owned(), key.to_owned());
+        self.read(move |conn| comm::read_stream(conn, &workflow_id, &key, from_offset))
+            .await
+    }
+
+    async fn cancel_workflows(&self, workflow_ids: &[String], now_ms: i64) -> Result<Vec<String>> {
+        let workflow_ids = workflow_ids.to_vec();
+        self.write(move |conn| comm::cancel_workflows(conn, &workflow_ids, now_ms))
+            .await
+    }
+
+    async fn descendants(&self, workflow_id: &str) -> Result<Vec<String>> {
+        let workflow_id = workflow_id.to_owned();
+        self.read(move |conn| comm::descendants(conn, &workflow_id))
+            .await
+    }
+
+    async fn resume_workflow(
+        &self,
+        workflow_id: &str,
+        executor_id: &str,
+        app_version: &str,
+        new_owner: &str,
+        now_ms: i64,
+    ) -> Result<Option<Reclaimed>> {
+        let workflow_id = workflow_id.to_owned();
+        let executor_id = executor_id.to_owned();
+        let app_version = app_version.to_owned();
+        let new_owner = new_owner.to_owned();
+        self.write(move |conn| {
+            comm::resume_workflow(
+                conn,
+                &workflow_id,
+                &executor_id,
+                &app_version,
+                &new_owner,
+                now_ms,
+            )
+        })
+        .await
+    }
+
+    /// Poll `PRAGMA data_version` on a dedicated connection; nothing for an in-memory
+    /// database, which no other connection can write.
+    async fn watch_changes(&self, sink: ChangeSink, poll: Duration) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let Some(pool) = &self.readers else {
+            return Ok(());
+        };
+        let path = pool.path.clone();
+        let watcher = tokio::task::spawn_blocking(move || Watcher::start(&path, sink, poll))
+            .await
+            .map_err(|e| Error::database("starting the SQLite change watcher", e))??;
+        let mut watchers = self.watchers.lock().map_err(|_| poisoned())?;
+        // Checked under the lock `close` drains under, so no watcher outlives the store.
+        if self.closed.load(Ordering::Acquire) {
+            drop(watchers);
+            let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;
+            return Err(Error::Shutdown);
+        }
+        watchers.push(watcher);
+        Ok(())
+    }
+
     async fn insert_workflow(&self, wf: &NewWorkflow) -> Result<InsertOutcome> {
         let wf = wf.clone();
         self.write(move |conn| ops::insert_workflow(conn, &wf))
@@ -398,8 +534,27 @@ impl SystemDatabase for SqliteStore {
                 }
             }
         }
+        let watchers: Vec<Watcher> = self
+            .watchers
+            .lock()
+            .map(|mut list| list.drain(..).collect())
+            .unwrap_or_default();
+        if !watchers.is_empty() {
+            let stopping =
+                tokio::task::spawn_blocking(move || watchers.into_iter().for_each(Watcher::stop));
+            if let Err(e) = stopping.await {
+                tracing::error!(url = %self.url, error = %e, "could not stop the SQLite change watchers");
+            }
+        }
         if let Some(pool) = &self.readers {
             pool.clear();
         }
     }
+}
+
+/// The current time in epoch milliseconds (0 if the clock is before 1970).
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

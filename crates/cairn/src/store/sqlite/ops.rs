@@ -12,7 +12,7 @@ use crate::store::{
 };
 
 /// A closure turning a driver error into an [`Error`] that says what Cairn was doing.
-fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+pub(super) fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |e| Error::database(context, e)
 }
 
@@ -101,7 +101,7 @@ fn existing(conn: &Connection, workflow_id: &str) -> Result<InsertOutcome> {
 }
 
 /// `None` if `owner_xid` holds the `PENDING` workflow, else why not (its status, if it exists).
-fn ownership_lost(
+pub(super) fn ownership_lost(
     conn: &Connection,
     workflow_id: &str,
     owner_xid: &str,
@@ -318,15 +318,23 @@ pub(super) fn reclaim_pending(
     let mut reclaimed = Vec::with_capacity(ids.len());
     for id in ids {
         // Rows the UPDATE just returned exist in this same transaction.
-        if let Some(row) = get_workflow(conn, &id)? {
-            let checkpoints = list_checkpoints(conn, &id)?;
-            reclaimed.push(Reclaimed { row, checkpoints });
+        if let Some(loaded) = load_reclaimed(conn, &id)? {
+            reclaimed.push(loaded);
         }
     }
     reclaimed.sort_by(|a, b| {
         (a.row.created_at, &a.row.workflow_id).cmp(&(b.row.created_at, &b.row.workflow_id))
     });
     Ok(reclaimed)
+}
+
+/// A workflow's row with its checkpoints, as recovery and resume hand it to the engine.
+pub(super) fn load_reclaimed(conn: &Connection, workflow_id: &str) -> Result<Option<Reclaimed>> {
+    let Some(row) = get_workflow(conn, workflow_id)? else {
+        return Ok(None);
+    };
+    let checkpoints = list_checkpoints(conn, workflow_id)?;
+    Ok(Some(Reclaimed { row, checkpoints }))
 }
 
 /// Move a workflow its owner holds to `MAX_RECOVERY_ATTEMPTS_EXCEEDED`.

@@ -13,20 +13,20 @@ use crate::store::{
 };
 
 /// A fresh database file path in the temp directory, removed (with its WAL files) on drop.
-struct TempDb(PathBuf);
+pub(super) struct TempDb(pub(super) PathBuf);
 
 impl TempDb {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self(
             std::env::temp_dir().join(format!("cairn-sqlite-test-{}.sqlite", uuid::Uuid::new_v4())),
         )
     }
 
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("sqlite:///{}", self.0.display())
     }
 
-    async fn open(&self) -> SqliteStore {
+    pub(super) async fn open(&self) -> SqliteStore {
         SqliteStore::open(&self.url(), &StoreOptions::default())
             .await
             .expect("open")
@@ -41,7 +41,8 @@ impl Drop for TempDb {
     }
 }
 
-fn workflow(id: &str, status: &'static str) -> NewWorkflow {
+/// A workflow row to insert, owned by `owner-<id>` when `PENDING`.
+pub(super) fn workflow(id: &str, status: &'static str) -> NewWorkflow {
     NewWorkflow {
         id: id.to_owned(),
         name: "checkout".to_owned(),
@@ -59,7 +60,8 @@ fn workflow(id: &str, status: &'static str) -> NewWorkflow {
     }
 }
 
-fn step(workflow_id: &str, owner: &str, function_id: i32, output: &str) -> StepRecord {
+/// A checkpoint of `workflow_id` at `function_id`, written as `owner`.
+pub(super) fn step(workflow_id: &str, owner: &str, function_id: i32, output: &str) -> StepRecord {
     StepRecord {
         workflow_id: workflow_id.to_owned(),
         owner_xid: owner.to_owned(),
@@ -74,7 +76,8 @@ fn step(workflow_id: &str, owner: &str, function_id: i32, output: &str) -> StepR
     }
 }
 
-fn completion(workflow_id: &str, owner: &str) -> Completion {
+/// A successful completion of `workflow_id` by `owner`.
+pub(super) fn completion(workflow_id: &str, owner: &str) -> Completion {
     Completion {
         workflow_id: workflow_id.to_owned(),
         owner_xid: owner.to_owned(),

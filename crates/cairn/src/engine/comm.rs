@@ -1,0 +1,461 @@
+//! Communication between workflows: messages (`send`/`recv`), events (`set_event`/
+//! `get_event`) and streams (`write_stream`/`close_stream`/`read_stream`).
+//!
+//! Every write made by a workflow commits with its checkpoint, so a replay neither repeats
+//! nor loses it. Waits are woken by announcements (see `notify`), with a durable deadline.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::context::WorkflowContext;
+use super::notify::{Channel, FALLBACK_RECHECK, Subscription};
+use super::runtime::{Runtime, now_ms};
+use super::timer::{durable_deadline, until};
+use crate::error::{Error, Result};
+use crate::serialization;
+use crate::store::{NULL_TOPIC, NewMessage, PORTABLE_JSON, RecordOutcome};
+
+const SEND: &str = "DBOS.send";
+const RECV: &str = "DBOS.recv";
+const SET_EVENT: &str = "DBOS.setEvent";
+const GET_EVENT: &str = "DBOS.getEvent";
+const WRITE_STREAM: &str = "DBOS.writeStream";
+const CLOSE_STREAM: &str = "DBOS.closeStream";
+
+/// The value a closed stream ends with (portable JSON of DBOS's sentinel string).
+const STREAM_CLOSED: &str = "\"__DBOS_STREAM_CLOSED__\"";
+
+/// The calling workflow and the next operation id, taken now (at call time).
+fn operation() -> Option<(Arc<WorkflowContext>, i32)> {
+    WorkflowContext::current().map(|ctx| {
+        let id = ctx.next_id();
+        (ctx, id)
+    })
+}
+
+fn topic_of(topic: Option<&str>) -> String {
+    topic.unwrap_or(NULL_TOPIC).to_owned()
+}
+
+// ---- Messages ----------------------------------------------------------------------------
+
+/// Send `message` to the workflow `destination` on `topic` (`None`: no topic), from inside a
+/// workflow: exactly once across replays, committed with the sender's checkpoint.
+/// Outside workflows use [`crate::Cairn::send`].
+pub fn send<'a, T: Serialize + ?Sized>(
+    destination: &str,
+    topic: impl Into<Option<&'a str>>,
+    message: &T,
+) -> impl Future<Output = Result<()>> + Send {
+    let target = operation();
+    let topic = topic_of(topic.into());
+    let destination = destination.to_owned();
+    let payload = serialization::encode(message, || format!("a message to {destination}"));
+    async move {
+        let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::send"))?;
+        ctx.check_running()?;
+        if let Some(checkpoint) = ctx.recorded(function_id) {
+            return ctx.check_name(checkpoint, SEND);
+        }
+        let message = NewMessage {
+            destination_id: destination,
+            topic,
+            message: payload?,
+            message_uuid: uuid::Uuid::new_v4().to_string(),
+        };
+        let record = ctx.step_record(function_id, SEND, now_ms());
+        let outcome = ctx.rt.store.send_message(&message, Some(&record)).await?;
+        ctx.settle(outcome, SEND)?;
+        ctx.rt
+            .notifier
+            .announce(Channel::Message, &message.destination_id, &message.topic);
+        Ok(())
+    }
+}
+
+/// Send from outside a workflow; with an idempotency key, sending again is a no-op.
+pub(crate) async fn send_from_outside<T: Serialize + ?Sized>(
+    rt: &Runtime,
+    destination: &str,
+    topic: Option<&str>,
+    message: &T,
+    idempotency_key: Option<&str>,
+) -> Result<()> {
+    let message = NewMessage {
+        destination_id: destination.to_owned(),
+        topic: topic_of(topic),
+        message: serialization::encode(message, || format!("a message to {destination}"))?,
+        message_uuid: match idempotency_key {
+            Some(key) => format!("{key}::{destination}"),
+            None => uuid::Uuid::new_v4().to_string(),
+        },
+    };
+    rt.store.send_message(&message, None).await?;
+    rt.notifier
+        .announce(Channel::Message, destination, &message.topic);
+    Ok(())
+}
+
+/// Receive the oldest unconsumed message on `topic` sent to this workflow, waiting up to
+/// `timeout`; `None` when the (durable) deadline passes first. Each message is consumed by
+/// exactly one `recv`, and a replay returns the same message.
+pub fn recv<'a, T: DeserializeOwned>(
+    topic: impl Into<Option<&'a str>>,
+    timeout: Duration,
+) -> impl Future<Output = Result<Option<T>>> + Send {
+    let target = WorkflowContext::current().map(|ctx| {
+        let id = ctx.next_id();
+        let sleep_id = ctx.next_id();
+        (ctx, id, sleep_id)
+    });
+    let topic = topic_of(topic.into());
+    async move {
+        let (ctx, function_id, sleep_id) = target.ok_or(Error::NotInWorkflow("cairn::recv"))?;
+        ctx.check_running()?;
+        if let Some(checkpoint) = ctx.recorded(function_id) {
+            return ctx.replay(checkpoint, RECV);
+        }
+        let started = now_ms();
+        let wake_at = durable_deadline(&ctx, sleep_id, timeout).await?;
+        let subscription = ctx
+            .rt
+            .notifier
+            .subscribe(Channel::Message, &ctx.workflow_id, &topic);
+        let store = &ctx.rt.store;
+        wait_for(Some(&ctx), &subscription, wake_at, || async {
+            Ok(store
+                .has_message(&ctx.workflow_id, &topic)
+                .await?
+                .then_some(()))
+        })
+        .await?;
+        let record = ctx.step_record(function_id, RECV, started);
+        let (outcome, message) = store.consume_message(&record, &topic).await?;
+        if let RecordOutcome::Duplicate(existing) = &outcome {
+            return ctx.replay(existing, RECV);
+        }
+        ctx.settle(outcome, RECV)?;
+        message
+            .map(|text| {
+                serialization::decode(
+                    &text,
+                    Some(PORTABLE_JSON),
+                    &ctx.workflow_id,
+                    "notifications.message",
+                )
+            })
+            .transpose()
+    }
+}
+
+/// Wait until `check` finds something, the deadline (epoch seconds) passes (`None`), or —
+/// inside a workflow — the workflow is interrupted.
+async fn wait_for<T, F, Fut>(
+    ctx: Option<&WorkflowContext>,
+    subscription: &Subscription,
+    wake_at: f64,
+    mut check: F,
+) -> Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    loop {
+        let notified = subscription.notified();
+        if let Some(found) = check().await? {
+            return Ok(Some(found));
+        }
+        let left = until(wake_at);
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let wait = async {
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(left.min(FALLBACK_RECHECK)) => {}
+            }
+        };
+        match ctx {
+            Some(ctx) => ctx.interruptible(wait).await?,
+            None => wait.await,
+        }
+    }
+}
+
+// ---- Events ------------------------------------------------------------------------------
+
+/// Publish the event `key` of the calling workflow (the latest value wins; every value is
+/// kept in the history). Exactly once across replays.
+pub fn set_event<T: Serialize + ?Sized>(
+    key: &str,
+    value: &T,
+) -> impl Future<Output = Result<()>> + Send + use<T> {
+    let target = operation();
+    let key = key.to_owned();
+    let payload = serialization::encode(value, || format!("the value of event {key}"));
+    async move {
+        let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::set_event"))?;
+        ctx.check_running()?;
+        if let Some(checkpoint) = ctx.recorded(function_id) {
+            return ctx.check_name(checkpoint, SET_EVENT);
+        }
+        let record = ctx.step_record(function_id, SET_EVENT, now_ms());
+        let outcome = ctx.rt.store.set_event(&record, &key, &payload?).await?;
+        ctx.settle(outcome, SET_EVENT)?;
+        ctx.rt
+            .notifier
+            .announce(Channel::Event, &ctx.workflow_id, &key);
+        Ok(())
+    }
+}
+
+/// Read the event `key` of `workflow_id`, waiting up to `timeout` for it to be set; `None`
+/// if it is not set by then. Inside a workflow the answer (and its deadline) is recorded.
+pub fn get_event<T: DeserializeOwned>(
+    workflow_id: &str,
+    key: &str,
+    timeout: Duration,
+) -> impl Future<Output = Result<Option<T>>> + Send + use<T> {
+    let target = WorkflowContext::current().map(|ctx| {
+        let id = ctx.next_id();
+        let sleep_id = ctx.next_id();
+        (ctx, id, sleep_id)
+    });
+    let workflow_id = workflow_id.to_owned();
+    let key = key.to_owned();
+    async move {
+        let (ctx, function_id, sleep_id) =
+            target.ok_or(Error::NotInWorkflow("cairn::get_event"))?;
+        ctx.check_running()?;
+        if let Some(checkpoint) = ctx.recorded(function_id) {
+            return ctx.replay(checkpoint, GET_EVENT);
+        }
+        let started = now_ms();
+        let wake_at = durable_deadline(&ctx, sleep_id, timeout).await?;
+        let value = wait_for_event(&ctx.rt, Some(&ctx), &workflow_id, &key, wake_at).await?;
+        let mut record = ctx.step_record(function_id, GET_EVENT, started);
+        record.output = Some(value.clone().unwrap_or_else(|| "null".to_owned()));
+        ctx.record(&record).await?;
+        value
+            .map(|text| {
+                serialization::decode(
+                    &text,
+                    Some(PORTABLE_JSON),
+                    &workflow_id,
+                    "workflow_events.value",
+                )
+            })
+            .transpose()
+    }
+}
+
+/// Read an event from outside a workflow, waiting up to `timeout`.
+pub(crate) async fn get_event_from_outside<T: DeserializeOwned>(
+    rt: &Runtime,
+    workflow_id: &str,
+    key: &str,
+    timeout: Duration,
+) -> Result<Option<T>> {
+    let wake_at = (now_ms() as f64 + timeout.as_secs_f64() * 1000.0) / 1000.0;
+    let value = wait_for_event(rt, None, workflow_id, key, wake_at).await?;
+    value
+        .map(|text| {
+            serialization::decode(
+                &text,
+                Some(PORTABLE_JSON),
+                workflow_id,
+                "workflow_events.value",
+            )
+        })
+        .transpose()
+}
+
+async fn wait_for_event(
+    rt: &Runtime,
+    ctx: Option<&WorkflowContext>,
+    workflow_id: &str,
+    key: &str,
+    wake_at: f64,
+) -> Result<Option<String>> {
+    let subscription = rt.notifier.subscribe(Channel::Event, workflow_id, key);
+    wait_for(ctx, &subscription, wake_at, || {
+        rt.store.get_event(workflow_id, key)
+    })
+    .await
+}
+
+/// Every event of a workflow, with its latest value.
+pub(crate) async fn list_events(
+    rt: &Runtime,
+    workflow_id: &str,
+) -> Result<BTreeMap<String, Value>> {
+    let mut events = BTreeMap::new();
+    for (key, text) in rt.store.list_events(workflow_id).await? {
+        let value = serialization::decode(
+            &text,
+            Some(PORTABLE_JSON),
+            workflow_id,
+            "workflow_events.value",
+        )?;
+        events.insert(key, value);
+    }
+    Ok(events)
+}
+
+// ---- Streams -----------------------------------------------------------------------------
+
+/// Append `value` to the calling workflow's stream `key`. Exactly once across replays.
+pub fn write_stream<T: Serialize + ?Sized>(
+    key: &str,
+    value: &T,
+) -> impl Future<Output = Result<()>> + Send + use<T> {
+    let target = operation();
+    let key = key.to_owned();
+    let payload = serialization::encode(value, || format!("a value of stream {key}"));
+    async move { append(target, WRITE_STREAM, key, payload).await }
+}
+
+/// Close the calling workflow's stream `key`: readers end after the values written so far.
+pub fn close_stream(key: &str) -> impl Future<Output = Result<()>> + Send + use<> {
+    let target = operation();
+    let key = key.to_owned();
+    async move { append(target, CLOSE_STREAM, key, Ok(STREAM_CLOSED.to_owned())).await }
+}
+
+async fn append(
+    target: Option<(Arc<WorkflowContext>, i32)>,
+    name: &'static str,
+    key: String,
+    payload: Result<String>,
+) -> Result<()> {
+    let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::write_stream"))?;
+    ctx.check_running()?;
+    if let Some(checkpoint) = ctx.recorded(function_id) {
+        return ctx.check_name(checkpoint, name);
+    }
+    let record = ctx.step_record(function_id, name, now_ms());
+    let outcome = ctx.rt.store.write_stream(&record, &key, &payload?).await?;
+    ctx.settle(outcome, name)?;
+    ctx.rt
+        .notifier
+        .announce(Channel::Stream, &ctx.workflow_id, &key);
+    Ok(())
+}
+
+/// Where a stream reader is.
+struct Reader {
+    rt: Arc<Runtime>,
+    workflow_id: String,
+    key: String,
+    next_offset: i32,
+    buffered: VecDeque<(i32, String)>,
+    done: bool,
+}
+
+/// Read a workflow's stream `key` in order: the stream ends at `close_stream`, or when the
+/// workflow has finished and every value written has been read.
+pub(crate) fn read_stream<T: DeserializeOwned + Send + 'static>(
+    rt: Arc<Runtime>,
+    workflow_id: &str,
+    key: &str,
+) -> impl Stream<Item = Result<T>> + Send + 'static {
+    let reader = Reader {
+        rt,
+        workflow_id: workflow_id.to_owned(),
+        key: key.to_owned(),
+        next_offset: 0,
+        buffered: VecDeque::new(),
+        done: false,
+    };
+    futures::stream::unfold(reader, |mut reader| async move {
+        if reader.done {
+            return None;
+        }
+        match reader.next_value().await {
+            Ok(Some(text)) => {
+                let value = serialization::decode(
+                    &text,
+                    Some(PORTABLE_JSON),
+                    &reader.workflow_id,
+                    "streams.value",
+                );
+                Some((value, reader))
+            }
+            Ok(None) => None,
+            Err(error) => {
+                reader.done = true;
+                Some((Err(error), reader))
+            }
+        }
+    })
+}
+
+impl Reader {
+    /// The next value's text, or `None` at the end of the stream.
+    async fn next_value(&mut self) -> Result<Option<String>> {
+        let subscription =
+            self.rt
+                .notifier
+                .subscribe(Channel::Stream, &self.workflow_id, &self.key);
+        loop {
+            if let Some((offset, text)) = self.buffered.pop_front() {
+                self.next_offset = offset + 1;
+                if text == STREAM_CLOSED {
+                    self.done = true;
+                    return Ok(None);
+                }
+                return Ok(Some(text));
+            }
+            let notified = subscription.notified();
+            let rows = self
+                .rt
+                .store
+                .read_stream(&self.workflow_id, &self.key, self.next_offset)
+                .await?;
+            if !rows.is_empty() {
+                self.buffered.extend(rows);
+                continue;
+            }
+            if self.writer_finished().await? {
+                // The writer may have written between our read and its completion: drain.
+                let rows = self
+                    .rt
+                    .store
+                    .read_stream(&self.workflow_id, &self.key, self.next_offset)
+                    .await?;
+                if rows.is_empty() {
+                    self.done = true;
+                    return Ok(None);
+                }
+                self.buffered.extend(rows);
+                continue;
+            }
+            // The writer's completion here wakes us too (it announces nothing on the stream).
+            let finished_here = async {
+                match self.rt.local_outcome(&self.workflow_id) {
+                    Some(mut slot) => drop(slot.wait_for(Option::is_some).await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = notified => {}
+                _ = finished_here => {}
+                _ = tokio::time::sleep(FALLBACK_RECHECK) => {}
+            }
+        }
+    }
+
+    async fn writer_finished(&self) -> Result<bool> {
+        let row = self.rt.store.get_workflow(&self.workflow_id).await?;
+        Ok(match row.and_then(|r| r.status) {
+            Some(status) => crate::WorkflowState::parse(&status).is_terminal(),
+            None => true,
+        })
+    }
+}

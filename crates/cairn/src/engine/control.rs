@@ -1,0 +1,241 @@
+//! Workflow control: cancel, resume, durable waits over several workflows, and patches for
+//! changing a deployed workflow's code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::context::WorkflowContext;
+use super::registry;
+use super::runtime::{Runtime, now_ms};
+use super::workflow::{WorkflowHandle, spawn_execution};
+use crate::error::{Error, Result};
+use crate::serialization;
+use crate::status::WorkflowState;
+
+const WAIT_FIRST: &str = "DBOS.waitFirst";
+
+/// Cancel workflows (and, with `descendants`, every workflow they started, transitively).
+/// Those executing here are interrupted at once; elsewhere they stop at their next durable
+/// operation. Returns the ids cancelled (finished workflows are left alone).
+pub(crate) async fn cancel(
+    rt: &Runtime,
+    workflow_id: &str,
+    descendants: bool,
+) -> Result<Vec<String>> {
+    if rt.store.get_workflow(workflow_id).await?.is_none() {
+        return Err(Error::NotFound(workflow_id.to_owned()));
+    }
+    let mut ids = vec![workflow_id.to_owned()];
+    if descendants {
+        ids.extend(rt.store.descendants(workflow_id).await?);
+    }
+    let cancelled = rt.store.cancel_workflows(&ids, now_ms()).await?;
+    for id in &cancelled {
+        rt.interrupt(id);
+    }
+    Ok(cancelled)
+}
+
+/// Resume a cancelled or failed workflow here: it continues from its last checkpoint.
+/// Returns whether it was resumed (`false`: it is running or finished successfully).
+pub(crate) async fn resume(rt: &Arc<Runtime>, workflow_id: &str) -> Result<bool> {
+    // A cancelled execution may still be unwinding here; let it go before the new one starts.
+    if let Some(mut slot) = rt.local_outcome(workflow_id) {
+        rt.interrupt(workflow_id);
+        let _ = slot.wait_for(Option::is_some).await;
+    }
+    let owner = uuid::Uuid::new_v4().to_string();
+    let resumed = rt
+        .store
+        .resume_workflow(
+            workflow_id,
+            &rt.executor_id,
+            &rt.app_version,
+            &owner,
+            now_ms(),
+        )
+        .await?;
+    let Some(resumed) = resumed else {
+        return match rt.store.get_workflow(workflow_id).await? {
+            Some(_) => Ok(false),
+            None => Err(Error::NotFound(workflow_id.to_owned())),
+        };
+    };
+    let row = resumed.row;
+    let name = row.name.clone().unwrap_or_default();
+    let registration = registry::by_name(&name).ok_or(Error::NotRegistered(name))?;
+    let args = serialization::decode_inputs(
+        row.inputs.as_deref(),
+        row.serialization.as_deref(),
+        workflow_id,
+    )?;
+    let deadline = row.workflow_deadline_epoch_ms;
+    spawn_execution(
+        rt,
+        registration,
+        workflow_id.to_owned(),
+        owner,
+        args,
+        resumed.checkpoints,
+        deadline,
+    );
+    Ok(true)
+}
+
+/// Whether a workflow has finished, checking this process first.
+async fn finished(rt: &Runtime, workflow_id: &str) -> Result<bool> {
+    if rt.is_running_here(workflow_id) {
+        return Ok(false);
+    }
+    let row = rt
+        .store
+        .get_workflow(workflow_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(workflow_id.to_owned()))?;
+    Ok(WorkflowState::parse(row.status.as_deref().unwrap_or("")).is_terminal())
+}
+
+/// Wait until one of `ids` has finished; returns its index. Woken by completions in this
+/// process, otherwise re-checked with a growing interval.
+async fn first_finished(rt: &Runtime, ids: &[String]) -> Result<usize> {
+    let mut interval = Duration::from_millis(5);
+    loop {
+        for (index, id) in ids.iter().enumerate() {
+            if finished(rt, id).await? {
+                return Ok(index);
+            }
+        }
+        let local: Vec<_> = ids.iter().filter_map(|id| rt.local_outcome(id)).collect();
+        let any_local = async {
+            if local.is_empty() {
+                return std::future::pending().await;
+            }
+            let waits = local.into_iter().map(|mut slot| {
+                Box::pin(async move { drop(slot.wait_for(Option::is_some).await) })
+            });
+            futures::future::select_all(waits).await;
+        };
+        tokio::select! {
+            _ = any_local => {}
+            _ = tokio::time::sleep(interval) => interval = (interval * 2).min(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Wait for the first of several workflows to finish and return its handle. Inside a
+/// workflow the choice is recorded (`DBOS.waitFirst`), so a replay takes the same branch.
+pub fn wait_first<T>(
+    handles: &[WorkflowHandle<T>],
+) -> impl Future<Output = Result<WorkflowHandle<T>>> + Send + use<T>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
+{
+    let target = WorkflowContext::current().map(|ctx| {
+        let id = ctx.next_id();
+        (ctx, id)
+    });
+    let handles = handles.to_vec();
+    async move {
+        if handles.is_empty() {
+            return Err(Error::InvalidArgument {
+                argument: "handles",
+                reason: "must not be empty".to_owned(),
+            });
+        }
+        let ids: Vec<String> = handles.iter().map(|h| h.id().to_owned()).collect();
+        let pick = |id: &str| handles.iter().find(|h| h.id() == id).cloned();
+        let Some((ctx, function_id)) = target else {
+            let rt = handles[0].runtime();
+            let index = first_finished(rt, &ids).await?;
+            return Ok(handles[index].clone());
+        };
+        ctx.check_running()?;
+        if let Some(checkpoint) = ctx.recorded(function_id) {
+            let id: String = ctx.replay(checkpoint, WAIT_FIRST)?;
+            return pick(&id).ok_or_else(|| Error::NonDeterminism {
+                workflow_id: ctx.workflow_id.clone(),
+                function_id,
+                expected: format!("{WAIT_FIRST} over {ids:?}"),
+                recorded: format!("{WAIT_FIRST} returning {id}"),
+            });
+        }
+        let started = now_ms();
+        let index = ctx.interruptible(first_finished(&ctx.rt, &ids)).await??;
+        let mut record = ctx.step_record(function_id, WAIT_FIRST, started);
+        record.output = Some(serialization::encode(&ids[index], String::new)?);
+        ctx.record(&record).await?;
+        Ok(handles[index].clone())
+    }
+}
+
+/// Wait until every one of several workflows has finished (whatever their outcome).
+pub async fn wait_all<T>(handles: &[WorkflowHandle<T>]) -> Result<()>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
+{
+    for handle in handles {
+        let ids = [handle.id().to_owned()];
+        let rt = handle.runtime();
+        match WorkflowContext::current() {
+            Some(ctx) => ctx.interruptible(first_finished(rt, &ids)).await??,
+            None => first_finished(rt, &ids).await?,
+        };
+    }
+    Ok(())
+}
+
+/// Whether this execution takes the patched code path named `name`.
+///
+/// New executions record a `DBOS.patch-<name>` marker and get `true`; executions that began
+/// before the patch was deployed (their history has another operation at this point) get
+/// `false` and continue on the old path without consuming an operation id.
+///
+/// ```no_run
+/// # async fn demo() -> cairn::Result<()> {
+/// if cairn::patch("use-new-carrier").await? {
+///     // new code
+/// } else {
+///     // old code, for executions started before the change
+/// }
+/// # Ok(()) }
+/// ```
+pub fn patch(name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
+    let ctx = WorkflowContext::current();
+    let marker = format!("DBOS.patch-{name}");
+    async move {
+        let ctx = ctx.ok_or(Error::NotInWorkflow("cairn::patch"))?;
+        ctx.check_running()?;
+        let position = ctx.peek_id();
+        match ctx.recorded(position) {
+            Some(checkpoint) if checkpoint.function_name == marker => {
+                ctx.next_id();
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                let function_id = ctx.next_id();
+                let record = ctx.step_record(function_id, &marker, now_ms());
+                ctx.record(&record).await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Retire a patch once no execution from before it remains: always `true`; consumes the
+/// marker where an execution recorded one, and records nothing new.
+pub fn deprecate_patch(name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
+    let ctx = WorkflowContext::current();
+    let marker = format!("DBOS.patch-{name}");
+    async move {
+        let ctx = ctx.ok_or(Error::NotInWorkflow("cairn::deprecate_patch"))?;
+        ctx.check_running()?;
+        if ctx
+            .recorded(ctx.peek_id())
+            .is_some_and(|c| c.function_name == marker)
+        {
+            ctx.next_id();
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,390 @@
+//! Control flow: step retries and timeouts, cancellation, resume, workflow deadlines, waits
+//! over several workflows, and patches — each on SQLite and on Postgres.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cairn::{Error, StartOptions, WorkflowState};
+use common::{TestDb, count, counted};
+
+#[derive(Debug, thiserror::Error)]
+enum AppError {
+    #[error("flaky: attempt {0}")]
+    Flaky(usize),
+    #[error("fatal")]
+    Fatal,
+    #[error(transparent)]
+    Cairn(#[from] cairn::Error),
+}
+
+fn retryable(error: &AppError) -> bool {
+    !matches!(error, AppError::Fatal)
+}
+
+#[cairn::step(max_attempts = 3, interval_ms = 10, backoff_rate = 2.0)]
+async fn flaky(key: String, succeed_on: usize) -> Result<usize, AppError> {
+    let attempt = count(&key);
+    if attempt < succeed_on {
+        Err(AppError::Flaky(attempt))
+    } else {
+        Ok(attempt)
+    }
+}
+
+#[cairn::step(max_attempts = 5, interval_ms = 10, should_retry = retryable)]
+async fn fatal(key: String) -> Result<(), AppError> {
+    count(&key);
+    Err(AppError::Fatal)
+}
+
+#[cairn::step(max_attempts = 2, interval_ms = 10, timeout_ms = 50)]
+async fn slow(key: String) -> Result<(), AppError> {
+    count(&key);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+#[cairn::workflow]
+async fn retrying(key: String, succeed_on: usize) -> Result<usize, AppError> {
+    flaky(key, succeed_on).await
+}
+
+#[cairn::workflow]
+async fn not_retried(key: String) -> Result<(), AppError> {
+    fatal(key).await
+}
+
+#[cairn::workflow]
+async fn timing_out(key: String) -> Result<(), AppError> {
+    slow(key).await
+}
+
+/// A failing step is retried with backoff; exhausted retries give a typed error with the
+/// attempts and the last error, recorded like any step error; `should_retry` stops retries;
+/// an attempt past its timeout fails (and is retried).
+async fn steps_retry_and_fail_well(db: &TestDb) {
+    let app = db.launch().await;
+    let k = format!("retry@{}", db.url);
+    assert_eq!(app.run(retrying, (k.clone(), 3)).await.unwrap(), 3);
+
+    let k = format!("exhausted@{}", db.url);
+    let handle = app.start(retrying, (k.clone(), 10)).await.unwrap();
+    let error = handle.result().await.unwrap_err();
+    let Error::Application(portable) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        portable.message.contains("failed after 3 attempts")
+            && portable.message.contains("flaky: attempt 3"),
+        "{}",
+        portable.message
+    );
+    assert_eq!(counted(&k), 3);
+    let steps = app.list_steps(handle.id()).await.unwrap();
+    assert!(
+        steps[0]
+            .raw_error
+            .as_deref()
+            .unwrap()
+            .contains("DBOSMaxStepRetriesExceeded"),
+        "{:?}",
+        steps[0].raw_error
+    );
+
+    let k = format!("fatal@{}", db.url);
+    let error = app.run(not_retried, k.clone()).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Application(p) if p.message == "fatal"),
+        "{error:?}"
+    );
+    assert_eq!(counted(&k), 1, "should_retry said no");
+
+    let k = format!("slow@{}", db.url);
+    let started = Instant::now();
+    let error = app.run(timing_out, k.clone()).await.unwrap_err();
+    assert!(
+        error.to_string().contains("timed out after 50 ms"),
+        "{error}"
+    );
+    assert_eq!(counted(&k), 2);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    app.shutdown().await.unwrap();
+}
+
+#[cairn::step]
+async fn mark(key: String) -> Result<(), AppError> {
+    count(&key);
+    common::reached(&key);
+    Ok(())
+}
+
+#[cairn::workflow]
+async fn waits_for_go(key: String) -> Result<String, AppError> {
+    mark(key).await?;
+    cairn::set_event("waiting", &true).await?;
+    let go = cairn::recv::<String>("go", Duration::from_secs(60)).await?;
+    Ok(go.unwrap_or_default())
+}
+
+/// Cancelling a waiting workflow interrupts it at once; resuming it continues from its last
+/// checkpoint (the finished step does not run again).
+async fn cancel_interrupts_and_resume_continues(db: &TestDb) {
+    let app = db.launch().await;
+    let k = format!("cancel@{}", db.url);
+    let handle = app.start(waits_for_go, k.clone()).await.unwrap();
+    // Wait until the step's checkpoint is behind it (the event comes after it).
+    let waiting: Option<bool> = app
+        .get_event(handle.id(), "waiting", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(waiting, Some(true));
+    let started = Instant::now();
+    assert!(app.cancel(handle.id()).await.unwrap());
+    let error = handle.result().await.unwrap_err();
+    assert!(
+        matches!(error, Error::Cancelled(ref id) if id == handle.id()),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "interrupted at once"
+    );
+    assert_eq!(
+        handle.status().await.unwrap().state,
+        WorkflowState::Cancelled
+    );
+    assert!(!app.cancel(handle.id()).await.unwrap(), "already cancelled");
+
+    assert!(app.resume(handle.id()).await.unwrap());
+    app.send(handle.id(), Some("go"), &"resumed", None)
+        .await
+        .unwrap();
+    assert_eq!(handle.result().await.unwrap(), "resumed");
+    assert_eq!(counted(&k), 1, "the checkpointed step did not run again");
+    assert!(
+        !app.resume(handle.id()).await.unwrap(),
+        "a successful workflow is not resumed"
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[cairn::workflow]
+async fn parent_of_waiter(key: String) -> Result<String, AppError> {
+    let child = cairn::start_child_workflow(waits_for_go, key).await?;
+    Ok(child.result().await?)
+}
+
+/// Cancelling with descendants cancels the whole tree.
+async fn cancel_reaches_descendants(db: &TestDb) {
+    let app = db.launch().await;
+    let k = format!("tree@{}", db.url);
+    let parent = app.start(parent_of_waiter, k.clone()).await.unwrap();
+    common::wait_reached(&k).await;
+    let mut cancelled = app.cancel_with_descendants(parent.id()).await.unwrap();
+    cancelled.sort();
+    assert_eq!(
+        cancelled,
+        vec![parent.id().to_owned(), format!("{}-1", parent.id())]
+    );
+    assert!(matches!(
+        parent.result().await.unwrap_err(),
+        Error::Cancelled(_)
+    ));
+    let child = app.status(&format!("{}-1", parent.id())).await.unwrap();
+    assert_eq!(child.state, WorkflowState::Cancelled);
+    app.shutdown().await.unwrap();
+}
+
+/// A workflow past its deadline is cancelled and its caller gets a typed timeout; its
+/// children inherit the deadline.
+async fn a_workflow_past_its_deadline_times_out(db: &TestDb) {
+    let app = db.launch().await;
+    let k = format!("deadline@{}", db.url);
+    let options = StartOptions::default().with_timeout(Duration::from_millis(400));
+    let started = Instant::now();
+    let handle = app
+        .start_with(options, parent_of_waiter, k.clone())
+        .await
+        .unwrap();
+    let error = handle.result().await.unwrap_err();
+    assert!(
+        matches!(error, Error::TimedOut(ref id) if id == handle.id()),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(380)
+            && started.elapsed() < Duration::from_secs(5)
+    );
+    let parent = db
+        .query_text(&format!("SELECT CAST(workflow_deadline_epoch_ms AS TEXT) FROM workflow_status WHERE workflow_uuid = '{}'", handle.id()))
+        .await;
+    let child = db
+        .query_text(&format!("SELECT CAST(workflow_deadline_epoch_ms AS TEXT) FROM workflow_status WHERE workflow_uuid = '{}-1'", handle.id()))
+        .await;
+    assert!(parent.is_some());
+    assert_eq!(child, parent, "the child inherits the parent's deadline");
+    let child_error = app
+        .retrieve::<String>(&format!("{}-1", handle.id()))
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap_err();
+    assert!(matches!(child_error, Error::TimedOut(_)), "{child_error:?}");
+    app.shutdown().await.unwrap();
+}
+
+#[cairn::step(cancellable = true)]
+async fn long_call(key: String) -> Result<(), AppError> {
+    common::reached(&key);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(())
+}
+
+#[cairn::workflow]
+async fn in_long_call(key: String) -> Result<(), AppError> {
+    long_call(key).await
+}
+
+/// A cancellable step is interrupted while its body runs.
+async fn a_cancellable_step_is_interrupted(db: &TestDb) {
+    let app = db.launch().await;
+    let k = format!("preempt@{}", db.url);
+    let handle = app.start(in_long_call, k.clone()).await.unwrap();
+    common::wait_reached(&k).await;
+    let started = Instant::now();
+    app.cancel(handle.id()).await.unwrap();
+    assert!(matches!(
+        handle.result().await.unwrap_err(),
+        Error::Cancelled(_)
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        app.list_steps(handle.id()).await.unwrap().is_empty(),
+        "the interrupted step is not recorded"
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[cairn::workflow]
+async fn napper(millis: u64) -> Result<u64, AppError> {
+    cairn::sleep(Duration::from_millis(millis)).await?;
+    Ok(millis)
+}
+
+#[cairn::workflow]
+async fn race() -> Result<u64, AppError> {
+    let slow = cairn::start_child_workflow(napper, 2_000).await?;
+    let fast = cairn::start_child_workflow(napper, 10).await?;
+    let first = cairn::wait_first(&[slow.clone(), fast]).await?;
+    let winner = first.result().await?;
+    cairn::wait_all(&[slow]).await?;
+    Ok(winner)
+}
+
+/// wait_first returns the first workflow to finish and records the choice; wait_all waits
+/// for the rest.
+async fn wait_first_records_the_winner(db: &TestDb) {
+    let app = db.launch().await;
+    let handle = app.start(race, ()).await.unwrap();
+    assert_eq!(handle.result().await.unwrap(), 10);
+    let steps = app.list_steps(handle.id()).await.unwrap();
+    let wait = steps
+        .iter()
+        .find(|s| s.name == "DBOS.waitFirst")
+        .expect("recorded");
+    assert_eq!(
+        wait.raw_output.as_deref(),
+        Some(format!("\"{}-2\"", handle.id()).as_str())
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[cairn::step]
+async fn version_step(key: String, version: u32) -> Result<u32, AppError> {
+    count(&format!("{key}/v{version}"));
+    Ok(version)
+}
+
+#[cairn::workflow]
+async fn patched(key: String) -> Result<u32, AppError> {
+    let version = if cairn::patch("v2").await? {
+        version_step(key.clone(), 2).await?
+    } else {
+        version_step(key.clone(), 1).await?
+    };
+    gate(key).await?;
+    Ok(version)
+}
+
+#[cairn::step]
+async fn gate(key: String) -> Result<(), AppError> {
+    common::reached(&key);
+    common::until_released(&key).await;
+    Ok(())
+}
+
+/// A new execution takes the patched path and records the marker; an execution whose
+/// history predates the patch keeps the old path on replay.
+async fn patches_branch_old_executions_from_new(db: &TestDb) {
+    let k = format!("patch-new@{}", db.url);
+    let app = db.launch().await;
+    let handle = app.start(patched, k.clone()).await.unwrap();
+    common::wait_reached(&k).await;
+    common::release(&k);
+    assert_eq!(handle.result().await.unwrap(), 2);
+    let names: Vec<_> = app
+        .list_steps(handle.id())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["DBOS.patch-v2", "version_step", "gate"]);
+    app.shutdown().await.unwrap();
+
+    // An "old" execution: its history has the unpatched step where the marker would be.
+    let k = format!("patch-old@{}", db.url);
+    let app = db
+        .builder("cairn-test")
+        .shutdown_grace(Duration::from_millis(20))
+        .launch()
+        .await
+        .unwrap();
+    let id = app.start(patched, k.clone()).await.unwrap().id().to_owned();
+    common::wait_reached(&k).await;
+    app.shutdown().await.unwrap();
+    db.execute(&format!(
+        "DELETE FROM operation_outputs WHERE workflow_uuid = '{id}' AND function_id IN (1, 3); \
+         UPDATE operation_outputs SET function_id = 1, output = '1' WHERE workflow_uuid = '{id}' AND function_id = 2;"
+    ))
+    .await;
+    common::release(&k);
+    let app = db.launch().await;
+    assert_eq!(
+        app.retrieve::<u32>(&id)
+            .await
+            .unwrap()
+            .result()
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        counted(&format!("{k}/v1")),
+        0,
+        "the old step replayed from its record"
+    );
+    app.shutdown().await.unwrap();
+}
+
+both_backends!(
+    steps_retry_and_fail_well,
+    cancel_interrupts_and_resume_continues,
+    cancel_reaches_descendants,
+    a_workflow_past_its_deadline_times_out,
+    a_cancellable_step_is_interrupted,
+    wait_first_records_the_winner,
+    patches_branch_old_executions_from_new,
+);
