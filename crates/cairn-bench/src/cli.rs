@@ -10,12 +10,13 @@ workloads:
   w1   one workflow of 10 no-op steps at a time, N times (default 200)
   w2   N workflows of 10 no-op steps started at once (default 1000)
   w4   an empty workflow, N times in a row (default 200)
+  w5   a message sent to a waiting workflow until its recv returns, N times (default 100)
 
 options:
   --db URL   postgres://user@host:port[/db]: benchmark in a fresh database on that server,
              dropped afterwards; sqlite:path: use that file as it is (kept afterwards).
              Default: a temporary SQLite file, deleted afterwards.
-  --n N      how many measured workflows (warm-up runs come on top)";
+  --n N      how many measured workflows, or messages for w5 (warm-up runs come on top)";
 
 /// A benchmark workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub enum Workload {
     W2,
     /// An empty workflow at a time: the fixed cost of a workflow.
     W4,
+    /// A message to a waiting workflow at a time: the latency of `send` to `recv`.
+    W5,
 }
 
 impl Workload {
@@ -35,6 +38,7 @@ impl Workload {
             "w1" => Some(Self::W1),
             "w2" => Some(Self::W2),
             "w4" => Some(Self::W4),
+            "w5" => Some(Self::W5),
             _ => None,
         }
     }
@@ -45,6 +49,7 @@ impl Workload {
             Self::W1 => "w1",
             Self::W2 => "w2",
             Self::W4 => "w4",
+            Self::W5 => "w5",
         }
     }
 
@@ -53,14 +58,16 @@ impl Workload {
         match self {
             Self::W1 | Self::W4 => 200,
             Self::W2 => 1000,
+            Self::W5 => 100,
         }
     }
 
-    /// Workflows run (in the workload's own pattern) before measuring, not counted.
+    /// Workflows (w5: messages) run in the workload's own pattern before measuring, not counted.
     pub fn warm_up(self) -> usize {
         match self {
             Self::W1 | Self::W4 => 20,
             Self::W2 => 100,
+            Self::W5 => 10,
         }
     }
 
@@ -68,14 +75,14 @@ impl Workload {
     pub fn steps_per_workflow(self) -> u32 {
         match self {
             Self::W1 | Self::W2 => 10,
-            Self::W4 => 0,
+            Self::W4 | Self::W5 => 0,
         }
     }
 
     /// Database connections for Cairn: enough for the workload's concurrency.
     pub fn pool_size(self) -> usize {
         match self {
-            Self::W1 | Self::W4 => 4,
+            Self::W1 | Self::W4 | Self::W5 => 4,
             Self::W2 => 32,
         }
     }

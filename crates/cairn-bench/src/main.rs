@@ -4,12 +4,14 @@
 //! JSON line describing it.
 //!
 //! ```text
-//! cargo run --release -p cairn-bench -- <w1|w2|w4> [--db URL] [--n N]
+//! cargo run --release -p cairn-bench -- <w1|w2|w4|w5> [--db URL] [--n N]
 //! ```
 //!
 //! - `w1`: one workflow of ten no-op steps at a time, `n` times (default 200): the cost of a step.
 //! - `w2`: `n` such workflows started at once (default 1000): throughput under concurrency.
 //! - `w4`: an empty workflow, `n` times in a row (default 200): the fixed cost of a workflow.
+//! - `w5`: `n` messages (default 100), one at a time, to a workflow waiting in `recv`: the
+//!   latency from `send` until `recv` returns (one delivery and one wake-up).
 //!
 //! The database is always fresh: by default a temporary SQLite file, deleted afterwards; with
 //! `--db postgres://…` a new database `cairn_bench_<uuid>` on that server, dropped afterwards.

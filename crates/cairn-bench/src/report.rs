@@ -12,21 +12,21 @@ use crate::workloads::Measurement;
 /// What a run measured. Rates and per-step figures are `null` where they do not apply.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `"w1"`, `"w2"` or `"w4"`.
+    /// `"w1"`, `"w2"`, `"w4"` or `"w5"`.
     pub workload: &'static str,
     /// `"sqlite"` or `"postgres"`.
     pub backend: &'static str,
-    /// Measured workflows (warm-up runs excluded).
+    /// Measured workflows, or messages for w5 (warm-up runs excluded).
     pub n: usize,
     /// Warm-up workflows run before measuring.
     pub warm_up: usize,
-    /// Median workflow latency, start to result.
+    /// Median workflow latency, start to result (w5: a message's, `send` to `recv`).
     pub median_ms: f64,
-    /// 99th-percentile workflow latency, start to result.
+    /// 99th-percentile workflow latency, start to result (w5: a message's).
     pub p99_ms: f64,
     /// Wall time of the measured workflows.
     pub total_s: f64,
-    /// Workflows completed per second of wall time.
+    /// Workflows completed per second of wall time (w5: messages round-tripped).
     pub wf_per_s: f64,
     /// Steps completed per second of wall time; `null` for a workload without steps.
     pub steps_per_s: Option<f64>,

@@ -1,5 +1,6 @@
 //! The workflows a benchmark runs, and the patterns it runs them in.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use cairn::Cairn;
@@ -31,6 +32,46 @@ async fn ten_steps(seed: u32) -> Result<u32, cairn::Error> {
 async fn empty(seed: u32) -> Result<u32, cairn::Error> {
     Ok(seed)
 }
+
+/// How long the w5 receiver waits for each message, and the bench for each answer.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The instant w5 measures from: the bench and the receiver run in one process, so both read
+/// this monotonic clock and the receiver can report when its `recv` returned.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Microseconds since [`EPOCH`].
+fn micros_since_epoch() -> u64 {
+    EPOCH.elapsed().as_micros() as u64
+}
+
+/// The w5 receiver: for each of up to `count` messages on topic `ping` (each carrying its
+/// round number), note when `recv` returned and publish that as the event `pong-<round>`.
+/// Returns how many messages it answered (it stops early if one does not come in time, and
+/// the bench, waiting for that answer, reports it).
+///
+/// The stamp is read outside a step on purpose (a step would add a commit to each round);
+/// it only flows into `set_event`, which a replay skips, so a replay cannot diverge.
+#[cairn::workflow]
+async fn receiver(count: u64) -> Result<u64, cairn::Error> {
+    for answered in 0..count {
+        let Some(round) = cairn::recv::<u64>("ping", MESSAGE_TIMEOUT).await? else {
+            return Ok(answered);
+        };
+        let received = micros_since_epoch();
+        cairn::set_event(&pong(round), &received).await?;
+    }
+    Ok(count)
+}
+
+/// The event key the receiver answers round `round` on (one per round, so waiting for it
+/// never returns an earlier round's answer).
+fn pong(round: u64) -> String {
+    format!("pong-{round}")
+}
+
+/// Durable operations per receiver round: `recv` (the receive and its deadline), `set_event`.
+const OPERATIONS_PER_ROUND: i32 = 3;
 
 /// What a workload measured: each workflow's latency and the wall time of them all.
 #[derive(Debug, Clone)]
@@ -74,6 +115,7 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
             one_at_a_time(app, Shape::Empty, warm_up).await?;
             one_at_a_time(app, Shape::Empty, n).await?
         }
+        Workload::W5 => messages(app, warm_up, n).await?,
     };
     Ok(Measurement {
         latencies,
@@ -144,4 +186,81 @@ async fn start_and_wait(app: &Cairn, shape: Shape, seed: u32) -> Result<Duration
 /// A workflow's argument: its index (wrapping; only its presence matters).
 fn seed_of(index: usize) -> u32 {
     index as u32
+}
+
+/// w5: `warm_up + n` messages to one long-lived [`receiver`], one at a time. Each message's
+/// latency runs from just before `Cairn::send` (which commits it) until the receiver's `recv`
+/// returns (woken, having consumed the message and committed its checkpoint): one delivery
+/// and one wake-up. The receiver reports that instant back through an event, which also paces
+/// the rounds; the way back is not timed.
+///
+/// A message is sent only once the receiver is waiting again (its next `recv` deadline is
+/// recorded), so no latency includes the tail of the previous round.
+async fn messages(
+    app: &Cairn,
+    warm_up: usize,
+    n: usize,
+) -> Result<(Vec<Duration>, Duration), BenchError> {
+    LazyLock::force(&EPOCH);
+    let rounds = (warm_up + n) as u64;
+    let handle = app
+        .start(receiver, rounds)
+        .await
+        .context("starting the receiver")?;
+    let receiver_id = handle.id().to_owned();
+    let mut latencies = Vec::with_capacity(n);
+    let mut started = Instant::now();
+    for round in 0..rounds {
+        if round == warm_up as u64 {
+            started = Instant::now();
+        }
+        until_waiting(app, &receiver_id, round).await?;
+        let sent = micros_since_epoch();
+        app.send(&receiver_id, Some("ping"), &round, None)
+            .await
+            .context("sending a message")?;
+        let received: u64 = app
+            .get_event(&receiver_id, &pong(round), MESSAGE_TIMEOUT)
+            .await
+            .context("waiting for the receiver's answer")?
+            .ok_or_else(|| {
+                BenchError::new(
+                    "waiting for the receiver's answer",
+                    format!("none within {MESSAGE_TIMEOUT:?}"),
+                )
+            })?;
+        if round >= warm_up as u64 {
+            latencies.push(Duration::from_micros(received.saturating_sub(sent)));
+        }
+    }
+    let total = started.elapsed();
+    handle
+        .result()
+        .await
+        .context("waiting for the receiver to finish")?;
+    Ok((latencies, total))
+}
+
+/// Wait until the receiver has recorded the deadline of its `recv` for `round` (it then waits
+/// for the message), checking its checkpoints every millisecond.
+async fn until_waiting(app: &Cairn, receiver_id: &str, round: u64) -> Result<(), BenchError> {
+    let doing = "waiting for the receiver to wait";
+    let deadline_operation = OPERATIONS_PER_ROUND * round as i32 + 2;
+    let give_up = Instant::now() + MESSAGE_TIMEOUT;
+    loop {
+        let steps = app.list_steps(receiver_id).await.context(doing)?;
+        if steps
+            .last()
+            .is_some_and(|step| step.function_id >= deadline_operation)
+        {
+            return Ok(());
+        }
+        if Instant::now() >= give_up {
+            return Err(BenchError::new(
+                doing,
+                format!("round {round} not reached within {MESSAGE_TIMEOUT:?}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }

@@ -235,6 +235,49 @@ async fn a_workflow_past_its_deadline_times_out(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+#[cairn::workflow]
+async fn gated(key: String) -> Result<(), AppError> {
+    gate(key).await
+}
+
+/// The deadline is recorded: a workflow recovered by a new process is still cancelled at its
+/// original deadline.
+async fn a_recovered_workflow_keeps_its_deadline(db: &TestDb) {
+    let k = format!("recovered-deadline@{}", db.url);
+    let app = db
+        .builder("cairn-test")
+        .shutdown_grace(Duration::from_millis(20))
+        .launch()
+        .await
+        .unwrap();
+    let options = StartOptions::default().with_timeout(Duration::from_millis(1500));
+    let started = Instant::now();
+    let id = app
+        .start_with(options, gated, k.clone())
+        .await
+        .unwrap()
+        .id()
+        .to_owned();
+    common::wait_reached(&k).await;
+    app.shutdown().await.unwrap();
+
+    let app = db.launch().await;
+    let error = app
+        .retrieve::<()>(&id)
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::TimedOut(_)), "{error:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1450) && elapsed < Duration::from_secs(6),
+        "{elapsed:?}"
+    );
+    app.shutdown().await.unwrap();
+}
+
 #[cairn::step(cancellable = true)]
 async fn long_call(key: String) -> Result<(), AppError> {
     common::reached(&key);
@@ -384,6 +427,7 @@ both_backends!(
     cancel_interrupts_and_resume_continues,
     cancel_reaches_descendants,
     a_workflow_past_its_deadline_times_out,
+    a_recovered_workflow_keeps_its_deadline,
     a_cancellable_step_is_interrupted,
     wait_first_records_the_winner,
     patches_branch_old_executions_from_new,

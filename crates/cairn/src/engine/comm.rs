@@ -128,9 +128,15 @@ pub fn recv<'a, T: DeserializeOwned>(
             .notifier
             .subscribe(Channel::Message, &ctx.workflow_id, &topic);
         let store = &ctx.rt.store;
-        wait_for(Some(&ctx), &subscription, wake_at, || async {
+        // An announcement of this workflow's topic means a message arrived: consume it
+        // without reading first (as DBOS does, the consume records `null` if it is gone).
+        let (workflow_id, topic_ref) = (&ctx.workflow_id, &topic);
+        wait_for(Some(&ctx), &subscription, wake_at, |announced| async move {
+            if announced {
+                return Ok(Some(()));
+            }
             Ok(store
-                .has_message(&ctx.workflow_id, &topic)
+                .has_message(workflow_id, topic_ref)
                 .await?
                 .then_some(()))
         })
@@ -155,7 +161,8 @@ pub fn recv<'a, T: DeserializeOwned>(
 }
 
 /// Wait until `check` finds something, the deadline (epoch seconds) passes (`None`), or —
-/// inside a workflow — the workflow is interrupted.
+/// inside a workflow — the workflow is interrupted. `check` is told whether an announcement
+/// (rather than the first look or the fallback timer) woke the wait.
 async fn wait_for<T, F, Fut>(
     ctx: Option<&WorkflowContext>,
     subscription: &Subscription,
@@ -163,12 +170,13 @@ async fn wait_for<T, F, Fut>(
     mut check: F,
 ) -> Result<Option<T>>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(bool) -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
 {
+    let mut announced = false;
     loop {
         let notified = subscription.notified();
-        if let Some(found) = check().await? {
+        if let Some(found) = check(announced).await? {
             return Ok(Some(found));
         }
         let left = until(wake_at);
@@ -177,14 +185,14 @@ where
         }
         let wait = async {
             tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(left.min(FALLBACK_RECHECK)) => {}
+                for_this_key = notified => for_this_key,
+                _ = tokio::time::sleep(left.min(FALLBACK_RECHECK)) => false,
             }
         };
-        match ctx {
+        announced = match ctx {
             Some(ctx) => ctx.interruptible(wait).await?,
             None => wait.await,
-        }
+        };
     }
 }
 
@@ -284,7 +292,7 @@ async fn wait_for_event(
     wake_at: f64,
 ) -> Result<Option<String>> {
     let subscription = rt.notifier.subscribe(Channel::Event, workflow_id, key);
-    wait_for(ctx, &subscription, wake_at, || {
+    wait_for(ctx, &subscription, wake_at, |_| {
         rt.store.get_event(workflow_id, key)
     })
     .await

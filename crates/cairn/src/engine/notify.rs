@@ -6,7 +6,6 @@
 //! processes. A fallback re-check covers a lost announcement; it is never the main path.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +53,8 @@ fn key(channel: Channel, workflow_id: &str, name: &str) -> String {
 #[derive(Default)]
 pub(crate) struct Notifier {
     keys: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Woken by "something changed" without a key (SQLite's change check, a reconnect).
+    anything: Notify,
 }
 
 impl Notifier {
@@ -92,9 +93,7 @@ impl Notifier {
 
     /// Wake every waiter (something changed, but the backend cannot say what).
     pub(crate) fn announce_all(&self) {
-        for notify in self.keys().values() {
-            notify.notify_waiters();
-        }
+        self.anything.notify_waiters();
     }
 }
 
@@ -107,11 +106,19 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// A future that completes at the next announcement of this key (armed at once).
-    pub(crate) fn notified(&self) -> Pin<Box<tokio::sync::futures::Notified<'_>>> {
-        let mut notified = Box::pin(self.notify.notified());
-        notified.as_mut().enable();
-        notified
+    /// A future that completes at the next announcement: `true` for this key, `false` for
+    /// an unspecific "something changed". Armed at once.
+    pub(crate) fn notified(&self) -> impl Future<Output = bool> + '_ {
+        let mut this_key = Box::pin(self.notify.notified());
+        this_key.as_mut().enable();
+        let mut anything = Box::pin(self.notifier.anything.notified());
+        anything.as_mut().enable();
+        async move {
+            tokio::select! {
+                _ = this_key => true,
+                _ = anything => false,
+            }
+        }
     }
 }
 

@@ -118,6 +118,16 @@ impl Runtime {
         }
     }
 
+    /// The outcome channel and the interruption flag of a workflow executing here, if it is.
+    pub(crate) fn local_execution(
+        &self,
+        workflow_id: &str,
+    ) -> Option<(OutcomeSlot, watch::Receiver<bool>)> {
+        self.running()
+            .get(workflow_id)
+            .map(|r| (r.outcome.clone(), r.cancel.subscribe()))
+    }
+
     /// The outcome channel of a workflow executing in this process, if it is.
     pub(crate) fn local_outcome(&self, workflow_id: &str) -> Option<OutcomeSlot> {
         self.running().get(workflow_id).map(|r| r.outcome.clone())

@@ -378,11 +378,23 @@ async fn deadline_passed(ctx: &WorkflowContext) {
 /// read from the database with a growing interval.
 pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result<Outcome> {
     let mut interval = Duration::from_millis(5);
+    let mut interrupted_here = false;
     loop {
-        if let Some(mut slot) = rt.local_outcome(workflow_id) {
-            let outcome = match slot.wait_for(Option::is_some).await {
-                Ok(outcome) => outcome.clone(),
-                Err(_) => None,
+        // Once interrupted (cancelled, timed out), the execution may still be finishing a
+        // step; its fate is already in the database, so stop waiting on it.
+        let local = rt
+            .local_execution(workflow_id)
+            .filter(|_| !interrupted_here);
+        if let Some((mut slot, mut interrupted)) = local {
+            let wait_interrupt = async {
+                let _ = interrupted.wait_for(|i| *i).await;
+            };
+            let outcome = tokio::select! {
+                outcome = slot.wait_for(Option::is_some) => outcome.ok().and_then(|o| o.clone()),
+                () = wait_interrupt => {
+                    interrupted_here = true;
+                    None
+                }
             };
             if let Some(LocalOutcome::Finished(result)) = outcome {
                 return Ok(Outcome {
@@ -446,7 +458,7 @@ pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result
         if rt.is_shutting_down() {
             return Err(Error::Shutdown);
         }
-        if !rt.is_running_here(workflow_id) {
+        if interrupted_here || !rt.is_running_here(workflow_id) {
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(Duration::from_secs(1));
         }
