@@ -150,6 +150,7 @@ impl CairnBuilder {
         let app = Cairn {
             rt,
             shutdown_grace: self.shutdown_grace,
+            dispatcher: Arc::new(std::sync::Mutex::new(None)),
         };
         if self.recover {
             let resumed = recovery::recover_pending(&app.rt).await?;
@@ -157,6 +158,8 @@ impl CairnBuilder {
                 tracing::info!(count = resumed.len(), "resumed unfinished workflows");
             }
         }
+        let dispatcher = tokio::spawn(recovery::dispatch_internal_queue(Arc::clone(&app.rt)));
+        *app.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher);
         Ok(app)
     }
 }
@@ -188,6 +191,8 @@ fn default_app_version(app_name: &str) -> String {
 pub struct Cairn {
     rt: Arc<Runtime>,
     shutdown_grace: Duration,
+    /// Runs workflows resumed onto DBOS's internal queue (by `dbos workflow resume`).
+    dispatcher: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Cairn {
@@ -374,6 +379,14 @@ impl Cairn {
     /// resume at the next launch.
     pub async fn shutdown(self) -> Result<()> {
         self.rt.begin_shutdown();
+        let dispatcher = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(dispatcher) = dispatcher {
+            let _ = dispatcher.await;
+        }
         if tokio::time::timeout(self.shutdown_grace, self.rt.idle())
             .await
             .is_err()

@@ -169,6 +169,41 @@ async fn cancel_interrupts_and_resume_continues(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+/// A workflow put back on DBOS's internal queue (what `dbos workflow resume` does) is picked
+/// up and continued by a running Cairn application.
+async fn a_workflow_resumed_by_dbos_tools_runs_here(db: &TestDb) {
+    let app = db.launch().await;
+    let k = format!("dbos-resume@{}", db.url);
+    let handle = app.start(waits_for_go, k.clone()).await.unwrap();
+    let waiting: Option<bool> = app
+        .get_event(handle.id(), "waiting", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(waiting, Some(true));
+    app.cancel(handle.id()).await.unwrap();
+    assert!(matches!(
+        handle.result().await.unwrap_err(),
+        Error::Cancelled(_)
+    ));
+    // DBOS's resume: back to ENQUEUED on the internal queue, owner cleared, attempts reset.
+    db.execute(&format!(
+        "UPDATE workflow_status SET status = 'ENQUEUED', queue_name = '_dbos_internal_queue', \
+         owner_xid = NULL, recovery_attempts = 0, workflow_deadline_epoch_ms = NULL, \
+         started_at_epoch_ms = NULL WHERE workflow_uuid = '{}'",
+        handle.id()
+    ))
+    .await;
+    app.send(handle.id(), Some("go"), &"from the queue", None)
+        .await
+        .unwrap();
+    assert_eq!(handle.result().await.unwrap(), "from the queue");
+    let status = handle.status().await.unwrap();
+    assert_eq!(status.state, WorkflowState::Success);
+    assert_eq!(status.recovery_attempts, 1);
+    assert_eq!(counted(&k), 1, "the checkpointed step did not run again");
+    app.shutdown().await.unwrap();
+}
+
 #[cairn::workflow]
 async fn parent_of_waiter(key: String) -> Result<String, AppError> {
     let child = cairn::start_child_workflow(waits_for_go, key).await?;
@@ -426,6 +461,7 @@ both_backends!(
     steps_retry_and_fail_well,
     cancel_interrupts_and_resume_continues,
     cancel_reaches_descendants,
+    a_workflow_resumed_by_dbos_tools_runs_here,
     a_workflow_past_its_deadline_times_out,
     a_recovered_workflow_keeps_its_deadline,
     a_cancellable_step_is_interrupted,

@@ -8,7 +8,7 @@ use super::step::encode_error;
 use super::workflow::spawn_execution;
 use crate::error::{Error, Result};
 use crate::serialization;
-use crate::store::{Completion, status};
+use crate::store::{Completion, QueueClaim, Reclaimed, status};
 
 /// Claim this executor's `PENDING` workflows (of this application version) and replay them.
 /// Each claim counts as a recovery attempt; a workflow past its limit is dead-lettered.
@@ -27,43 +27,56 @@ pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
         .await?;
     let mut resumed = Vec::with_capacity(reclaimed.len());
     for workflow in reclaimed {
-        let row = workflow.row;
-        let id = row.workflow_id.clone();
-        let Some(registration) = row.name.as_deref().and_then(registry::by_name) else {
-            tracing::warn!(workflow_id = %id, name = ?row.name, "cannot recover a workflow whose function is not registered in this program");
-            continue;
-        };
-        let attempts = row.recovery_attempts.unwrap_or(0);
-        if attempts > i64::from(registration.max_recovery_attempts) + 1 {
-            tracing::error!(workflow_id = %id, attempts, "workflow exceeded its recovery attempts; moved to MAX_RECOVERY_ATTEMPTS_EXCEEDED");
-            rt.store.dead_letter(&id, &owner, now_ms()).await?;
-            continue;
+        if let Some(id) = execute_claimed(rt, &owner, workflow).await? {
+            resumed.push(id);
         }
-        let args = match serialization::decode_inputs(
-            row.inputs.as_deref(),
-            row.serialization.as_deref(),
-            &id,
-        ) {
-            Ok(args) => args,
-            Err(undecodable) => {
-                fail_unrecoverable(rt, &id, &owner, undecodable).await?;
-                continue;
-            }
-        };
-        tracing::info!(workflow_id = %id, name = registration.name, attempts, "recovering workflow");
-        let deadline = row.workflow_deadline_epoch_ms;
-        spawn_execution(
-            rt,
-            registration,
-            id.clone(),
-            owner.clone(),
-            args,
-            workflow.checkpoints,
-            deadline,
-        );
-        resumed.push(id);
     }
     Ok(resumed)
+}
+
+/// Execute a workflow this process has just claimed (by recovery or from a queue) under
+/// `owner`, unless it is past its recovery attempts (dead-lettered) or cannot be decoded
+/// (recorded as ERROR). Returns its id if it now executes here.
+pub(crate) async fn execute_claimed(
+    rt: &Arc<Runtime>,
+    owner: &str,
+    workflow: Reclaimed,
+) -> Result<Option<String>> {
+    let row = workflow.row;
+    let id = row.workflow_id.clone();
+    let Some(registration) = row.name.as_deref().and_then(registry::by_name) else {
+        tracing::warn!(workflow_id = %id, name = ?row.name, "cannot run a workflow whose function is not registered in this program");
+        return Ok(None);
+    };
+    let attempts = row.recovery_attempts.unwrap_or(0);
+    if attempts > i64::from(registration.max_recovery_attempts) + 1 {
+        tracing::error!(workflow_id = %id, attempts, "workflow exceeded its recovery attempts; moved to MAX_RECOVERY_ATTEMPTS_EXCEEDED");
+        rt.store.dead_letter(&id, owner, now_ms()).await?;
+        return Ok(None);
+    }
+    let args = match serialization::decode_inputs(
+        row.inputs.as_deref(),
+        row.serialization.as_deref(),
+        &id,
+    ) {
+        Ok(args) => args,
+        Err(undecodable) => {
+            fail_unrecoverable(rt, &id, owner, undecodable).await?;
+            return Ok(None);
+        }
+    };
+    tracing::info!(workflow_id = %id, name = registration.name, attempts, "executing claimed workflow");
+    let deadline = row.workflow_deadline_epoch_ms;
+    spawn_execution(
+        rt,
+        registration,
+        id.clone(),
+        owner.to_owned(),
+        args,
+        workflow.checkpoints,
+        deadline,
+    );
+    Ok(Some(id))
 }
 
 /// A workflow whose inputs cannot be decoded would fail every recovery: record it as ERROR now.
@@ -83,4 +96,42 @@ async fn fail_unrecoverable(
         now_ms: now_ms(),
     };
     rt.store.complete_workflow(&completion).await.map(drop)
+}
+
+/// The queue DBOS puts resumed (and recovered) workflows on: `dbos workflow resume` and the
+/// DBOS client's `resume_workflow` enqueue there, and this process runs what it can.
+pub(crate) const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
+
+/// How often the internal queue is checked (DBOS's default queue polling interval).
+const INTERNAL_QUEUE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Run the internal queue's dispatcher until shutdown.
+pub(crate) async fn dispatch_internal_queue(rt: Arc<Runtime>) {
+    while !rt.is_shutting_down() {
+        if let Err(error) = dispatch_once(&rt).await {
+            tracing::warn!(%error, "could not check the internal queue");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(INTERNAL_QUEUE_POLL) => {}
+            _ = rt.shutdown_requested() => {}
+        }
+    }
+}
+
+async fn dispatch_once(rt: &Arc<Runtime>) -> Result<()> {
+    let owner = uuid::Uuid::new_v4().to_string();
+    let claim = QueueClaim {
+        queue_name: INTERNAL_QUEUE.to_owned(),
+        names: registry::all().iter().map(|r| r.name.to_owned()).collect(),
+        executor_id: rt.executor_id.clone(),
+        app_version: rt.app_version.clone(),
+        application_name: Some(rt.app_name.clone()),
+        new_owner: owner.clone(),
+        now_ms: now_ms(),
+        limit: 100,
+    };
+    for workflow in rt.store.claim_enqueued(&claim).await? {
+        execute_claimed(rt, &owner, workflow).await?;
+    }
+    Ok(())
 }

@@ -54,6 +54,8 @@ pub(crate) struct Runtime {
     running: Mutex<HashMap<String, Running>>,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Woken when shutdown begins, for background loops.
+    shutdown: Notify,
 }
 
 impl Runtime {
@@ -73,7 +75,16 @@ impl Runtime {
             running: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            shutdown: Notify::new(),
         })
+    }
+
+    /// Completes when shutdown begins (at once if it has).
+    pub(crate) async fn shutdown_requested(&self) {
+        let notified = self.shutdown.notified();
+        if !self.is_shutting_down() {
+            notified.await;
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -82,6 +93,7 @@ impl Runtime {
 
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown.notify_waiters();
         // Waiting workflows stop at their wait; they stay PENDING for the next launch.
         for running in self.running().values() {
             running.cancel.send_replace(true);

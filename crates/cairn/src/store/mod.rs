@@ -164,6 +164,20 @@ pub(crate) struct NewMessage {
     pub message_uuid: String,
 }
 
+/// What [`SystemDatabase::claim_enqueued`] claims, and for whom.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueClaim {
+    pub queue_name: String,
+    /// The workflow functions this process can run.
+    pub names: Vec<String>,
+    pub executor_id: String,
+    pub app_version: String,
+    pub application_name: Option<String>,
+    pub new_owner: String,
+    pub now_ms: i64,
+    pub limit: i64,
+}
+
 /// The topic DBOS stores for a message sent without one.
 pub(crate) const NULL_TOPIC: &str = "__null__topic__";
 
@@ -352,6 +366,17 @@ pub(crate) trait SystemDatabase: Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = Result<Option<Reclaimed>>> + Send;
 
+    /// Claim up to `claim.limit` `ENQUEUED` workflows of `claim.queue_name` whose function is
+    /// one of `claim.names` (rows of this application or unclaimed, of this version or none),
+    /// by priority then age, skipping rows another claimer holds: each becomes `PENDING` with
+    /// `owner_xid = new_owner`, this executor and version, `started_at_epoch_ms = now_ms`,
+    /// `recovery_attempts + 1`, and a deadline from its timeout if it has none. Returns them
+    /// with their checkpoints.
+    fn claim_enqueued(
+        &self,
+        claim: &QueueClaim,
+    ) -> impl Future<Output = Result<Vec<Reclaimed>>> + Send;
+
     // ---- Notifications ----
 
     /// Start delivering change announcements to `sink` as `(channel, payload)`. Postgres:
@@ -527,6 +552,10 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<Reclaimed>> {
         dispatch!(self, db => db.resume_workflow(workflow_id, executor_id, app_version, new_owner, now_ms).await)
+    }
+
+    pub(crate) async fn claim_enqueued(&self, claim: &QueueClaim) -> Result<Vec<Reclaimed>> {
+        dispatch!(self, db => db.claim_enqueued(claim).await)
     }
 
     pub(crate) async fn watch_changes(

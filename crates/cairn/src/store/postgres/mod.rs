@@ -143,6 +143,32 @@ impl PostgresStore {
         result.map_err(|e| failed(client, e, context))
     }
 
+    /// Claimed workflow rows with their checkpoints, loaded in one query.
+    async fn with_checkpoints(&self, rows: &[Row], context: Context<'_>) -> Result<Vec<Reclaimed>> {
+        let rows = rows.iter().map(workflow_row).collect::<Result<Vec<_>>>()?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = rows.iter().map(|r| r.workflow_id.as_str()).collect();
+        let mut checkpoints: HashMap<String, Vec<Checkpoint>> = HashMap::new();
+        for row in self
+            .query(&self.sql.checkpoints_of, &[&ids], context)
+            .await?
+        {
+            checkpoints
+                .entry(col(&row, 0)?)
+                .or_default()
+                .push(checkpoint_at(&row, 1)?);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let checkpoints = checkpoints.remove(&row.workflow_id).unwrap_or_default();
+                Reclaimed { row, checkpoints }
+            })
+            .collect())
+    }
+
     /// A query that always returns exactly one row.
     async fn query_row(
         &self,
@@ -616,28 +642,29 @@ impl SystemDatabase for PostgresStore {
                 &context,
             )
             .await?;
-        let rows = rows.iter().map(workflow_row).collect::<Result<Vec<_>>>()?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = rows.iter().map(|r| r.workflow_id.as_str()).collect();
-        let mut checkpoints: HashMap<String, Vec<Checkpoint>> = HashMap::new();
-        for row in self
-            .query(&self.sql.checkpoints_of, &[&ids], &context)
-            .await?
-        {
-            checkpoints
-                .entry(col(&row, 0)?)
-                .or_default()
-                .push(checkpoint_at(&row, 1)?);
-        }
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let checkpoints = checkpoints.remove(&row.workflow_id).unwrap_or_default();
-                Reclaimed { row, checkpoints }
-            })
-            .collect())
+        self.with_checkpoints(&rows, &context).await
+    }
+
+    /// One statement (`FOR UPDATE SKIP LOCKED`), then the claimed workflows' checkpoints.
+    async fn claim_enqueued(&self, claim: &super::QueueClaim) -> Result<Vec<Reclaimed>> {
+        let context = || format!("claiming workflows of queue {}", claim.queue_name);
+        let rows = self
+            .query(
+                &self.sql.claim_enqueued,
+                &[
+                    &claim.queue_name,
+                    &claim.names,
+                    &claim.application_name,
+                    &claim.app_version,
+                    &claim.new_owner,
+                    &claim.now_ms,
+                    &claim.limit,
+                    &claim.executor_id,
+                ],
+                &context,
+            )
+            .await?;
+        self.with_checkpoints(&rows, &context).await
     }
 
     /// One owner-guarded update.

@@ -45,6 +45,9 @@ pub(super) struct Statements {
     pub get_workflow: String,
     /// `$1` executor, `$2` version, `$3` application name or NULL, `$4` new owner, `$5` now.
     pub reclaim_pending: String,
+    /// `$1` queue, `$2` names (text[]), `$3` application name or NULL, `$4` version,
+    /// `$5` new owner, `$6` now, `$7` limit, `$8` executor.
+    pub claim_enqueued: String,
     /// `$1` workflow, `$2` owner, `$3` now.
     pub dead_letter: String,
     /// `$1` version, `$2` now, `$3` application name.
@@ -170,6 +173,30 @@ impl Statements {
                      WHERE status = 'PENDING' AND executor_id = $1 AND application_version = $2 \
                          AND ($3::text IS NULL OR application_name = $3::text OR application_name IS NULL) \
                      RETURNING *) \
+                 SELECT {WORKFLOW_COLUMNS} FROM s \
+                 LEFT JOIN {q}.workflow_input i ON i.workflow_uuid = s.workflow_uuid \
+                 LEFT JOIN {q}.workflow_output o ON o.workflow_uuid = s.workflow_uuid \
+                 ORDER BY s.created_at, s.workflow_uuid"
+            ),
+            claim_enqueued: format!(
+                "WITH picked AS ( \
+                     SELECT workflow_uuid FROM {q}.workflow_status \
+                     WHERE status = 'ENQUEUED' AND queue_name = $1::text AND name = ANY($2::text[]) \
+                         AND ($3::text IS NULL OR application_name = $3::text OR application_name IS NULL) \
+                         AND (application_version IS NULL OR application_version = $4::text) \
+                     ORDER BY priority, created_at LIMIT $7::int8 \
+                     FOR UPDATE SKIP LOCKED), \
+                 s AS ( \
+                     UPDATE {q}.workflow_status w SET status = 'PENDING', owner_xid = $5::text, \
+                         executor_id = $8::text, application_version = $4::text, \
+                         application_name = COALESCE($3::text, w.application_name), \
+                         started_at_epoch_ms = $6::int8, recovery_attempts = w.recovery_attempts + 1, \
+                         updated_at = $6::int8, \
+                         workflow_deadline_epoch_ms = CASE \
+                             WHEN w.workflow_timeout_ms IS NOT NULL AND w.workflow_deadline_epoch_ms IS NULL \
+                             THEN $6::int8 + w.workflow_timeout_ms ELSE w.workflow_deadline_epoch_ms END \
+                     FROM picked WHERE w.workflow_uuid = picked.workflow_uuid \
+                     RETURNING w.*) \
                  SELECT {WORKFLOW_COLUMNS} FROM s \
                  LEFT JOIN {q}.workflow_input i ON i.workflow_uuid = s.workflow_uuid \
                  LEFT JOIN {q}.workflow_output o ON o.workflow_uuid = s.workflow_uuid \

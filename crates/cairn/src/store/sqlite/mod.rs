@@ -395,6 +395,13 @@ impl SystemDatabase for SqliteStore {
         .await
     }
 
+    /// One write transaction.
+    async fn claim_enqueued(&self, claim: &super::QueueClaim) -> Result<Vec<Reclaimed>> {
+        let claim = claim.clone();
+        self.write(move |conn| ops::claim_enqueued(conn, &claim))
+            .await
+    }
+
     /// Poll `PRAGMA data_version` on a dedicated connection; nothing for an in-memory
     /// database, which no other connection can write.
     async fn watch_changes(&self, sink: ChangeSink, poll: Duration) -> Result<()> {

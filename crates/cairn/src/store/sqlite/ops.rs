@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::{Error, Result};
 use crate::store::{
-    Checkpoint, Completion, InsertOutcome, NewWorkflow, PORTABLE_JSON, Reclaimed, RecordOutcome,
-    StepRecord, WorkflowRow, status,
+    Checkpoint, Completion, InsertOutcome, NewWorkflow, PORTABLE_JSON, QueueClaim, Reclaimed,
+    RecordOutcome, StepRecord, WorkflowRow, status,
 };
 
 /// A closure turning a driver error into an [`Error`] that says what Cairn was doing.
@@ -326,6 +326,56 @@ pub(super) fn reclaim_pending(
         (a.row.created_at, &a.row.workflow_id).cmp(&(b.row.created_at, &b.row.workflow_id))
     });
     Ok(reclaimed)
+}
+
+/// Claim enqueued workflows (see `SystemDatabase::claim_enqueued`).
+pub(super) fn claim_enqueued(conn: &Connection, claim: &QueueClaim) -> Result<Vec<Reclaimed>> {
+    let names = serde_json::to_string(&claim.names)
+        .map_err(|e| Error::database("encoding workflow names", e))?;
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "UPDATE workflow_status SET status = 'PENDING', owner_xid = ?1, executor_id = ?2, \
+                 application_version = ?3, application_name = COALESCE(?4, application_name), \
+                 started_at_epoch_ms = ?5, recovery_attempts = recovery_attempts + 1, updated_at = ?5, \
+                 workflow_deadline_epoch_ms = CASE \
+                     WHEN workflow_timeout_ms IS NOT NULL AND workflow_deadline_epoch_ms IS NULL \
+                     THEN ?5 + workflow_timeout_ms ELSE workflow_deadline_epoch_ms END \
+             WHERE workflow_uuid IN ( \
+                 SELECT workflow_uuid FROM workflow_status \
+                 WHERE status = 'ENQUEUED' AND queue_name = ?6 \
+                     AND name IN (SELECT value FROM json_each(?7)) \
+                     AND (?4 IS NULL OR application_name = ?4 OR application_name IS NULL) \
+                     AND (application_version IS NULL OR application_version = ?3) \
+                 ORDER BY priority, created_at LIMIT ?8) \
+             RETURNING workflow_uuid",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![
+                    claim.new_owner,
+                    claim.executor_id,
+                    claim.app_version,
+                    claim.application_name,
+                    claim.now_ms,
+                    claim.queue_name,
+                    names,
+                    claim.limit
+                ],
+                |row| row.get(0),
+            )?
+            .collect()
+        })
+        .map_err(db("claiming enqueued workflows"))?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(loaded) = load_reclaimed(conn, &id)? {
+            claimed.push(loaded);
+        }
+    }
+    claimed.sort_by(|a, b| {
+        (a.row.created_at, &a.row.workflow_id).cmp(&(b.row.created_at, &b.row.workflow_id))
+    });
+    Ok(claimed)
 }
 
 /// A workflow's row with its checkpoints, as recovery and resume hand it to the engine.
