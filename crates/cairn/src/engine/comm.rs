@@ -19,7 +19,7 @@ use super::runtime::{Runtime, now_ms};
 use super::timer::{durable_deadline, until};
 use crate::error::{Error, Result};
 use crate::serialization;
-use crate::store::{NULL_TOPIC, NewMessage, PORTABLE_JSON, RecordOutcome};
+use crate::store::{NULL_TOPIC, NewMessage, RecordOutcome, Stored};
 
 const SEND: &str = "DBOS.send";
 const RECV: &str = "DBOS.recv";
@@ -148,14 +148,7 @@ pub fn recv<'a, T: DeserializeOwned>(
         }
         ctx.settle(outcome, RECV)?;
         message
-            .map(|text| {
-                serialization::decode(
-                    &text,
-                    Some(PORTABLE_JSON),
-                    &ctx.workflow_id,
-                    "notifications.message",
-                )
-            })
+            .map(|m| decode_stored(&m, &ctx.workflow_id, "notifications.message"))
             .transpose()
     }
 }
@@ -225,7 +218,7 @@ pub fn set_event<T: Serialize + ?Sized>(
 
 /// Read the event `key` of `workflow_id`, waiting up to `timeout` for it to be set; `None`
 /// if it is not set by then. Inside a workflow the answer (and its deadline) is recorded.
-pub fn get_event<T: DeserializeOwned>(
+pub fn get_event<T: DeserializeOwned + Send>(
     workflow_id: &str,
     key: &str,
     timeout: Duration,
@@ -247,19 +240,15 @@ pub fn get_event<T: DeserializeOwned>(
         let started = now_ms();
         let wake_at = durable_deadline(&ctx, sleep_id, timeout).await?;
         let value = wait_for_event(&ctx.rt, Some(&ctx), &workflow_id, &key, wake_at).await?;
+        // Decoded before recording: a value in a foreign format is an error, not a checkpoint.
+        let decoded = value
+            .as_ref()
+            .map(|v| decode_stored(v, &workflow_id, "workflow_events.value"))
+            .transpose()?;
         let mut record = ctx.step_record(function_id, GET_EVENT, started);
-        record.output = Some(value.clone().unwrap_or_else(|| "null".to_owned()));
+        record.output = Some(value.map_or_else(|| "null".to_owned(), |v| v.text));
         ctx.record(&record).await?;
-        value
-            .map(|text| {
-                serialization::decode(
-                    &text,
-                    Some(PORTABLE_JSON),
-                    &workflow_id,
-                    "workflow_events.value",
-                )
-            })
-            .transpose()
+        Ok(decoded)
     }
 }
 
@@ -273,15 +262,22 @@ pub(crate) async fn get_event_from_outside<T: DeserializeOwned>(
     let wake_at = (now_ms() as f64 + timeout.as_secs_f64() * 1000.0) / 1000.0;
     let value = wait_for_event(rt, None, workflow_id, key, wake_at).await?;
     value
-        .map(|text| {
-            serialization::decode(
-                &text,
-                Some(PORTABLE_JSON),
-                workflow_id,
-                "workflow_events.value",
-            )
-        })
+        .map(|v| decode_stored(&v, workflow_id, "workflow_events.value"))
         .transpose()
+}
+
+/// Decode a stored value in the format its row names.
+fn decode_stored<T: DeserializeOwned>(
+    stored: &Stored,
+    workflow_id: &str,
+    column: &str,
+) -> Result<T> {
+    serialization::decode(
+        &stored.text,
+        stored.serialization.as_deref(),
+        workflow_id,
+        column,
+    )
 }
 
 async fn wait_for_event(
@@ -290,7 +286,7 @@ async fn wait_for_event(
     workflow_id: &str,
     key: &str,
     wake_at: f64,
-) -> Result<Option<String>> {
+) -> Result<Option<Stored>> {
     let subscription = rt.notifier.subscribe(Channel::Event, workflow_id, key);
     wait_for(ctx, &subscription, wake_at, |_| {
         rt.store.get_event(workflow_id, key)
@@ -304,13 +300,8 @@ pub(crate) async fn list_events(
     workflow_id: &str,
 ) -> Result<BTreeMap<String, Value>> {
     let mut events = BTreeMap::new();
-    for (key, text) in rt.store.list_events(workflow_id).await? {
-        let value = serialization::decode(
-            &text,
-            Some(PORTABLE_JSON),
-            workflow_id,
-            "workflow_events.value",
-        )?;
+    for (key, stored) in rt.store.list_events(workflow_id).await? {
+        let value = decode_stored(&stored, workflow_id, "workflow_events.value")?;
         events.insert(key, value);
     }
     Ok(events)
@@ -362,7 +353,7 @@ struct Reader {
     workflow_id: String,
     key: String,
     next_offset: i32,
-    buffered: VecDeque<(i32, String)>,
+    buffered: VecDeque<(i32, Stored)>,
     done: bool,
 }
 
@@ -386,13 +377,8 @@ pub(crate) fn read_stream<T: DeserializeOwned + Send + 'static>(
             return None;
         }
         match reader.next_value().await {
-            Ok(Some(text)) => {
-                let value = serialization::decode(
-                    &text,
-                    Some(PORTABLE_JSON),
-                    &reader.workflow_id,
-                    "streams.value",
-                );
+            Ok(Some(stored)) => {
+                let value = decode_stored(&stored, &reader.workflow_id, "streams.value");
                 Some((value, reader))
             }
             Ok(None) => None,
@@ -405,20 +391,20 @@ pub(crate) fn read_stream<T: DeserializeOwned + Send + 'static>(
 }
 
 impl Reader {
-    /// The next value's text, or `None` at the end of the stream.
-    async fn next_value(&mut self) -> Result<Option<String>> {
+    /// The next stored value, or `None` at the end of the stream.
+    async fn next_value(&mut self) -> Result<Option<Stored>> {
         let subscription =
             self.rt
                 .notifier
                 .subscribe(Channel::Stream, &self.workflow_id, &self.key);
         loop {
-            if let Some((offset, text)) = self.buffered.pop_front() {
+            if let Some((offset, stored)) = self.buffered.pop_front() {
                 self.next_offset = offset + 1;
-                if text == STREAM_CLOSED {
+                if stored.text == STREAM_CLOSED {
                     self.done = true;
                     return Ok(None);
                 }
-                return Ok(Some(text));
+                return Ok(Some(stored));
             }
             let notified = subscription.notified();
             let rows = self

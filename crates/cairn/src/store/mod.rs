@@ -164,6 +164,13 @@ pub(crate) struct NewMessage {
     pub message_uuid: String,
 }
 
+/// A stored value and its `serialization` column (NULL for rows written before it existed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub text: String,
+    pub serialization: Option<String>,
+}
+
 /// What [`SystemDatabase::claim_enqueued`] claims, and for whom.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueClaim {
@@ -276,12 +283,13 @@ pub(crate) trait SystemDatabase: Send + Sync + 'static {
     /// of `rec.workflow_id` on `topic` (by `created_at_epoch_ms`, then insertion order), mark it
     /// `consumed` with `consumed_by_function_id = rec.function_id`, and write `rec` as the
     /// `DBOS.recv` checkpoint with the message text as output (`null` if there was none).
-    /// Returns the outcome and the message text consumed.
+    /// The checkpoint's `serialization` is the message's. Returns the outcome and the message
+    /// consumed.
     fn consume_message(
         &self,
         rec: &StepRecord,
         topic: &str,
-    ) -> impl Future<Output = Result<(RecordOutcome, Option<String>)>> + Send;
+    ) -> impl Future<Output = Result<(RecordOutcome, Option<Stored>)>> + Send;
 
     /// Whether `workflow_id` has an unconsumed message on `topic`.
     fn has_message(
@@ -308,13 +316,13 @@ pub(crate) trait SystemDatabase: Send + Sync + 'static {
         &self,
         workflow_id: &str,
         key: &str,
-    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    ) -> impl Future<Output = Result<Option<Stored>>> + Send;
 
     /// Every event of a workflow, `(key, latest value)`, ordered by key.
     fn list_events(
         &self,
         workflow_id: &str,
-    ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, Stored)>>> + Send;
 
     // ---- Streams ----
 
@@ -335,7 +343,7 @@ pub(crate) trait SystemDatabase: Send + Sync + 'static {
         workflow_id: &str,
         key: &str,
         from_offset: i32,
-    ) -> impl Future<Output = Result<Vec<(i32, String)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<(i32, Stored)>>> + Send;
 
     // ---- Cancellation, resume, deadlines ----
 
@@ -488,7 +496,7 @@ impl Store {
         &self,
         rec: &StepRecord,
         topic: &str,
-    ) -> Result<(RecordOutcome, Option<String>)> {
+    ) -> Result<(RecordOutcome, Option<Stored>)> {
         dispatch!(self, db => db.consume_message(rec, topic).await)
     }
 
@@ -505,11 +513,11 @@ impl Store {
         dispatch!(self, db => db.set_event(rec, key, value).await)
     }
 
-    pub(crate) async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<String>> {
+    pub(crate) async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<Stored>> {
         dispatch!(self, db => db.get_event(workflow_id, key).await)
     }
 
-    pub(crate) async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, String)>> {
+    pub(crate) async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, Stored)>> {
         dispatch!(self, db => db.list_events(workflow_id).await)
     }
 
@@ -527,7 +535,7 @@ impl Store {
         workflow_id: &str,
         key: &str,
         from_offset: i32,
-    ) -> Result<Vec<(i32, String)>> {
+    ) -> Result<Vec<(i32, Stored)>> {
         dispatch!(self, db => db.read_stream(workflow_id, key, from_offset).await)
     }
 

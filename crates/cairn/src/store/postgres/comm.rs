@@ -15,7 +15,7 @@ use super::{
     workflow_row,
 };
 use crate::error::{Error, Result};
-use crate::store::{NewMessage, Reclaimed, RecordOutcome, StepRecord, SystemDatabase};
+use crate::store::{NewMessage, Reclaimed, RecordOutcome, StepRecord, Stored, SystemDatabase};
 
 /// How a write's statement runs.
 enum Mode<'a> {
@@ -160,7 +160,7 @@ pub(super) async fn consume_message(
     store: &PostgresStore,
     rec: &StepRecord,
     topic: &str,
-) -> Result<(RecordOutcome, Option<String>)> {
+) -> Result<(RecordOutcome, Option<Stored>)> {
     let context = || {
         format!(
             "receiving a message on topic {topic} as step {} of workflow {}",
@@ -180,7 +180,10 @@ pub(super) async fn consume_message(
     )
     .await?;
     let message = match row {
-        Some(row) => col(&row, 1)?,
+        Some(row) => col::<Option<String>>(&row, 1)?.map(|text| Stored {
+            text,
+            serialization: col(&row, 2).ok().flatten(),
+        }),
         None => None,
     };
     Ok((outcome, message))
@@ -236,25 +239,25 @@ pub(super) async fn get_event(
     store: &PostgresStore,
     workflow_id: &str,
     key: &str,
-) -> Result<Option<String>> {
+) -> Result<Option<Stored>> {
     let context = || format!("reading event {key} of workflow {workflow_id}");
     let rows = store
         .query(&store.sql.comm.get_event, &[&workflow_id, &key], &context)
         .await?;
-    rows.first().map(|row| col(row, 0)).transpose()
+    rows.first().map(|row| stored_at(row, 0)).transpose()
 }
 
 /// See [`SystemDatabase::list_events`]: one statement.
 pub(super) async fn list_events(
     store: &PostgresStore,
     workflow_id: &str,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<(String, Stored)>> {
     let context = || format!("listing the events of workflow {workflow_id}");
     let rows = store
         .query(&store.sql.comm.list_events, &[&workflow_id], &context)
         .await?;
     rows.iter()
-        .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
+        .map(|row| Ok((col(row, 0)?, stored_at(row, 1)?)))
         .collect()
 }
 
@@ -294,7 +297,7 @@ pub(super) async fn read_stream(
     workflow_id: &str,
     key: &str,
     from_offset: i32,
-) -> Result<Vec<(i32, String)>> {
+) -> Result<Vec<(i32, Stored)>> {
     let context =
         || format!("reading stream {key} of workflow {workflow_id} from offset {from_offset}");
     let rows = store
@@ -305,8 +308,16 @@ pub(super) async fn read_stream(
         )
         .await?;
     rows.iter()
-        .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
+        .map(|row| Ok((col(row, 0)?, stored_at(row, 1)?)))
         .collect()
+}
+
+/// The value and serialization columns starting at `at`.
+fn stored_at(row: &tokio_postgres::Row, at: usize) -> Result<Stored> {
+    Ok(Stored {
+        text: col(row, at)?,
+        serialization: col(row, at + 1)?,
+    })
 }
 
 /// See [`SystemDatabase::cancel_workflows`]: one statement (none for an empty list).

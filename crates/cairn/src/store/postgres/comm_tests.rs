@@ -151,7 +151,10 @@ async fn messages_are_consumed_in_order_and_exactly_once() {
             .await
             .unwrap();
         assert_eq!(outcome, RecordOutcome::Recorded);
-        assert_eq!(text.as_deref(), Some(i.to_string().as_str()));
+        assert_eq!(
+            text.as_ref().map(|s| s.text.as_str()),
+            Some(i.to_string().as_str())
+        );
         let cp = store
             .get_checkpoint("w", i)
             .await
@@ -222,7 +225,7 @@ async fn messages_are_consumed_in_order_and_exactly_once() {
         .consume_message(&op("w", 5, "DBOS.recv"), "other")
         .await
         .unwrap();
-    assert_eq!(text.as_deref(), Some("\"o\""));
+    assert_eq!(text.as_ref().map(|s| s.text.as_str()), Some("\"o\""));
     store.close().await;
     drop(sql);
     db.drop().await;
@@ -252,12 +255,17 @@ async fn events_keep_the_latest_value_and_the_history() {
         RecordOutcome::Duplicate(_)
     ));
     assert_eq!(
-        store.get_event("w", "k").await.unwrap().as_deref(),
+        store
+            .get_event("w", "k")
+            .await
+            .unwrap()
+            .map(|s| s.text)
+            .as_deref(),
         Some("2")
     );
     assert_eq!(store.get_event("w", "none").await.unwrap(), None);
     assert_eq!(
-        store.list_events("w").await.unwrap(),
+        texts(store.list_events("w").await.unwrap()),
         vec![
             ("j".to_owned(), "3".to_owned()),
             ("k".to_owned(), "2".to_owned())
@@ -291,7 +299,12 @@ async fn events_keep_the_latest_value_and_the_history() {
         RecordOutcome::NotOwner { .. }
     ));
     assert_eq!(
-        store.get_event("w", "k").await.unwrap().as_deref(),
+        store
+            .get_event("w", "k")
+            .await
+            .unwrap()
+            .map(|s| s.text)
+            .as_deref(),
         Some("2")
     );
     store.close().await;
@@ -325,13 +338,16 @@ async fn stream_offsets_are_dense_under_concurrent_writers() {
         RecordOutcome::Duplicate(_)
     ));
     assert_eq!(
-        store.read_stream("w", "s", 1).await.unwrap(),
+        texts(store.read_stream("w", "s", 1).await.unwrap()),
         vec![
             (1, "\"b\"".to_owned()),
             (2, "\"__DBOS_STREAM_CLOSED__\"".to_owned())
         ]
     );
-    assert_eq!(store.read_stream("w", "s", 0).await.unwrap().len(), 3);
+    assert_eq!(
+        texts(store.read_stream("w", "s", 0).await.unwrap()).len(),
+        3
+    );
 
     let writers: Vec<_> = (100..120)
         .map(|id| {
@@ -345,7 +361,7 @@ async fn stream_offsets_are_dense_under_concurrent_writers() {
     for writer in writers {
         assert_eq!(writer.await.unwrap().unwrap(), RecordOutcome::Recorded);
     }
-    let values = store.read_stream("w", "par", 0).await.unwrap();
+    let values = texts(store.read_stream("w", "par", 0).await.unwrap());
     assert_eq!(
         values.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
         (0..20).collect::<Vec<_>>()
@@ -693,4 +709,9 @@ async fn changes_are_announced_until_close() {
     );
     drop(sql);
     db.drop().await;
+}
+
+/// The texts of stored values, for comparisons.
+fn texts<K>(values: Vec<(K, crate::store::Stored)>) -> Vec<(K, String)> {
+    values.into_iter().map(|(k, v)| (k, v.text)).collect()
 }

@@ -346,7 +346,7 @@ impl SystemDatabase for PostgresStore {
         &self,
         rec: &StepRecord,
         topic: &str,
-    ) -> Result<(RecordOutcome, Option<String>)> {
+    ) -> Result<(RecordOutcome, Option<super::Stored>)> {
         comm::consume_message(self, rec, topic).await
     }
 
@@ -361,12 +361,12 @@ impl SystemDatabase for PostgresStore {
     }
 
     /// One statement.
-    async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<String>> {
+    async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<super::Stored>> {
         comm::get_event(self, workflow_id, key).await
     }
 
     /// One statement.
-    async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, String)>> {
+    async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, super::Stored)>> {
         comm::list_events(self, workflow_id).await
     }
 
@@ -386,7 +386,7 @@ impl SystemDatabase for PostgresStore {
         workflow_id: &str,
         key: &str,
         from_offset: i32,
-    ) -> Result<Vec<(i32, String)>> {
+    ) -> Result<Vec<(i32, super::Stored)>> {
         comm::read_stream(self, workflow_id, key, from_offset).await
     }
 

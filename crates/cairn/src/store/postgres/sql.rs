@@ -294,7 +294,7 @@ impl CommStatements {
             ),
             consume: format!(
                 "WITH m AS ( \
-                     SELECT message_uuid, message FROM {q}.notifications \
+                     SELECT message_uuid, message, serialization FROM {q}.notifications \
                      WHERE destination_uuid = $1::text AND topic = $5::text AND NOT consumed \
                          AND EXISTS (SELECT 1 FROM {q}.workflow_status \
                              WHERE workflow_uuid = $1::text AND status = 'PENDING' AND owner_xid = $2::text) \
@@ -305,9 +305,15 @@ impl CommStatements {
                  upd AS ( \
                      UPDATE {q}.notifications n SET consumed = true, consumed_by_function_id = $3::int4 \
                      FROM m WHERE n.message_uuid = m.message_uuid AND EXISTS (SELECT 1 FROM cp) \
-                     RETURNING n.message) \
-                 SELECT EXISTS (SELECT 1 FROM cp), (SELECT message FROM upd)",
-                checkpoint_insert(q, "COALESCE((SELECT message FROM m), 'null')")
+                     RETURNING n.message, n.serialization) \
+                 SELECT EXISTS (SELECT 1 FROM cp), (SELECT message FROM upd), \
+                     (SELECT serialization FROM upd)",
+                // The checkpoint holds the message as stored, so it says the message's format.
+                checkpoint_insert(q, "COALESCE((SELECT message FROM m), 'null')").replacen(
+                    "'portable_json'",
+                    "COALESCE((SELECT serialization FROM m), 'portable_json')",
+                    1
+                )
             ),
             has_message: format!(
                 "SELECT EXISTS (SELECT 1 FROM {q}.notifications \
@@ -329,10 +335,10 @@ impl CommStatements {
                  SELECT EXISTS (SELECT 1 FROM cp), (SELECT count(*) FROM n)"
             ),
             get_event: format!(
-                "SELECT value FROM {q}.workflow_events WHERE workflow_uuid = $1 AND key = $2"
+                "SELECT value, serialization FROM {q}.workflow_events WHERE workflow_uuid = $1 AND key = $2"
             ),
             list_events: format!(
-                "SELECT key, value FROM {q}.workflow_events WHERE workflow_uuid = $1 ORDER BY key"
+                "SELECT key, value, serialization FROM {q}.workflow_events WHERE workflow_uuid = $1 ORDER BY key"
             ),
             stream_lock:
                 "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '::' || $2::text, 0))"
@@ -350,7 +356,7 @@ impl CommStatements {
                  SELECT EXISTS (SELECT 1 FROM cp), (SELECT count(*) FROM n)"
             ),
             read_stream: format!(
-                "SELECT \"offset\", value FROM {q}.streams \
+                "SELECT \"offset\", value, serialization FROM {q}.streams \
                  WHERE workflow_uuid = $1 AND key = $2 AND \"offset\" >= $3 ORDER BY \"offset\""
             ),
             // The rows are locked in id order first, so two overlapping cancels cannot deadlock.

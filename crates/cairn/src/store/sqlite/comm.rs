@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ops::{self, db};
 use crate::error::{Error, Result};
-use crate::store::{NewMessage, PORTABLE_JSON, Reclaimed, RecordOutcome, StepRecord};
+use crate::store::{NewMessage, PORTABLE_JSON, Reclaimed, RecordOutcome, StepRecord, Stored};
 
 /// `Some(outcome)` if `rec` must not be applied: its owner lost the workflow (`NotOwner`) or
 /// its checkpoint is already recorded (`Duplicate`). `None` if the caller may go ahead.
@@ -70,29 +70,53 @@ pub(super) fn consume_message(
     conn: &Connection,
     rec: &StepRecord,
     topic: &str,
-) -> Result<(RecordOutcome, Option<String>)> {
+) -> Result<(RecordOutcome, Option<Stored>)> {
     if let Some(outcome) = refused(conn, rec)? {
         return Ok((outcome, None));
     }
-    let message: Option<String> = conn
+    let message: Option<Stored> = conn
         .prepare_cached(
             "UPDATE notifications SET consumed = TRUE, consumed_by_function_id = ?3 \
              WHERE rowid = (SELECT rowid FROM notifications \
              WHERE destination_uuid = ?1 AND topic = ?2 AND NOT consumed \
              ORDER BY created_at_epoch_ms, rowid LIMIT 1) \
-             RETURNING message",
+             RETURNING message, serialization",
         )
         .and_then(|mut stmt| {
-            stmt.query_row(params![rec.workflow_id, topic, rec.function_id], |row| {
-                row.get(0)
-            })
-            .optional()
+            stmt.query_row(params![rec.workflow_id, topic, rec.function_id], stored)
+                .optional()
         })
         .map_err(db("receiving a message"))?;
     let mut record = rec.clone();
-    record.output = Some(message.clone().unwrap_or_else(|| "null".to_owned()));
+    record.output = Some(
+        message
+            .as_ref()
+            .map_or_else(|| "null".to_owned(), |m| m.text.clone()),
+    );
     let outcome = ops::record_step(conn, &record)?;
+    // The checkpoint holds the message as stored, so it says the message's format.
+    if let Some(Stored {
+        serialization: Some(format),
+        ..
+    }) = &message
+    {
+        if format != PORTABLE_JSON && outcome == RecordOutcome::Recorded {
+            conn.prepare_cached(
+                "UPDATE operation_outputs SET serialization = ?3 WHERE workflow_uuid = ?1 AND function_id = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![rec.workflow_id, rec.function_id, format]))
+            .map_err(db("recording a received message's format"))?;
+        }
+    }
     Ok((outcome, message))
+}
+
+/// A `(text, serialization)` row as a [`Stored`] value.
+fn stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        text: row.get(0)?,
+        serialization: row.get(1)?,
+    })
 }
 
 /// Whether `workflow_id` has an unconsumed message on `topic`.
@@ -141,23 +165,24 @@ pub(super) fn set_event(
 }
 
 /// The latest value of an event, if set.
-pub(super) fn get_event(conn: &Connection, workflow_id: &str, key: &str) -> Result<Option<String>> {
-    conn.prepare_cached("SELECT value FROM workflow_events WHERE workflow_uuid = ?1 AND key = ?2")
-        .and_then(|mut stmt| {
-            stmt.query_row(params![workflow_id, key], |row| row.get(0))
-                .optional()
-        })
-        .map_err(db("reading an event"))
+pub(super) fn get_event(conn: &Connection, workflow_id: &str, key: &str) -> Result<Option<Stored>> {
+    conn.prepare_cached(
+        "SELECT value, serialization FROM workflow_events WHERE workflow_uuid = ?1 AND key = ?2",
+    )
+    .and_then(|mut stmt| stmt.query_row(params![workflow_id, key], stored).optional())
+    .map_err(db("reading an event"))
 }
 
 /// Every event of a workflow with its latest value, ordered by key.
-pub(super) fn list_events(conn: &Connection, workflow_id: &str) -> Result<Vec<(String, String)>> {
+pub(super) fn list_events(conn: &Connection, workflow_id: &str) -> Result<Vec<(String, Stored)>> {
     conn.prepare_cached(
-        "SELECT key, value FROM workflow_events WHERE workflow_uuid = ?1 ORDER BY key",
+        "SELECT key, value, serialization FROM workflow_events WHERE workflow_uuid = ?1 ORDER BY key",
     )
     .and_then(|mut stmt| {
-        stmt.query_map([workflow_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect()
+        stmt.query_map([workflow_id], |row| {
+            Ok((row.get(0)?, Stored { text: row.get(1)?, serialization: row.get(2)? }))
+        })?
+        .collect()
     })
     .map_err(db("listing events"))
 }
@@ -196,14 +221,20 @@ pub(super) fn read_stream(
     workflow_id: &str,
     key: &str,
     from_offset: i32,
-) -> Result<Vec<(i32, String)>> {
+) -> Result<Vec<(i32, Stored)>> {
     conn.prepare_cached(
-        "SELECT \"offset\", value FROM streams \
+        "SELECT \"offset\", value, serialization FROM streams \
          WHERE workflow_uuid = ?1 AND key = ?2 AND \"offset\" >= ?3 ORDER BY \"offset\"",
     )
     .and_then(|mut stmt| {
         stmt.query_map(params![workflow_id, key, from_offset], |row| {
-            Ok((row.get(0)?, row.get(1)?))
+            Ok((
+                row.get(0)?,
+                Stored {
+                    text: row.get(1)?,
+                    serialization: row.get(2)?,
+                },
+            ))
         })?
         .collect()
     })

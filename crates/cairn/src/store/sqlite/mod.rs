@@ -306,7 +306,7 @@ impl SystemDatabase for SqliteStore {
         &self,
         rec: &StepRecord,
         topic: &str,
-    ) -> Result<(RecordOutcome, Option<String>)> {
+    ) -> Result<(RecordOutcome, Option<super::Stored>)> {
         let (rec, topic) = (rec.clone(), topic.to_owned());
         self.write(move |conn| comm::consume_message(conn, &rec, &topic))
             .await
@@ -324,13 +324,13 @@ impl SystemDatabase for SqliteStore {
             .await
     }
 
-    async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<String>> {
+    async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<super::Stored>> {
         let (workflow_id, key) = (workflow_id.to_owned(), key.to_owned());
         self.read(move |conn| comm::get_event(conn, &workflow_id, &key))
             .await
     }
 
-    async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, String)>> {
+    async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, super::Stored)>> {
         let workflow_id = workflow_id.to_owned();
         self.read(move |conn| comm::list_events(conn, &workflow_id))
             .await
@@ -352,7 +352,7 @@ impl SystemDatabase for SqliteStore {
         workflow_id: &str,
         key: &str,
         from_offset: i32,
-    ) -> Result<Vec<(i32, String)>> {
+    ) -> Result<Vec<(i32, super::Stored)>> {
         let (workflow_id, key) = (workflow_id.to_owned(), key.to_owned());
         self.read(move |conn| comm::read_stream(conn, &workflow_id, &key, from_offset))
             .await

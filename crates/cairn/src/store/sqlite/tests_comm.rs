@@ -146,7 +146,7 @@ async fn receive_is_fifo_per_topic_and_exactly_once() {
     for (id, expected) in [(1, "1"), (2, "2"), (3, "3")] {
         let (outcome, text) = store.consume_message(&recv("wf", id), "t").await.unwrap();
         assert_eq!(
-            (outcome, text.as_deref()),
+            (outcome, text.as_ref().map(|s| s.text.as_str())),
             (RecordOutcome::Recorded, Some(expected))
         );
         let checkpoint = store
@@ -202,7 +202,7 @@ async fn receive_is_fifo_per_topic_and_exactly_once() {
         .consume_message(&recv("wf", 6), NULL_TOPIC)
         .await
         .unwrap();
-    assert_eq!(text.as_deref(), Some("\"n\""));
+    assert_eq!(text.as_ref().map(|s| s.text.as_str()), Some("\"n\""));
     store.close().await;
     let conn = Connection::open(&db.0).unwrap();
     let consumed: Vec<(String, i64)> = conn
@@ -268,12 +268,17 @@ async fn set_event_keeps_the_latest_value_and_the_history() {
         RecordOutcome::NotOwner { .. }
     ));
     assert_eq!(
-        store.get_event("wf", "k").await.unwrap().as_deref(),
+        store
+            .get_event("wf", "k")
+            .await
+            .unwrap()
+            .map(|s| s.text)
+            .as_deref(),
         Some("2")
     );
     assert_eq!(store.get_event("wf", "missing").await.unwrap(), None);
     assert_eq!(
-        store.list_events("wf").await.unwrap(),
+        texts(store.list_events("wf").await.unwrap()),
         vec![
             ("a".to_owned(), "\"x\"".to_owned()),
             ("k".to_owned(), "2".to_owned())
@@ -326,17 +331,20 @@ async fn stream_offsets_are_dense() {
             .unwrap(),
         RecordOutcome::Duplicate(_)
     ));
-    let all = store.read_stream("wf", "s", 0).await.unwrap();
+    let all = texts(store.read_stream("wf", "s", 0).await.unwrap());
     assert_eq!(all, (0..5).map(|i| (i, i.to_string())).collect::<Vec<_>>());
     assert_eq!(
-        store.read_stream("wf", "s", 3).await.unwrap(),
+        texts(store.read_stream("wf", "s", 3).await.unwrap()),
         vec![(3, "3".to_owned()), (4, "4".to_owned())]
     );
     assert_eq!(
-        store.read_stream("wf", "other", 0).await.unwrap(),
+        texts(store.read_stream("wf", "other", 0).await.unwrap()),
         vec![(0, "\"o\"".to_owned())]
     );
-    assert_eq!(store.read_stream("wf", "none", 0).await.unwrap(), vec![]);
+    assert_eq!(
+        texts(store.read_stream("wf", "none", 0).await.unwrap()),
+        vec![]
+    );
     store.close().await;
     assert_eq!(
         count(
@@ -623,6 +631,11 @@ async fn watch_changes_on_memory_is_a_no_op() {
         .await
         .unwrap();
     let (_, text) = store.consume_message(&recv("wf", 1), "t").await.unwrap();
-    assert_eq!(text.as_deref(), Some("1"));
+    assert_eq!(text.as_ref().map(|s| s.text.as_str()), Some("1"));
     store.close().await;
+}
+
+/// The texts of stored values, for comparisons.
+fn texts<K>(values: Vec<(K, crate::store::Stored)>) -> Vec<(K, String)> {
+    values.into_iter().map(|(k, v)| (k, v.text)).collect()
 }
