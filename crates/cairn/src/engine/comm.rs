@@ -128,13 +128,10 @@ pub fn recv<'a, T: DeserializeOwned>(
             .notifier
             .subscribe(Channel::Message, &ctx.workflow_id, &topic);
         let store = &ctx.rt.store;
-        // An announcement of this workflow's topic means a message arrived: consume it
-        // without reading first (as DBOS does, the consume records `null` if it is gone).
+        // An announcement only says "look": a duplicate one (an idempotent re-send, or the
+        // same insert announced in-process and by Postgres) must not make recv give up early.
         let (workflow_id, topic_ref) = (&ctx.workflow_id, &topic);
-        wait_for(Some(&ctx), &subscription, wake_at, |announced| async move {
-            if announced {
-                return Ok(Some(()));
-            }
+        wait_for(Some(&ctx), &subscription, wake_at, || async move {
             Ok(store
                 .has_message(workflow_id, topic_ref)
                 .await?
@@ -154,8 +151,7 @@ pub fn recv<'a, T: DeserializeOwned>(
 }
 
 /// Wait until `check` finds something, the deadline (epoch seconds) passes (`None`), or —
-/// inside a workflow — the workflow is interrupted. `check` is told whether an announcement
-/// (rather than the first look or the fallback timer) woke the wait.
+/// inside a workflow — the workflow is interrupted.
 async fn wait_for<T, F, Fut>(
     ctx: Option<&WorkflowContext>,
     subscription: &Subscription,
@@ -163,13 +159,12 @@ async fn wait_for<T, F, Fut>(
     mut check: F,
 ) -> Result<Option<T>>
 where
-    F: FnMut(bool) -> Fut,
+    F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
 {
-    let mut announced = false;
     loop {
         let notified = subscription.notified();
-        if let Some(found) = check(announced).await? {
+        if let Some(found) = check().await? {
             return Ok(Some(found));
         }
         let left = until(wake_at);
@@ -178,14 +173,14 @@ where
         }
         let wait = async {
             tokio::select! {
-                for_this_key = notified => for_this_key,
-                _ = tokio::time::sleep(left.min(FALLBACK_RECHECK)) => false,
+                _ = notified => {}
+                _ = tokio::time::sleep(left.min(FALLBACK_RECHECK)) => {}
             }
         };
-        announced = match ctx {
+        match ctx {
             Some(ctx) => ctx.interruptible(wait).await?,
             None => wait.await,
-        };
+        }
     }
 }
 
@@ -288,7 +283,7 @@ async fn wait_for_event(
     wake_at: f64,
 ) -> Result<Option<Stored>> {
     let subscription = rt.notifier.subscribe(Channel::Event, workflow_id, key);
-    wait_for(ctx, &subscription, wake_at, |_| {
+    wait_for(ctx, &subscription, wake_at, || {
         rt.store.get_event(workflow_id, key)
     })
     .await

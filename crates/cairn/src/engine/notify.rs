@@ -106,17 +106,17 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// A future that completes at the next announcement: `true` for this key, `false` for
-    /// an unspecific "something changed". Armed at once.
-    pub(crate) fn notified(&self) -> impl Future<Output = bool> + '_ {
+    /// A future that completes at the next announcement of this key or an unspecific
+    /// "something changed". Armed at once.
+    pub(crate) fn notified(&self) -> impl Future<Output = ()> + '_ {
         let mut this_key = Box::pin(self.notify.notified());
         this_key.as_mut().enable();
         let mut anything = Box::pin(self.notifier.anything.notified());
         anything.as_mut().enable();
         async move {
             tokio::select! {
-                _ = this_key => true,
-                _ = anything => false,
+                _ = this_key => {}
+                _ = anything => {}
             }
         }
     }
