@@ -1,6 +1,8 @@
 //! Test support: every behaviour test runs once per backend, each on a fresh database.
 #![allow(dead_code)]
 
+pub mod dbos;
+
 use std::path::PathBuf;
 
 /// Which system database a test runs on.
