@@ -102,8 +102,9 @@ async fn fail_unrecoverable(
 /// DBOS client's `resume_workflow` enqueue there, and this process runs what it can.
 pub(crate) const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
 
-/// How often the internal queue is checked (DBOS's default queue polling interval).
-const INTERNAL_QUEUE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the internal queue is checked. Only DBOS's tools put work there (a resume), so
+/// this is no hot path; a check costs one indexed read while the queue is empty.
+const INTERNAL_QUEUE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Run the internal queue's dispatcher until shutdown.
 pub(crate) async fn dispatch_internal_queue(rt: Arc<Runtime>) {

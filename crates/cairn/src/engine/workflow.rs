@@ -307,9 +307,13 @@ async fn execute(
     tokio::pin!(body);
     // At the deadline the workflow is cancelled in the database, then interrupted here; the
     // body stops at its current wait or its next durable operation.
-    let caught = tokio::select! {
-        caught = &mut body => caught,
-        () = deadline_passed(ctx) => body.await,
+    let caught = if ctx.deadline_ms.is_none() {
+        body.await
+    } else {
+        tokio::select! {
+            caught = &mut body => caught,
+            () = deadline_passed(ctx) => body.await,
+        }
     };
     let mut outcome = match caught {
         Ok(outcome) => outcome,

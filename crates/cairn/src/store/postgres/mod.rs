@@ -648,6 +648,13 @@ impl SystemDatabase for PostgresStore {
     /// One statement (`FOR UPDATE SKIP LOCKED`), then the claimed workflows' checkpoints.
     async fn claim_enqueued(&self, claim: &super::QueueClaim) -> Result<Vec<Reclaimed>> {
         let context = || format!("claiming workflows of queue {}", claim.queue_name);
+        // A plain read first: an idle queue costs no locking statement.
+        let waiting = self
+            .query_row(&self.sql.any_enqueued, &[&claim.queue_name], &context)
+            .await?;
+        if !col::<bool>(&waiting, 0)? {
+            return Ok(Vec::new());
+        }
         let rows = self
             .query(
                 &self.sql.claim_enqueued,

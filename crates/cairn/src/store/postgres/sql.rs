@@ -48,6 +48,8 @@ pub(super) struct Statements {
     /// `$1` queue, `$2` names (text[]), `$3` application name or NULL, `$4` version,
     /// `$5` new owner, `$6` now, `$7` limit, `$8` executor.
     pub claim_enqueued: String,
+    /// `$1` queue: whether anything waits on it (a read, before the locking claim).
+    pub any_enqueued: String,
     /// `$1` workflow, `$2` owner, `$3` now.
     pub dead_letter: String,
     /// `$1` version, `$2` now, `$3` application name.
@@ -177,6 +179,10 @@ impl Statements {
                  LEFT JOIN {q}.workflow_input i ON i.workflow_uuid = s.workflow_uuid \
                  LEFT JOIN {q}.workflow_output o ON o.workflow_uuid = s.workflow_uuid \
                  ORDER BY s.created_at, s.workflow_uuid"
+            ),
+            any_enqueued: format!(
+                "SELECT EXISTS (SELECT 1 FROM {q}.workflow_status \
+                 WHERE status = 'ENQUEUED' AND queue_name = $1::text)"
             ),
             claim_enqueued: format!(
                 "WITH picked AS ( \

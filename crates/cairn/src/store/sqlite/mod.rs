@@ -395,7 +395,7 @@ impl SystemDatabase for SqliteStore {
         .await
     }
 
-    /// One write transaction.
+    /// A read, then (only if something waits) one write transaction.
     async fn claim_enqueued(&self, claim: &super::QueueClaim) -> Result<Vec<Reclaimed>> {
         let claim = claim.clone();
         self.write(move |conn| ops::claim_enqueued(conn, &claim))
