@@ -146,23 +146,8 @@ pub(crate) async fn start_top_level(
         options.timeout,
         None,
     )?;
-    match rt.store.insert_workflow(&new).await? {
-        InsertOutcome::Inserted => {
-            let deadline = new.deadline_epoch_ms;
-            spawn_execution(
-                rt,
-                registration,
-                workflow_id.clone(),
-                new.creator_xid,
-                args,
-                Vec::new(),
-                deadline,
-            );
-        }
-        InsertOutcome::Existing { name, .. } => {
-            check_same_workflow(&workflow_id, name, registration)?
-        }
-    }
+    let inserted = rt.store.insert_workflow(&new).await?;
+    execute_if_new(rt, registration, new, args, inserted)?;
     Ok(workflow_id)
 }
 
@@ -201,24 +186,35 @@ pub(crate) async fn start_child(
         return Ok(existing.child_workflow_id.clone().unwrap_or(workflow_id));
     }
     parent.settle(recorded, registration.name)?;
+    execute_if_new(rt, registration, new, args, inserted)?;
+    Ok(workflow_id)
+}
+
+/// Execute a workflow here if its insert created it; an existing id must be the same workflow
+/// (it is not run again: it is running, finished, or left for recovery).
+fn execute_if_new(
+    rt: &Arc<Runtime>,
+    registration: &'static WorkflowRegistration,
+    new: NewWorkflow,
+    args: Vec<Value>,
+    inserted: InsertOutcome,
+) -> Result<()> {
     match inserted {
         InsertOutcome::Inserted => {
             let deadline = new.deadline_epoch_ms;
             spawn_execution(
                 rt,
                 registration,
-                workflow_id.clone(),
+                new.id,
                 new.creator_xid,
                 args,
                 Vec::new(),
                 deadline,
             );
+            Ok(())
         }
-        InsertOutcome::Existing { name, .. } => {
-            check_same_workflow(&workflow_id, name, registration)?
-        }
+        InsertOutcome::Existing { name, .. } => check_same_workflow(&new.id, name, registration),
     }
-    Ok(workflow_id)
 }
 
 fn new_workflow(
