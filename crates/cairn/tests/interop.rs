@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::dbos::{dbos_url, run_python, sqlite_path};
+use common::dbos::{dbos_url, run_cli, run_python, sqlite_path};
 use common::{Backend, TestDb};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -119,6 +119,47 @@ async fn cairn_launches_on_a_database_dbos_created_without_changing_it(db: &Test
     );
 }
 
+/// DBOS's own CLI (`dbos workflow list/get/steps`) reads Cairn's workflows, decoding their
+/// inputs, outputs and steps.
+async fn the_dbos_cli_lists_and_inspects_cairn_workflows(db: &TestDb) {
+    let app = db.launch().await;
+    let handle = app
+        .start(greet, "Grace Hopper".to_owned())
+        .await
+        .expect("start");
+    let output = serde_json::to_value(handle.result().await.expect("result")).expect("encode");
+    let id = handle.id().to_owned();
+    app.shutdown().await.expect("shutdown");
+    let url = dbos_url(db);
+
+    let listed = run_cli(&["workflow", "list", "-s", &url]).await;
+    let listed = listed.as_array().expect("a list");
+    let ours = listed
+        .iter()
+        .find(|w| w["workflow_id"] == json!(id))
+        .expect("listed");
+    assert_eq!(ours["status"], json!("SUCCESS"));
+    assert_eq!(ours["name"], json!("greet"));
+    assert_eq!(
+        ours["input"],
+        json!({"args": ["Grace Hopper"], "kwargs": {}})
+    );
+    assert_eq!(ours["output"], output);
+
+    let got = run_cli(&["workflow", "get", "-s", &url, &id]).await;
+    assert_eq!(got["workflow_id"], json!(id), "{got:#}");
+    assert_eq!(got["output"], output, "{got:#}");
+
+    let steps = run_cli(&["workflow", "steps", "-s", &url, &id]).await;
+    let names: Vec<_> = steps
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["function_name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("compose"), json!("measure")]);
+}
+
 /// DBOS's client reads a workflow Cairn ran: its status, name, input, result (a struct,
 /// decoded from portable JSON) and its steps in order, with their outputs.
 async fn dbos_reads_cairn_workflows(db: &TestDb) {
@@ -183,7 +224,8 @@ async fn dbos_reads_cairn_workflows(db: &TestDb) {
 
 both_backends!(
     cairn_launches_on_a_database_dbos_created_without_changing_it,
-    dbos_reads_cairn_workflows
+    dbos_reads_cairn_workflows,
+    the_dbos_cli_lists_and_inspects_cairn_workflows
 );
 
 // ---------------------------------------------------------------------------------------------

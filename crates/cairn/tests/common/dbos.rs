@@ -84,3 +84,28 @@ pub fn dbos_url(db: &TestDb) -> String {
 pub fn sqlite_path(db: &TestDb) -> PathBuf {
     PathBuf::from(db.url.strip_prefix("sqlite:///").expect("a sqlite:/// URL"))
 }
+
+/// Run DBOS's own `dbos` CLI (from the same virtual environment) with `args`; fail the test
+/// unless it exits 0. Returns its stdout parsed as JSON.
+pub async fn run_cli(args: &[&str]) -> Value {
+    let python = dbos_python();
+    let cli = python.with_file_name("dbos");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking({
+        let (cli, args) = (cli.clone(), args.clone());
+        move || Command::new(&cli).args(&args).output()
+    })
+    .await
+    .expect("join")
+    .unwrap_or_else(|e| panic!("cannot run {}: {e}", cli.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "dbos {} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        args.join(" "),
+        output.status
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("dbos {} printed no JSON ({e}):\n{stdout}", args.join(" ")))
+}
