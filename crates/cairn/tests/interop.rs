@@ -160,6 +160,52 @@ async fn the_dbos_cli_lists_and_inspects_cairn_workflows(db: &TestDb) {
     assert_eq!(names, vec![json!("compose"), json!("measure")]);
 }
 
+#[cairn::step]
+async fn greet_once(name: String) -> Result<String, InteropError> {
+    Ok(format!("hello {name}"))
+}
+
+#[cairn::workflow]
+async fn greet_then_wait(name: String) -> Result<String, InteropError> {
+    let greeting = greet_once(name).await?;
+    cairn::set_event("waiting", &true).await?;
+    let reply = cairn::recv::<String>("reply", std::time::Duration::from_secs(60)).await?;
+    Ok(format!("{greeting}, {}", reply.unwrap_or_default()))
+}
+
+/// A workflow cancelled in Cairn and resumed with `dbos workflow resume` (which puts it on
+/// DBOS's internal queue) is picked up by the running Cairn application and continues from
+/// its last checkpoint.
+async fn a_workflow_resumed_with_the_dbos_cli_continues_in_cairn(db: &TestDb) {
+    let app = db.launch().await;
+    let handle = app
+        .start(greet_then_wait, "Alan".to_owned())
+        .await
+        .expect("start");
+    let waiting: Option<bool> = app
+        .get_event(handle.id(), "waiting", std::time::Duration::from_secs(30))
+        .await
+        .expect("event");
+    assert_eq!(waiting, Some(true));
+    app.cancel(handle.id()).await.expect("cancel");
+    assert!(matches!(
+        handle.result().await,
+        Err(cairn::Error::Cancelled(_))
+    ));
+
+    run_cli(&["workflow", "resume", "-s", &dbos_url(db), handle.id()]).await;
+    app.send(handle.id(), Some("reply"), &"welcome back", None)
+        .await
+        .expect("send");
+    assert_eq!(
+        handle.result().await.expect("result"),
+        "hello Alan, welcome back"
+    );
+    let steps = app.list_steps(handle.id()).await.expect("steps");
+    assert_eq!(steps.iter().filter(|s| s.name == "greet_once").count(), 1);
+    app.shutdown().await.expect("shutdown");
+}
+
 /// DBOS's client reads a workflow Cairn ran: its status, name, input, result (a struct,
 /// decoded from portable JSON) and its steps in order, with their outputs.
 async fn dbos_reads_cairn_workflows(db: &TestDb) {
@@ -225,7 +271,8 @@ async fn dbos_reads_cairn_workflows(db: &TestDb) {
 both_backends!(
     cairn_launches_on_a_database_dbos_created_without_changing_it,
     dbos_reads_cairn_workflows,
-    the_dbos_cli_lists_and_inspects_cairn_workflows
+    the_dbos_cli_lists_and_inspects_cairn_workflows,
+    a_workflow_resumed_with_the_dbos_cli_continues_in_cairn
 );
 
 // ---------------------------------------------------------------------------------------------
