@@ -219,9 +219,7 @@ pub(super) async fn set_event(
             rec.function_id, rec.workflow_id
         )
     };
-    let mut params: Vec<Param<'_>> = Vec::with_capacity(12);
-    params.extend(step_params(rec));
-    params.extend::<[Param<'_>; 2]>([&key, &value]);
+    let params = keyed_value_params(rec, &key, &value);
     let (outcome, _) = guarded(
         store,
         rec,
@@ -275,9 +273,7 @@ pub(super) async fn write_stream(
             rec.function_id, rec.workflow_id
         )
     };
-    let mut params: Vec<Param<'_>> = Vec::with_capacity(12);
-    params.extend(step_params(rec));
-    params.extend::<[Param<'_>; 2]>([&key, &value]);
+    let params = keyed_value_params(rec, &key, &value);
     let mode = Mode::Locked(&store.sql.comm.stream_lock, [&rec.workflow_id, &key]);
     let (outcome, _) = guarded(
         store,
@@ -375,4 +371,10 @@ pub(super) async fn resume_workflow(
     let row = workflow_row(row)?;
     let checkpoints = store.list_checkpoints(workflow_id).await?;
     Ok(Some(Reclaimed { row, checkpoints }))
+}
+
+/// A checkpoint's ten parameters, then `$11` key and `$12` value (events, stream writes).
+fn keyed_value_params<'a>(rec: &'a StepRecord, key: &'a &str, value: &'a &str) -> [Param<'a>; 12] {
+    let [a, b, c, d, e, f, g, h, i, j] = step_params(rec);
+    [a, b, c, d, e, f, g, h, i, j, key, value]
 }
