@@ -147,7 +147,7 @@ fn generate(options: Options, function: ItemFn, kind: Kind) -> syn::Result<Token
             return Err(syn::Error::new(
                 sig.ident.span(),
                 format!(
-                    "{what} functions must return `Result<T, E>` (E: From<cairn::Error> + Display)"
+                    "{what} functions must return `Result<T, E>` (E: serde::Serialize + serde::Deserialize + Display)"
                 ),
             ));
         }
@@ -197,6 +197,20 @@ fn generate(options: Options, function: ItemFn, kind: Kind) -> syn::Result<Token
         #vis fn #name(#(#idents: #types),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
     };
 
+    // `Some(From::from)` when the error type converts from `cairn::Error`, else `None`
+    // (autoref specialization on the concrete type; see cairn's `engine::convert`).
+    let convert = quote! {
+        {
+            #[allow(unused_imports)]
+            use ::cairn::__private::{NoConversion as _, ViaFrom as _};
+            #[allow(clippy::needless_borrow)]
+            let __cairn_convert = (&&::cairn::__private::ConvertError::<
+                <#output as ::cairn::__private::ResultParts>::Err,
+            >::new())
+                .converter();
+            __cairn_convert
+        }
+    };
     let tokens = match kind {
         Kind::Step => {
             let call = if options.retries() {
@@ -221,14 +235,15 @@ fn generate(options: Options, function: ItemFn, kind: Kind) -> syn::Result<Token
                 }
                 let attempt =
                     quote!(move || #body_ident(#(::core::clone::Clone::clone(&#idents)),*));
-                match &options.should_retry {
-                    Some(predicate) => quote! {
-                        __cairn_step.run_retrying_if(#opts, #predicate, #attempt).await
-                    },
-                    None => quote! { __cairn_step.run_retrying(#opts, #attempt).await },
+                let predicate = match &options.should_retry {
+                    Some(predicate) => quote!(#predicate),
+                    None => quote!(|_| true),
+                };
+                quote! {
+                    __cairn_step.run_retrying_if(#opts, #convert, #predicate, #attempt).await
                 }
             } else {
-                quote! { __cairn_step.run(#body_ident(#(#idents),*)).await }
+                quote! { __cairn_step.run(#convert, #body_ident(#(#idents),*)).await }
             };
             quote! {
                 #(#attrs)*
@@ -264,7 +279,7 @@ fn generate(options: Options, function: ItemFn, kind: Kind) -> syn::Result<Token
                             #(::cairn::__private::encode_arg(&#idents, #indexes, __cairn_wf)?),*
                         ])
                     });
-                    async move { __cairn_call.run(#body_ident(#(#idents),*)).await }
+                    async move { __cairn_call.run(#convert, #body_ident(#(#idents),*)).await }
                 }
 
                 #[doc(hidden)]

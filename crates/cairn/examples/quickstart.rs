@@ -5,12 +5,12 @@
 
 use cairn::{Cairn, StartOptions};
 
-#[derive(Debug, thiserror::Error)]
+/// The shop's own errors. They are recorded with each step's outcome (hence serde), so a
+/// replay after a crash returns the very same variant.
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 enum ShopError {
     #[error("card declined for order {0}")]
     Declined(u64),
-    #[error(transparent)]
-    Cairn(#[from] cairn::Error),
 }
 
 #[cairn::step]

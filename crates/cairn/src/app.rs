@@ -15,7 +15,7 @@ use crate::engine::workflow::{self, StartOptions, WorkflowFn, WorkflowHandle};
 use crate::engine::{comm, control};
 use crate::error::{Error, Result};
 use crate::status::{StepInfo, WorkflowStatus};
-use crate::store::{self, StoreOptions};
+use crate::store::{self, GetWorkflow, ListCheckpoints, RegisterAppVersion, StoreOptions};
 
 /// Environment variable naming the system database (a `postgres://` or `sqlite:` URL).
 pub const DATABASE_URL_ENV: &str = "DBOS_SYSTEM_DATABASE_URL";
@@ -78,6 +78,14 @@ impl CairnBuilder {
         self
     }
 
+    /// How long `launch()` keeps trying while the system database is unreachable (a server
+    /// still starting, a network not up yet) before it fails with the last error. Once
+    /// launched, durable operations wait out outages for as long as they last. Default: 30 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.store.connect_timeout = timeout;
+        self
+    }
+
     /// How long `shutdown()` lets in-flight workflows reach their next checkpoint before it
     /// abandons them (they stay `PENDING` and resume at the next launch). Default: 5 seconds.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
@@ -125,13 +133,12 @@ impl CairnBuilder {
             .unwrap_or_else(|| default_app_version(&self.app_name));
         let store = store::open(&url, &self.store).await?;
         let rt = Runtime::new(store, self.app_name, executor_id, app_version);
-        rt.store
-            .register_app_version(
-                &rt.app_version,
-                Some(&rt.app_name),
-                crate::engine::runtime::now_ms(),
-            )
-            .await?;
+        let version = RegisterAppVersion {
+            version: rt.app_version.clone(),
+            application_name: Some(rt.app_name.clone()),
+            now_ms: crate::engine::runtime::now_ms(),
+        };
+        rt.store.run(version).await?;
         tracing::info!(
             app = %rt.app_name,
             backend = rt.store.backend(),
@@ -260,7 +267,13 @@ impl Cairn {
     where
         T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
     {
-        if self.rt.store.get_workflow(workflow_id).await?.is_none() {
+        if self
+            .rt
+            .store
+            .run(GetWorkflow::of(workflow_id))
+            .await?
+            .is_none()
+        {
             return Err(Error::NotFound(workflow_id.to_owned()));
         }
         Ok(WorkflowHandle::new(
@@ -271,14 +284,20 @@ impl Cairn {
 
     /// A workflow's status row.
     pub async fn status(&self, workflow_id: &str) -> Result<WorkflowStatus> {
-        let row = self.rt.store.get_workflow(workflow_id).await?;
+        let row = self.rt.store.run(GetWorkflow::of(workflow_id)).await?;
         row.map(WorkflowStatus::from_row)
             .ok_or_else(|| Error::NotFound(workflow_id.to_owned()))
     }
 
     /// The operations a workflow has recorded, in order.
     pub async fn list_steps(&self, workflow_id: &str) -> Result<Vec<StepInfo>> {
-        let checkpoints = self.rt.store.list_checkpoints(workflow_id).await?;
+        let checkpoints = self
+            .rt
+            .store
+            .run(ListCheckpoints {
+                workflow_id: workflow_id.to_owned(),
+            })
+            .await?;
         Ok(checkpoints
             .into_iter()
             .map(StepInfo::from_checkpoint)

@@ -36,6 +36,30 @@ impl PortableError {
             data: None,
         }
     }
+
+    /// The typed value recorded in `data`, decoded as `E` (`None` without data).
+    pub(crate) fn decode_data<E: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Option<std::result::Result<E, serde_json::Error>> {
+        self.data.clone().map(serde_json::from_value)
+    }
+}
+
+/// The error type of a step or workflow: recorded with its outcome (`Serialize`) and read back
+/// as the same value on replay (`DeserializeOwned`), so a workflow that matches on it takes
+/// the same branch after a crash. Implemented for every such type, [`Error`] included.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error type of a Cairn step or workflow",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it and implement `Display` (e.g. with thiserror): its value is recorded so that a replay returns the same error"
+)]
+pub trait DurableError:
+    Serialize + serde::de::DeserializeOwned + fmt::Display + Send + 'static
+{
+}
+
+impl<E> DurableError for E where
+    E: Serialize + serde::de::DeserializeOwned + fmt::Display + Send + 'static
+{
 }
 
 /// Shows the message only, so a replayed error reads exactly as the original did.
@@ -47,6 +71,20 @@ impl fmt::Display for PortableError {
 
 impl std::error::Error for PortableError {}
 
+/// Whether a system database failure can pass by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DatabaseErrorKind {
+    /// The database could not serve the request for now: the connection was refused, reset
+    /// or closed, the server is starting or shutting down, it has too many connections, a
+    /// transaction hit a serialization failure or deadlock, or SQLite's file is locked by
+    /// another process. Cairn retries these for as long as the outage lasts.
+    Transient,
+    /// The database refused the operation itself (a constraint, the schema, a value it cannot
+    /// store, a row that does not decode). Retrying would fail the same way.
+    Permanent,
+}
+
 /// Everything that can go wrong in Cairn.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -55,12 +93,15 @@ pub enum Error {
     #[error("{0}")]
     Application(PortableError),
 
-    /// The system database refused or failed an operation.
+    /// The system database refused or failed an operation. [`Error::is_transient`] says
+    /// whether it can pass by itself (Cairn's own durable operations retry those).
     #[error("system database error while {context}: {source}")]
     Database {
         /// What Cairn was doing.
         context: String,
-        /// The driver's error.
+        /// Whether the failure is transient or permanent.
+        kind: DatabaseErrorKind,
+        /// The driver's error (for Postgres, with the server's SQLSTATE, message and detail).
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -197,21 +238,89 @@ pub enum Error {
 }
 
 impl Error {
+    /// A permanent database failure (the request itself was refused, or Cairn found a state
+    /// it rules out).
     pub(crate) fn database(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::database_of(DatabaseErrorKind::Permanent, context, source)
+    }
+
+    /// A database failure of a known kind.
+    pub(crate) fn database_of(
+        kind: DatabaseErrorKind,
         context: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         Error::Database {
             context: context.into(),
+            kind,
             source: Box::new(source),
         }
     }
 
+    /// Whether this is a database failure that can pass by itself (see
+    /// [`DatabaseErrorKind::Transient`]). Cairn's own operations retry these; a caller of a
+    /// public API that returned one may retry it too.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Database {
+                kind: DatabaseErrorKind::Transient,
+                ..
+            }
+        )
+    }
+
     /// This error in DBOS's portable form, as it is recorded when it ends a workflow or step.
+    /// Cairn's own errors carry their fields in `data` (under `"cairn"`), so that reading the
+    /// record back gives the same variant.
     pub fn to_portable(&self) -> PortableError {
         match self {
             Error::Application(e) => e.clone(),
-            other => PortableError::new(other.kind_name(), other.to_string()),
+            other => PortableError {
+                data: Detail::of(other)
+                    .and_then(|detail| serde_json::to_value(detail).ok())
+                    .map(|detail| serde_json::json!({ "cairn": detail })),
+                ..PortableError::new(other.kind_name(), other.to_string())
+            },
+        }
+    }
+
+    /// The error a portable record describes: one of Cairn's own variants when the record
+    /// carries its fields (see [`Error::to_portable`]), else [`Error::Application`].
+    pub fn from_portable(portable: PortableError) -> Self {
+        let detail = portable
+            .data
+            .as_ref()
+            .and_then(|data| data.get("cairn"))
+            .and_then(|detail| serde_json::from_value::<Detail>(detail.clone()).ok());
+        match detail {
+            Some(detail) => detail.into_error(),
+            None => Error::Application(portable),
+        }
+    }
+
+    /// The application error this error carries, decoded as `E`: the value a workflow or step
+    /// returned as its error, recorded with it, and read back (for example from
+    /// [`WorkflowHandle::result`](crate::WorkflowHandle::result)) as the same typed value.
+    /// `None` if this is not an application error or its recorded value is not an `E`.
+    ///
+    /// ```
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # enum ShopError { Declined(u64) }
+    /// let recorded = cairn::PortableError {
+    ///     data: Some(serde_json::json!({ "Declined": 42 })),
+    ///     ..cairn::PortableError::new("ShopError", "card declined")
+    /// };
+    /// let error = cairn::Error::Application(recorded);
+    /// assert_eq!(error.application_error::<ShopError>(), Some(ShopError::Declined(42)));
+    /// ```
+    pub fn application_error<E: serde::de::DeserializeOwned>(&self) -> Option<E> {
+        match self {
+            Error::Application(portable) => portable.decode_data().and_then(Result::ok),
+            _ => None,
         }
     }
 
@@ -247,5 +356,289 @@ impl Error {
             self,
             Error::Cancelled(_) | Error::OwnershipLost(_) | Error::Shutdown
         )
+    }
+}
+
+/// Recorded as its portable form; Cairn's own variants keep their fields (see
+/// [`Error::to_portable`]).
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.to_portable().serialize(serializer)
+    }
+}
+
+/// Read back from its portable form with [`Error::from_portable`].
+impl<'de> Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        PortableError::deserialize(deserializer).map(Error::from_portable)
+    }
+}
+
+/// The fields of Cairn's own error variants, as recorded in a portable error's `data`.
+/// Variants holding a driver error or a `&'static str` are recorded by message only.
+#[derive(Serialize, Deserialize)]
+enum Detail {
+    Config(String),
+    SchemaVersion {
+        found: i64,
+        expected: i64,
+        hint: String,
+    },
+    Decode {
+        workflow_id: String,
+        column: String,
+        reason: String,
+    },
+    NonDeterminism {
+        workflow_id: String,
+        function_id: i32,
+        expected: String,
+        recorded: String,
+    },
+    NotFound(String),
+    NotRegistered(String),
+    ConflictingWorkflow {
+        workflow_id: String,
+        existing: String,
+        requested: String,
+    },
+    Cancelled(String),
+    TimedOut(String),
+    StepRetriesExhausted {
+        step: String,
+        attempts: u32,
+        last: Box<PortableError>,
+    },
+    StepTimedOut {
+        step: String,
+        timeout_ms: u64,
+    },
+    MaxRecoveryAttemptsExceeded {
+        workflow_id: String,
+        max_attempts: u32,
+    },
+    OwnershipLost(String),
+    Shutdown,
+}
+
+impl Detail {
+    fn of(error: &Error) -> Option<Self> {
+        Some(match error.clone_data()? {
+            Error::Config(a) => Detail::Config(a),
+            Error::SchemaVersion {
+                found,
+                expected,
+                hint,
+            } => Detail::SchemaVersion {
+                found,
+                expected,
+                hint,
+            },
+            Error::Decode {
+                workflow_id,
+                column,
+                reason,
+            } => Detail::Decode {
+                workflow_id,
+                column,
+                reason,
+            },
+            Error::NonDeterminism {
+                workflow_id,
+                function_id,
+                expected,
+                recorded,
+            } => Detail::NonDeterminism {
+                workflow_id,
+                function_id,
+                expected,
+                recorded,
+            },
+            Error::NotFound(a) => Detail::NotFound(a),
+            Error::NotRegistered(a) => Detail::NotRegistered(a),
+            Error::ConflictingWorkflow {
+                workflow_id,
+                existing,
+                requested,
+            } => Detail::ConflictingWorkflow {
+                workflow_id,
+                existing,
+                requested,
+            },
+            Error::Cancelled(a) => Detail::Cancelled(a),
+            Error::TimedOut(a) => Detail::TimedOut(a),
+            Error::StepRetriesExhausted {
+                step,
+                attempts,
+                last,
+            } => Detail::StepRetriesExhausted {
+                step,
+                attempts,
+                last,
+            },
+            Error::StepTimedOut { step, timeout_ms } => Detail::StepTimedOut { step, timeout_ms },
+            Error::MaxRecoveryAttemptsExceeded {
+                workflow_id,
+                max_attempts,
+            } => Detail::MaxRecoveryAttemptsExceeded {
+                workflow_id,
+                max_attempts,
+            },
+            Error::OwnershipLost(a) => Detail::OwnershipLost(a),
+            Error::Shutdown => Detail::Shutdown,
+            _ => return None,
+        })
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Detail::Config(a) => Error::Config(a),
+            Detail::SchemaVersion {
+                found,
+                expected,
+                hint,
+            } => Error::SchemaVersion {
+                found,
+                expected,
+                hint,
+            },
+            Detail::Decode {
+                workflow_id,
+                column,
+                reason,
+            } => Error::Decode {
+                workflow_id,
+                column,
+                reason,
+            },
+            Detail::NonDeterminism {
+                workflow_id,
+                function_id,
+                expected,
+                recorded,
+            } => Error::NonDeterminism {
+                workflow_id,
+                function_id,
+                expected,
+                recorded,
+            },
+            Detail::NotFound(a) => Error::NotFound(a),
+            Detail::NotRegistered(a) => Error::NotRegistered(a),
+            Detail::ConflictingWorkflow {
+                workflow_id,
+                existing,
+                requested,
+            } => Error::ConflictingWorkflow {
+                workflow_id,
+                existing,
+                requested,
+            },
+            Detail::Cancelled(a) => Error::Cancelled(a),
+            Detail::TimedOut(a) => Error::TimedOut(a),
+            Detail::StepRetriesExhausted {
+                step,
+                attempts,
+                last,
+            } => Error::StepRetriesExhausted {
+                step,
+                attempts,
+                last,
+            },
+            Detail::StepTimedOut { step, timeout_ms } => Error::StepTimedOut { step, timeout_ms },
+            Detail::MaxRecoveryAttemptsExceeded {
+                workflow_id,
+                max_attempts,
+            } => Error::MaxRecoveryAttemptsExceeded {
+                workflow_id,
+                max_attempts,
+            },
+            Detail::OwnershipLost(a) => Error::OwnershipLost(a),
+            Detail::Shutdown => Error::Shutdown,
+        }
+    }
+}
+
+impl Error {
+    /// A copy of this error if it holds only plain data (not a driver error).
+    pub(crate) fn clone_data(&self) -> Option<Self> {
+        Some(match self {
+            Error::Application(p) => Error::Application(p.clone()),
+            Error::Config(a) => Error::Config(a.clone()),
+            Error::SchemaVersion {
+                found,
+                expected,
+                hint,
+            } => Error::SchemaVersion {
+                found: *found,
+                expected: *expected,
+                hint: hint.clone(),
+            },
+            Error::Decode {
+                workflow_id,
+                column,
+                reason,
+            } => Error::Decode {
+                workflow_id: workflow_id.clone(),
+                column: column.clone(),
+                reason: reason.clone(),
+            },
+            Error::NonDeterminism {
+                workflow_id,
+                function_id,
+                expected,
+                recorded,
+            } => Error::NonDeterminism {
+                workflow_id: workflow_id.clone(),
+                function_id: *function_id,
+                expected: expected.clone(),
+                recorded: recorded.clone(),
+            },
+            Error::NotFound(a) => Error::NotFound(a.clone()),
+            Error::NotRegistered(a) => Error::NotRegistered(a.clone()),
+            Error::ConflictingWorkflow {
+                workflow_id,
+                existing,
+                requested,
+            } => Error::ConflictingWorkflow {
+                workflow_id: workflow_id.clone(),
+                existing: existing.clone(),
+                requested: requested.clone(),
+            },
+            Error::Cancelled(a) => Error::Cancelled(a.clone()),
+            Error::TimedOut(a) => Error::TimedOut(a.clone()),
+            Error::StepRetriesExhausted {
+                step,
+                attempts,
+                last,
+            } => Error::StepRetriesExhausted {
+                step: step.clone(),
+                attempts: *attempts,
+                last: last.clone(),
+            },
+            Error::StepTimedOut { step, timeout_ms } => Error::StepTimedOut {
+                step: step.clone(),
+                timeout_ms: *timeout_ms,
+            },
+            Error::MaxRecoveryAttemptsExceeded {
+                workflow_id,
+                max_attempts,
+            } => Error::MaxRecoveryAttemptsExceeded {
+                workflow_id: workflow_id.clone(),
+                max_attempts: *max_attempts,
+            },
+            Error::OwnershipLost(a) => Error::OwnershipLost(a.clone()),
+            Error::Shutdown => Error::Shutdown,
+            Error::NotInWorkflow(a) => Error::NotInWorkflow(a),
+            Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
+                argument,
+                reason: reason.clone(),
+            },
+            Error::Database { .. } | Error::Serialize { .. } => return None,
+        })
     }
 }

@@ -33,12 +33,10 @@
 //! ```no_run
 //! use cairn::Cairn;
 //!
-//! #[derive(Debug, thiserror::Error)]
+//! #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 //! enum ShopError {
 //!     #[error("card declined")]
 //!     Declined,
-//!     #[error(transparent)]
-//!     Cairn(#[from] cairn::Error),
 //! }
 //!
 //! #[cairn::step]
@@ -75,9 +73,22 @@
 //! inside another step, it is a plain call. Retries: `#[cairn::step(max_attempts = 3,
 //! interval_ms = 500, backoff_rate = 2.0)]`. For closures, use [`run_step`].
 //!
-//! `T` must be `Serialize + DeserializeOwned`; `E` must implement `Display` and
-//! `From<cairn::Error>` (so `?` works on Cairn's own operations). A replayed error comes back
-//! as `E::from(Error::Application(PortableError { name, message, .. }))`.
+//! `T` must be `Serialize + DeserializeOwned`; the error type `E` must be `Serialize +
+//! DeserializeOwned + Display` ([`DurableError`]). Its value is recorded with the step's
+//! outcome, so a replay after a crash returns the *same* `E` — the same variant, the same
+//! fields — and a workflow that matches on it takes the same branch. A workflow's own error is
+//! recorded the same way; read it back with [`Error::application_error`].
+//!
+//! Your error type does not need a `From<cairn::Error>` variant. Cairn's own failures
+//! (cancellation, shutdown, non-determinism, a database error that is not transient) stop the
+//! workflow where it is instead of flowing through your code. Failures that concern a step
+//! itself — a panic, an attempt past its `timeout_ms`, a child workflow that was cancelled —
+//! come back as `E::from(error)` when `E: From<cairn::Error>` (the macros detect it at
+//! compile time), and otherwise fail the workflow with that error recorded.
+//!
+//! A database outage is never a step's or a workflow's error: every durable operation waits
+//! for the database to come back (retrying with backoff for as long as the outage lasts) and
+//! continues. [`Error::is_transient`] tells such failures apart where a public call returns one.
 //!
 //! # Workflow ids and idempotency
 //!
@@ -168,7 +179,7 @@ pub use engine::timer::sleep;
 pub use engine::workflow::{
     StartOptions, WorkflowFn, WorkflowHandle, start_child_workflow, start_child_workflow_with,
 };
-pub use error::{Error, PortableError, Result};
+pub use error::{DatabaseErrorKind, DurableError, Error, PortableError, Result};
 pub use status::{StepInfo, WorkflowState, WorkflowStatus};
 
 /// Mark an `async fn` as a durable workflow. See the [crate docs](crate#a-first-workflow).
@@ -191,6 +202,7 @@ pub const DEFAULT_MAX_RECOVERY_ATTEMPTS: u32 = 100;
 /// Items used by the macros' generated code. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::engine::convert::{ConvertError, NoConversion, ResultParts, ViaFrom};
     pub use crate::engine::registry::WorkflowRegistration;
     pub use crate::engine::step::StepCall;
     pub use crate::engine::workflow::{WorkflowCall, finish};

@@ -153,13 +153,38 @@ pub fn encode_arg<T: Serialize + ?Sized>(value: &T, index: usize, workflow: &str
     })
 }
 
-/// An application error in its portable form: Cairn's own errors keep their recorded form;
-/// any other type is named after itself and described by its `Display`.
-pub(crate) fn portable_error_of<E: std::fmt::Display + 'static>(error: &E) -> PortableError {
+/// An application error in its portable form, for the record: named after its type (Cairn's
+/// own errors after their kind), described by its `Display`, and carrying its value in
+/// `data`, so that reading the record back gives the same typed value.
+pub(crate) fn portable_error_of<E: Serialize + std::fmt::Display + 'static>(
+    error: &E,
+) -> Result<PortableError> {
     if let Some(own) = (error as &dyn Any).downcast_ref::<Error>() {
-        return own.to_portable();
+        return Ok(own.to_portable());
     }
-    PortableError::new(short_type_name::<E>(), error.to_string())
+    let name = short_type_name::<E>();
+    let data = serde_json::to_value(error).map_err(|source| Error::Serialize {
+        what: format!("an error of type {}", std::any::type_name::<E>()),
+        source,
+    })?;
+    Ok(PortableError {
+        data: Some(data),
+        ..PortableError::new(name, error.to_string())
+    })
+}
+
+/// The typed error a record describes, as [`portable_error_of`] wrote it: `None` if it carries
+/// no value (a failure of Cairn's, or a record written by another SDK), `Some(Err)` if its
+/// value is not an `E`. For `E` = [`Error`] every record reads back (see
+/// [`Error::from_portable`]).
+pub(crate) fn typed_error<E: DeserializeOwned + 'static>(
+    portable: PortableError,
+) -> Option<std::result::Result<E, serde_json::Error>> {
+    if std::any::TypeId::of::<E>() == std::any::TypeId::of::<Error>() {
+        let own: Box<dyn Any> = Box::new(Error::from_portable(portable));
+        return own.downcast::<E>().ok().map(|typed| Ok(*typed));
+    }
+    portable.decode_data()
 }
 
 /// `my_crate::errors::PaymentError<u8>` → `PaymentError`.
@@ -204,21 +229,42 @@ mod tests {
         );
     }
 
+    /// A recorded application error keeps its type's name, its message and its value.
     #[test]
     fn errors_round_trip_in_portable_form() {
-        #[derive(Debug)]
-        struct PaymentError;
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        enum PaymentError {
+            Declined { order: u64 },
+        }
         impl std::fmt::Display for PaymentError {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("card declined")
             }
         }
-        let portable = portable_error_of(&PaymentError);
-        assert_eq!(
-            portable,
-            PortableError::new("PaymentError", "card declined")
-        );
+        let portable = portable_error_of(&PaymentError::Declined { order: 7 }).unwrap();
+        assert_eq!(portable.name, "PaymentError");
+        assert_eq!(portable.message, "card declined");
         let text = encode(&portable, String::new).unwrap();
-        assert_eq!(decode_error(&text, None, "w", "c").unwrap(), portable);
+        let read = decode_error(&text, None, "w", "c").unwrap();
+        assert_eq!(read, portable);
+        let typed: PaymentError = read.decode_data().unwrap().unwrap();
+        assert_eq!(typed, PaymentError::Declined { order: 7 });
+    }
+
+    /// Cairn's own errors read back as the same variant.
+    #[test]
+    fn cairn_errors_read_back_as_the_same_variant() {
+        let error = Error::StepTimedOut {
+            step: "charge".into(),
+            timeout_ms: 30,
+        };
+        let text = encode(&error, String::new).unwrap();
+        let read: Error = serde_json::from_str(&text).unwrap();
+        assert!(
+            matches!(read, Error::StepTimedOut { ref step, timeout_ms: 30 } if step == "charge")
+        );
+        let app = Error::Application(PortableError::new("X", "y"));
+        let read: Error = serde_json::from_str(&encode(&app, String::new).unwrap()).unwrap();
+        assert!(matches!(read, Error::Application(ref p) if p.name == "X" && p.message == "y"));
     }
 }

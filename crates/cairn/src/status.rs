@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::error::{PortableError, Result};
 use crate::serialization;
-use crate::store::{WorkflowRow, status};
+use crate::store::WorkflowRow;
 
 /// The lifecycle state of a workflow (`workflow_status.status`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -34,13 +34,13 @@ impl WorkflowState {
     /// Parse a stored status string.
     pub fn parse(text: &str) -> Self {
         match text {
-            status::PENDING => Self::Pending,
-            status::ENQUEUED => Self::Enqueued,
+            "PENDING" => Self::Pending,
+            "ENQUEUED" => Self::Enqueued,
             "DELAYED" => Self::Delayed,
-            status::SUCCESS => Self::Success,
-            status::ERROR => Self::Error,
-            status::CANCELLED => Self::Cancelled,
-            status::MAX_RECOVERY_ATTEMPTS_EXCEEDED => Self::MaxRecoveryAttemptsExceeded,
+            "SUCCESS" => Self::Success,
+            "ERROR" => Self::Error,
+            "CANCELLED" => Self::Cancelled,
+            "MAX_RECOVERY_ATTEMPTS_EXCEEDED" => Self::MaxRecoveryAttemptsExceeded,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -48,13 +48,13 @@ impl WorkflowState {
     /// The stored status string.
     pub fn as_str(&self) -> &str {
         match self {
-            Self::Pending => status::PENDING,
-            Self::Enqueued => status::ENQUEUED,
+            Self::Pending => "PENDING",
+            Self::Enqueued => "ENQUEUED",
             Self::Delayed => "DELAYED",
-            Self::Success => status::SUCCESS,
-            Self::Error => status::ERROR,
-            Self::Cancelled => status::CANCELLED,
-            Self::MaxRecoveryAttemptsExceeded => status::MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+            Self::Success => "SUCCESS",
+            Self::Error => "ERROR",
+            Self::Cancelled => "CANCELLED",
+            Self::MaxRecoveryAttemptsExceeded => "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
             Self::Other(other) => other,
         }
     }
@@ -130,7 +130,9 @@ pub struct WorkflowStatus {
 impl WorkflowStatus {
     pub(crate) fn from_row(row: WorkflowRow) -> Self {
         Self {
-            state: WorkflowState::parse(row.status.as_deref().unwrap_or("")),
+            state: row
+                .status
+                .unwrap_or_else(|| WorkflowState::Other(String::new())),
             name: row.name.unwrap_or_default(),
             workflow_id: row.workflow_id,
             queue_name: row.queue_name,

@@ -8,7 +8,7 @@ use cairn::Cairn;
 use common::TestDb;
 use futures::StreamExt;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 enum AppError {
     #[error(transparent)]
     Cairn(#[from] cairn::Error),

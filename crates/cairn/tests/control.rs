@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cairn::{Error, StartOptions, WorkflowState};
 use common::{TestDb, count, counted};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 enum AppError {
     #[error("flaky: attempt {0}")]
     Flaky(usize),
@@ -60,9 +60,9 @@ async fn timing_out(key: String) -> Result<(), AppError> {
     slow(key).await
 }
 
-/// A failing step is retried with backoff; exhausted retries give a typed error with the
-/// attempts and the last error, recorded like any step error; `should_retry` stops retries;
-/// an attempt past its timeout fails (and is retried).
+/// A failing step is retried with backoff; when retries are spent the step returns its last
+/// attempt's typed error, recorded under DBOS's name with the attempt count; `should_retry`
+/// stops retries; an attempt past its timeout fails (and is retried).
 async fn steps_retry_and_fail_well(db: &TestDb) {
     let app = db.launch().await;
     let k = format!("retry@{}", db.url);
@@ -71,25 +71,21 @@ async fn steps_retry_and_fail_well(db: &TestDb) {
     let k = format!("exhausted@{}", db.url);
     let handle = app.start(retrying, (k.clone(), 10)).await.unwrap();
     let error = handle.result().await.unwrap_err();
-    let Error::Application(portable) = &error else {
-        panic!("{error:?}")
-    };
     assert!(
-        portable.message.contains("failed after 3 attempts")
-            && portable.message.contains("flaky: attempt 3"),
-        "{}",
-        portable.message
+        matches!(
+            error.application_error::<AppError>(),
+            Some(AppError::Flaky(3))
+        ),
+        "{error:?}"
     );
     assert_eq!(counted(&k), 3);
     let steps = app.list_steps(handle.id()).await.unwrap();
+    let recorded = steps[0].raw_error.as_deref().unwrap();
     assert!(
-        steps[0]
-            .raw_error
-            .as_deref()
-            .unwrap()
-            .contains("DBOSMaxStepRetriesExceeded"),
-        "{:?}",
-        steps[0].raw_error
+        recorded.contains("DBOSMaxStepRetriesExceeded")
+            && recorded.contains("failed after 3 attempts")
+            && recorded.contains("flaky: attempt 3"),
+        "{recorded}"
     );
 
     let k = format!("fatal@{}", db.url);

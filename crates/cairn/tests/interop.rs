@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 // Workflows
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 enum InteropError {
     #[error(transparent)]
     Cairn(#[from] cairn::Error),

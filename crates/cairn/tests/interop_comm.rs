@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 // Workflows
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 enum CommError {
     #[error(transparent)]
     Cairn(#[from] cairn::Error),

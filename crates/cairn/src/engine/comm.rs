@@ -19,7 +19,10 @@ use super::runtime::{Runtime, now_ms};
 use super::timer::{durable_deadline, until};
 use crate::error::{Error, Result};
 use crate::serialization;
-use crate::store::{NULL_TOPIC, NewMessage, RecordOutcome, Stored};
+use crate::store::{
+    ConsumeMessage, GetEvent, GetWorkflow, HasMessage, ListEvents, NULL_TOPIC, NewMessage,
+    ReadStream, RecordOutcome, SendMessage, SetEvent, Stored, WriteStream,
+};
 
 const SEND: &str = "DBOS.send";
 const RECV: &str = "DBOS.recv";
@@ -70,11 +73,19 @@ pub fn send<'a, T: Serialize + ?Sized>(
             message_uuid: uuid::Uuid::new_v4().to_string(),
         };
         let record = ctx.step_record(function_id, SEND, now_ms());
-        let outcome = ctx.rt.store.send_message(&message, Some(&record)).await?;
+        let (destination, topic) = (message.destination_id.clone(), message.topic.clone());
+        let outcome = ctx
+            .rt
+            .store
+            .run(SendMessage {
+                message,
+                sender: Some(record),
+            })
+            .await?;
         ctx.settle(outcome, SEND)?;
         ctx.rt
             .notifier
-            .announce(Channel::Message, &message.destination_id, &message.topic);
+            .announce(Channel::Message, &destination, &topic);
         Ok(())
     }
 }
@@ -96,9 +107,14 @@ pub(crate) async fn send_from_outside<T: Serialize + ?Sized>(
             None => uuid::Uuid::new_v4().to_string(),
         },
     };
-    rt.store.send_message(&message, None).await?;
-    rt.notifier
-        .announce(Channel::Message, destination, &message.topic);
+    let topic = message.topic.clone();
+    rt.store
+        .run(SendMessage {
+            message,
+            sender: None,
+        })
+        .await?;
+    rt.notifier.announce(Channel::Message, destination, &topic);
     Ok(())
 }
 
@@ -132,14 +148,15 @@ pub fn recv<'a, T: DeserializeOwned>(
         // same insert announced in-process and by Postgres) must not make recv give up early.
         let (workflow_id, topic_ref) = (&ctx.workflow_id, &topic);
         wait_for(Some(&ctx), &subscription, wake_at, || async move {
-            Ok(store
-                .has_message(workflow_id, topic_ref)
-                .await?
-                .then_some(()))
+            let look = HasMessage {
+                workflow_id: workflow_id.clone(),
+                topic: topic_ref.clone(),
+            };
+            Ok(store.run(look).await?.then_some(()))
         })
         .await?;
         let record = ctx.step_record(function_id, RECV, started);
-        let (outcome, message) = store.consume_message(&record, &topic).await?;
+        let (outcome, message) = store.run(ConsumeMessage { record, topic }).await?;
         if let RecordOutcome::Duplicate(existing) = &outcome {
             return ctx.replay(existing, RECV);
         }
@@ -202,7 +219,15 @@ pub fn set_event<T: Serialize + ?Sized>(
             return ctx.check_name(checkpoint, SET_EVENT);
         }
         let record = ctx.step_record(function_id, SET_EVENT, now_ms());
-        let outcome = ctx.rt.store.set_event(&record, &key, &payload?).await?;
+        let outcome = ctx
+            .rt
+            .store
+            .run(SetEvent {
+                record,
+                key: key.clone(),
+                value: payload?,
+            })
+            .await?;
         ctx.settle(outcome, SET_EVENT)?;
         ctx.rt
             .notifier
@@ -242,7 +267,7 @@ pub fn get_event<T: DeserializeOwned + Send>(
             .transpose()?;
         let mut record = ctx.step_record(function_id, GET_EVENT, started);
         record.output = Some(value.map_or_else(|| "null".to_owned(), |v| v.text));
-        ctx.record(&record).await?;
+        ctx.record(record).await?;
         Ok(decoded)
     }
 }
@@ -284,7 +309,10 @@ async fn wait_for_event(
 ) -> Result<Option<Stored>> {
     let subscription = rt.notifier.subscribe(Channel::Event, workflow_id, key);
     wait_for(ctx, &subscription, wake_at, || {
-        rt.store.get_event(workflow_id, key)
+        rt.store.run(GetEvent {
+            workflow_id: workflow_id.to_owned(),
+            key: key.to_owned(),
+        })
     })
     .await
 }
@@ -295,7 +323,10 @@ pub(crate) async fn list_events(
     workflow_id: &str,
 ) -> Result<BTreeMap<String, Value>> {
     let mut events = BTreeMap::new();
-    for (key, stored) in rt.store.list_events(workflow_id).await? {
+    let events_of = ListEvents {
+        workflow_id: workflow_id.to_owned(),
+    };
+    for (key, stored) in rt.store.run(events_of).await? {
         let value = decode_stored(&stored, workflow_id, "workflow_events.value")?;
         events.insert(key, value);
     }
@@ -334,7 +365,15 @@ async fn append(
         return ctx.check_name(checkpoint, name);
     }
     let record = ctx.step_record(function_id, name, now_ms());
-    let outcome = ctx.rt.store.write_stream(&record, &key, &payload?).await?;
+    let outcome = ctx
+        .rt
+        .store
+        .run(WriteStream {
+            record,
+            key: key.clone(),
+            value: payload?,
+        })
+        .await?;
     ctx.settle(outcome, name)?;
     ctx.rt
         .notifier
@@ -402,22 +441,14 @@ impl Reader {
                 return Ok(Some(stored));
             }
             let notified = subscription.notified();
-            let rows = self
-                .rt
-                .store
-                .read_stream(&self.workflow_id, &self.key, self.next_offset)
-                .await?;
+            let rows = self.rt.store.run(self.read_from_next()).await?;
             if !rows.is_empty() {
                 self.buffered.extend(rows);
                 continue;
             }
             if self.writer_finished().await? {
                 // The writer may have written between our read and its completion: drain.
-                let rows = self
-                    .rt
-                    .store
-                    .read_stream(&self.workflow_id, &self.key, self.next_offset)
-                    .await?;
+                let rows = self.rt.store.run(self.read_from_next()).await?;
                 if rows.is_empty() {
                     self.done = true;
                     return Ok(None);
@@ -440,10 +471,23 @@ impl Reader {
         }
     }
 
+    /// The read of every value from the next unread offset on.
+    fn read_from_next(&self) -> ReadStream {
+        ReadStream {
+            workflow_id: self.workflow_id.clone(),
+            key: self.key.clone(),
+            from_offset: self.next_offset,
+        }
+    }
+
     async fn writer_finished(&self) -> Result<bool> {
-        let row = self.rt.store.get_workflow(&self.workflow_id).await?;
+        let row = self
+            .rt
+            .store
+            .run(GetWorkflow::of(&self.workflow_id))
+            .await?;
         Ok(match row.and_then(|r| r.status) {
-            Some(status) => crate::WorkflowState::parse(&status).is_terminal(),
+            Some(status) => status.is_terminal(),
             None => true,
         })
     }

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use super::runtime::{Runtime, now_ms};
 use crate::error::{Error, Result};
 use crate::serialization;
-use crate::store::{Checkpoint, RecordOutcome, StepRecord, status};
+use crate::status::WorkflowState;
+use crate::store::{Checkpoint, RecordOutcome, RecordStep, StepRecord};
 
 tokio::task_local! {
     static CURRENT: Arc<WorkflowContext>;
@@ -34,6 +35,10 @@ pub(crate) struct WorkflowContext {
     /// Why this execution must stop: an interruption (cancelled, taken over, shutting down)
     /// or a fatal replay error (non-determinism, an undecodable checkpoint).
     halt: Mutex<Option<Error>>,
+    /// Whether the execution halted, and how many step bodies are running: the executor
+    /// drops a halted workflow's body only between step bodies (a step that is not
+    /// cancellable finishes first).
+    progress: tokio::sync::watch::Sender<Progress>,
     /// Flips to `true` when the workflow is cancelled (or times out) while executing here.
     cancelled: tokio::sync::watch::Receiver<bool>,
     /// The workflow's deadline, epoch milliseconds; inherited by its children.
@@ -58,6 +63,7 @@ impl WorkflowContext {
             last_id: AtomicI32::new(0),
             recorded: recorded.into_iter().map(|c| (c.function_id, c)).collect(),
             halt: Mutex::new(None),
+            progress: tokio::sync::watch::Sender::new(Progress::default()),
             cancelled,
             deadline_ms,
         })
@@ -123,7 +129,24 @@ impl WorkflowContext {
         if halt.is_none() {
             *halt = Some(reason);
         }
+        drop(halt);
+        self.progress.send_modify(|p| p.halted = true);
         copy
+    }
+
+    /// Completes once the execution has halted and no step body is running: the moment the
+    /// executor may drop the workflow's body.
+    pub(crate) async fn stopped(&self) {
+        let mut progress = self.progress.subscribe();
+        let _ = progress
+            .wait_for(|p| p.halted && p.running_steps == 0)
+            .await;
+    }
+
+    /// Mark a step body as running until the guard is dropped (even by a cancellation).
+    pub(crate) fn step_running(&self) -> StepRunning<'_> {
+        self.progress.send_modify(|p| p.running_steps += 1);
+        StepRunning(self)
     }
 
     /// Why the execution stopped, if it did.
@@ -205,9 +228,14 @@ impl WorkflowContext {
     }
 
     /// Write a checkpoint; a refusal halts the execution with the reason.
-    pub(crate) async fn record(&self, record: &StepRecord) -> Result<()> {
-        let outcome = self.rt.store.record_step(record).await?;
-        self.settle(outcome, &record.function_name)
+    pub(crate) async fn record(&self, record: StepRecord) -> Result<()> {
+        let name = record.function_name.clone();
+        let outcome = match self.rt.store.run(RecordStep(record)).await {
+            Ok(outcome) => outcome,
+            // Transient failures were retried; what is left stops this execution.
+            Err(error) => return Err(self.halt(error)),
+        };
+        self.settle(outcome, &name)
     }
 
     /// Turn a write's outcome into this execution's next move.
@@ -215,47 +243,39 @@ impl WorkflowContext {
         match outcome {
             RecordOutcome::Recorded => Ok(()),
             RecordOutcome::Duplicate(existing) => self.check_name(&existing, name),
-            RecordOutcome::NotOwner { status } => Err(self.halt(self.lost(status.as_deref()))),
+            RecordOutcome::NotOwner { status } => Err(self.halt(self.lost(status.as_ref()))),
         }
     }
 
-    fn lost(&self, status: Option<&str>) -> Error {
+    fn lost(&self, status: Option<&WorkflowState>) -> Error {
         match status {
-            Some(status::CANCELLED) => Error::Cancelled(self.workflow_id.clone()),
+            Some(WorkflowState::Cancelled) => Error::Cancelled(self.workflow_id.clone()),
             None => Error::NotFound(self.workflow_id.clone()),
             _ => Error::OwnershipLost(self.workflow_id.clone()),
         }
     }
 }
 
+/// Whether an execution halted, and how many of its step bodies are running.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Progress {
+    halted: bool,
+    running_steps: usize,
+}
+
+/// A step body running; dropping it (at the body's end, or when a cancellable step is
+/// interrupted) counts it out.
+pub(crate) struct StepRunning<'a>(&'a WorkflowContext);
+
+impl Drop for StepRunning<'_> {
+    fn drop(&mut self) {
+        self.0.progress.send_modify(|p| p.running_steps -= 1);
+    }
+}
+
 /// A copy of a halt reason to return to the caller (the original is kept in the context).
 fn clone_halt(reason: &Error) -> Error {
-    match reason {
-        Error::Cancelled(id) => Error::Cancelled(id.clone()),
-        Error::OwnershipLost(id) => Error::OwnershipLost(id.clone()),
-        Error::NotFound(id) => Error::NotFound(id.clone()),
-        Error::Shutdown => Error::Shutdown,
-        Error::TimedOut(id) => Error::TimedOut(id.clone()),
-        Error::NonDeterminism {
-            workflow_id,
-            function_id,
-            expected,
-            recorded,
-        } => Error::NonDeterminism {
-            workflow_id: workflow_id.clone(),
-            function_id: *function_id,
-            expected: expected.clone(),
-            recorded: recorded.clone(),
-        },
-        Error::Decode {
-            workflow_id,
-            column,
-            reason,
-        } => Error::Decode {
-            workflow_id: workflow_id.clone(),
-            column: column.clone(),
-            reason: reason.clone(),
-        },
-        other => Error::Application(other.to_portable()),
-    }
+    reason
+        .clone_data()
+        .unwrap_or_else(|| Error::Application(reason.to_portable()))
 }

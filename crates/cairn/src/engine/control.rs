@@ -11,6 +11,7 @@ use super::workflow::{WorkflowHandle, spawn_execution};
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
+use crate::store::{CancelWorkflows, Descendants, GetWorkflow, ResumeWorkflow};
 
 const WAIT_FIRST: &str = "DBOS.waitFirst";
 
@@ -22,14 +23,26 @@ pub(crate) async fn cancel(
     workflow_id: &str,
     descendants: bool,
 ) -> Result<Vec<String>> {
-    if rt.store.get_workflow(workflow_id).await?.is_none() {
+    if rt.store.run(GetWorkflow::of(workflow_id)).await?.is_none() {
         return Err(Error::NotFound(workflow_id.to_owned()));
     }
     let mut ids = vec![workflow_id.to_owned()];
     if descendants {
-        ids.extend(rt.store.descendants(workflow_id).await?);
+        ids.extend(
+            rt.store
+                .run(Descendants {
+                    workflow_id: workflow_id.to_owned(),
+                })
+                .await?,
+        );
     }
-    let cancelled = rt.store.cancel_workflows(&ids, now_ms()).await?;
+    let cancelled = rt
+        .store
+        .run(CancelWorkflows {
+            workflow_ids: ids,
+            now_ms: now_ms(),
+        })
+        .await?;
     for id in &cancelled {
         rt.interrupt(id);
     }
@@ -47,16 +60,16 @@ pub(crate) async fn resume(rt: &Arc<Runtime>, workflow_id: &str) -> Result<bool>
     let owner = uuid::Uuid::new_v4().to_string();
     let resumed = rt
         .store
-        .resume_workflow(
-            workflow_id,
-            &rt.executor_id,
-            &rt.app_version,
-            &owner,
-            now_ms(),
-        )
+        .run(ResumeWorkflow {
+            workflow_id: workflow_id.to_owned(),
+            executor_id: rt.executor_id.clone(),
+            app_version: rt.app_version.clone(),
+            new_owner: owner.clone(),
+            now_ms: now_ms(),
+        })
         .await?;
     let Some(resumed) = resumed else {
-        return match rt.store.get_workflow(workflow_id).await? {
+        return match rt.store.run(GetWorkflow::of(workflow_id)).await? {
             Some(_) => Ok(false),
             None => Err(Error::NotFound(workflow_id.to_owned())),
         };
@@ -89,10 +102,10 @@ async fn finished(rt: &Runtime, workflow_id: &str) -> Result<bool> {
     }
     let row = rt
         .store
-        .get_workflow(workflow_id)
+        .run(GetWorkflow::of(workflow_id))
         .await?
         .ok_or_else(|| Error::NotFound(workflow_id.to_owned()))?;
-    Ok(WorkflowState::parse(row.status.as_deref().unwrap_or("")).is_terminal())
+    Ok(row.status.as_ref().is_some_and(WorkflowState::is_terminal))
 }
 
 /// Wait until one of `ids` has finished; returns its index. Woken by completions in this
@@ -163,7 +176,7 @@ where
         let index = ctx.interruptible(first_finished(&ctx.rt, &ids)).await??;
         let mut record = ctx.step_record(function_id, WAIT_FIRST, started);
         record.output = Some(serialization::encode(&ids[index], String::new)?);
-        ctx.record(&record).await?;
+        ctx.record(record).await?;
         Ok(handles[index].clone())
     }
 }
@@ -215,7 +228,7 @@ pub fn patch(name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
             None => {
                 let function_id = ctx.next_id();
                 let record = ctx.step_record(function_id, &marker, now_ms());
-                ctx.record(&record).await?;
+                ctx.record(record).await?;
                 Ok(true)
             }
         }

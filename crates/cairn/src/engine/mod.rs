@@ -4,6 +4,7 @@
 pub(crate) mod comm;
 pub(crate) mod context;
 pub(crate) mod control;
+pub(crate) mod convert;
 pub(crate) mod notify;
 pub(crate) mod recovery;
 pub(crate) mod registry;

@@ -8,7 +8,10 @@ use super::step::encode_error;
 use super::workflow::spawn_execution;
 use crate::error::{Error, Result};
 use crate::serialization;
-use crate::store::{Completion, QueueClaim, Reclaimed, status};
+use crate::status::WorkflowState;
+use crate::store::{
+    ClaimEnqueued, CompleteWorkflow, Completion, DeadLetter, QueueClaim, ReclaimPending, Reclaimed,
+};
 
 /// Claim this executor's `PENDING` workflows (of this application version) and replay them.
 /// Each claim counts as a recovery attempt; a workflow past its limit is dead-lettered.
@@ -17,13 +20,13 @@ pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
     let owner = uuid::Uuid::new_v4().to_string();
     let reclaimed = rt
         .store
-        .reclaim_pending(
-            &rt.executor_id,
-            &rt.app_version,
-            Some(&rt.app_name),
-            &owner,
-            now_ms(),
-        )
+        .run(ReclaimPending {
+            executor_id: rt.executor_id.clone(),
+            app_version: rt.app_version.clone(),
+            application_name: Some(rt.app_name.clone()),
+            new_owner: owner.clone(),
+            now_ms: now_ms(),
+        })
         .await?;
     let mut resumed = Vec::with_capacity(reclaimed.len());
     for workflow in reclaimed {
@@ -51,7 +54,12 @@ pub(crate) async fn execute_claimed(
     let attempts = row.recovery_attempts.unwrap_or(0);
     if attempts > i64::from(registration.max_recovery_attempts) + 1 {
         tracing::error!(workflow_id = %id, attempts, "workflow exceeded its recovery attempts; moved to MAX_RECOVERY_ATTEMPTS_EXCEEDED");
-        rt.store.dead_letter(&id, owner, now_ms()).await?;
+        let dead_letter = DeadLetter {
+            workflow_id: id.clone(),
+            owner_xid: owner.to_owned(),
+            now_ms: now_ms(),
+        };
+        rt.store.run(dead_letter).await?;
         return Ok(None);
     }
     let args = match serialization::decode_inputs(
@@ -90,12 +98,12 @@ async fn fail_unrecoverable(
     let completion = Completion {
         workflow_id: workflow_id.to_owned(),
         owner_xid: owner.to_owned(),
-        status: status::ERROR,
+        status: WorkflowState::Error,
         output: None,
         error: Some(encode_error(&error.to_portable())),
         now_ms: now_ms(),
     };
-    rt.store.complete_workflow(&completion).await.map(drop)
+    rt.store.run(CompleteWorkflow(completion)).await.map(drop)
 }
 
 /// The queue DBOS puts resumed (and recovered) workflows on: `dbos workflow resume` and the
@@ -131,7 +139,7 @@ async fn dispatch_once(rt: &Arc<Runtime>) -> Result<()> {
         now_ms: now_ms(),
         limit: 100,
     };
-    for workflow in rt.store.claim_enqueued(&claim).await? {
+    for workflow in rt.store.run(ClaimEnqueued(claim)).await? {
         execute_claimed(rt, &owner, workflow).await?;
     }
     Ok(())

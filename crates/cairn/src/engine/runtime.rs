@@ -93,6 +93,8 @@ impl Runtime {
 
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        // Operations waiting out a database outage give up: their workflows stay PENDING.
+        self.store.stop_retrying();
         self.shutdown.notify_waiters();
         // Waiting workflows stop at their wait; they stay PENDING for the next launch.
         for running in self.running().values() {

@@ -1,6 +1,5 @@
 //! Steps: calls to the outside world whose outcome is checkpointed before the workflow moves on.
 
-use std::fmt::Display;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +10,9 @@ use serde::de::DeserializeOwned;
 
 use super::context::WorkflowContext;
 use super::runtime::now_ms;
-use crate::error::{Error, PortableError};
+use crate::error::{DurableError, Error, PortableError};
 use crate::serialization;
+use crate::store::Checkpoint;
 
 /// How a step is retried when it fails.
 ///
@@ -34,7 +34,10 @@ pub struct StepOptions {
     /// The longest wait between two attempts. Default: 1 hour.
     pub max_interval: Duration,
     /// The longest one attempt may run; a slower attempt fails with
-    /// [`Error::StepTimedOut`] (and is retried like any failure). Default: none.
+    /// [`Error::StepTimedOut`] and is retried like any failure. If the last attempt times out,
+    /// the step returns `E::from(Error::StepTimedOut)` when its error type converts from
+    /// [`Error`] (`#[cairn::step]` detects that); otherwise the timeout fails the workflow.
+    /// Outside a workflow it applies only where it converts. Default: none.
     pub timeout: Option<Duration>,
     /// Whether a cancellation (or the workflow's deadline) interrupts the step while its body
     /// runs. Otherwise the body finishes and the workflow stops at its next durable
@@ -103,6 +106,16 @@ impl StepOptions {
     }
 }
 
+/// How a failure of Cairn's own in a step attempt (a panic, a timed-out attempt) becomes a
+/// value of the step's error type, where the type can hold one (`E: From<cairn::Error>`;
+/// `#[cairn::step]` finds that out at compile time). Without it such a failure, once retries
+/// are spent, fails the step's workflow.
+#[doc(hidden)]
+pub type Convert<E> = Option<fn(Error) -> E>;
+
+/// The name DBOS records for a step whose retries are spent.
+const MAX_RETRIES_EXCEEDED: &str = "DBOSMaxStepRetriesExceeded";
+
 /// A step call in progress. `#[cairn::step]` creates one when the step is *called*, which is
 /// when the operation id is taken; not for direct use.
 #[doc(hidden)]
@@ -111,6 +124,10 @@ pub struct StepCall {
     /// The workflow and the operation id, when called from inside a workflow.
     target: Option<(Arc<WorkflowContext>, i32)>,
 }
+
+/// A step's outcome: the body's own result, or a failure of Cairn's (panic, timeout); and,
+/// when its own error ended retries that all failed, how many attempts ran.
+type Attempt<T, E> = (Result<Result<T, E>, Error>, Option<u32>);
 
 impl StepCall {
     /// Take the next operation id if called from a workflow (and not from inside a step).
@@ -123,135 +140,290 @@ impl StepCall {
     }
 
     /// Run a step body once.
-    pub async fn run<T, E, F>(self, body: F) -> Result<T, E>
+    pub async fn run<T, E, F>(self, convert: Convert<E>, body: F) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
-        E: From<Error> + Display + 'static,
+        E: DurableError,
         F: Future<Output = Result<T, E>>,
     {
-        self.checkpointed_outcome(catch_panic(body), false).await
+        let Some((ctx, function_id)) = self.target else {
+            return body.await;
+        };
+        let body = async { (catch_panic(body).await, None) };
+        checkpointed(self.name, ctx, function_id, body, false, convert).await
     }
 
-    /// Run a step body with options (retries, per-attempt timeout, cancellable): `attempt`
-    /// makes each attempt's future.
-    pub async fn run_retrying<T, E, F>(
+    /// Run a step body with options (retries, per-attempt timeout, cancellable), retrying
+    /// only errors for which `should_retry` is true: `attempt` makes each attempt's future.
+    pub async fn run_retrying_if<T, E, F>(
         self,
         options: StepOptions,
+        convert: Convert<E>,
+        should_retry: impl Fn(&E) -> bool,
         attempt: impl FnMut() -> F,
     ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
-        E: From<Error> + Display + 'static,
+        E: DurableError,
         F: Future<Output = Result<T, E>>,
     {
-        self.run_retrying_if(options, |_: &E| true, attempt).await
-    }
-
-    /// [`StepCall::run_retrying`], retrying only errors for which `should_retry` is true.
-    pub async fn run_retrying_if<T, E, F>(
-        self,
-        options: StepOptions,
-        should_retry: impl Fn(&E) -> bool,
-        mut attempt: impl FnMut() -> F,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned,
-        E: From<Error> + Display + 'static,
-        F: Future<Output = Result<T, E>>,
-    {
-        let name = self.name;
         let cancellable = options.cancellable;
-        let retrying = async move {
-            let mut tries = 1;
-            loop {
-                let outcome = match options.timeout {
-                    None => catch_panic(attempt()).await,
-                    Some(limit) => {
-                        match tokio::time::timeout(limit, catch_panic(attempt())).await {
-                            Ok(outcome) => outcome,
-                            Err(_) => Ok(Err(E::from(Error::StepTimedOut {
-                                step: name.to_owned(),
-                                timeout_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-                            }))),
-                        }
+        let in_workflow = self.target.is_some();
+        let attempts = attempts(
+            self.name,
+            options,
+            convert,
+            in_workflow,
+            should_retry,
+            attempt,
+        );
+        let Some((ctx, function_id)) = self.target else {
+            return match (attempts.await.0, convert) {
+                (Ok(result), _) => result,
+                (Err(failure), Some(convert)) => Err(convert(failure)),
+                // Outside a workflow, `attempts` neither catches panics nor applies a timeout
+                // that does not convert, so it has no failure of its own to report.
+                (Err(failure), None) => {
+                    unreachable!("step `{}` failed outside a workflow: {failure}", self.name)
+                }
+            };
+        };
+        checkpointed(self.name, ctx, function_id, attempts, cancellable, convert).await
+    }
+}
+
+/// Run a step's body (unless replaying) and checkpoint its outcome before returning it. An
+/// error of `E` is recorded with its value, so a replay returns the same `E`. A failure that
+/// `E` cannot hold, or any refusal to continue (cancelled, taken over, shutting down,
+/// non-determinism), stops the workflow here: the step never returns and the executor drops
+/// the workflow's body.
+async fn checkpointed<T, E, F>(
+    name: &'static str,
+    ctx: Arc<WorkflowContext>,
+    function_id: i32,
+    body: F,
+    cancellable: bool,
+    convert: Convert<E>,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    E: DurableError,
+    F: Future<Output = Attempt<T, E>>,
+{
+    if ctx.check_running().is_err() {
+        return stop().await;
+    }
+    if let Some(checkpoint) = ctx.recorded(function_id) {
+        return match replay(&ctx, checkpoint, name) {
+            Some(result) => result,
+            None => stop().await,
+        };
+    }
+    let started = now_ms();
+    let running = async {
+        let _running = ctx.step_running();
+        WorkflowContext::step_scope(body).await
+    };
+    let outcome = if cancellable {
+        // A cancellation interrupts the body itself; nothing is recorded.
+        match ctx.interruptible(running).await {
+            Ok(outcome) => outcome,
+            Err(_) => return stop().await,
+        }
+    } else {
+        running.await
+    };
+    let (outcome, exhausted) = outcome;
+    let mut record = ctx.step_record(function_id, name, started);
+    // A failure of Cairn's converted into `E` is recorded under its own name and message
+    // (`Panic`, `StepTimedOut`, as DBOS's tools show them), with the `E` as its value.
+    let mut recorded_as: Option<PortableError> = None;
+    let settled = match outcome {
+        Ok(Ok(value)) => {
+            match serialization::encode(&value, || format!("the output of step `{name}`")) {
+                Ok(text) => {
+                    record.output = Some(text);
+                    Settled::Value(value)
+                }
+                Err(unencodable) => Settled::Failed(unencodable),
+            }
+        }
+        Ok(Err(error)) => Settled::Error(error),
+        Err(failure) => match convert {
+            Some(convert) => {
+                recorded_as = Some(failure.to_portable());
+                Settled::Error(convert(failure))
+            }
+            None => Settled::Failed(failure),
+        },
+    };
+    let settled = match settled {
+        Settled::Error(error) => match serialization::portable_error_of(&error) {
+            Ok(mut portable) => {
+                if let Some(own) = recorded_as {
+                    portable.name = own.name;
+                    portable.message = own.message;
+                }
+                // Recorded under DBOS's name for spent retries; the value is still the last
+                // attempt's error, which is what the step returns now and on replay.
+                if let Some(attempts) = exhausted {
+                    portable.name = MAX_RETRIES_EXCEEDED.to_owned();
+                    portable.message = format!(
+                        "step `{name}` failed after {attempts} attempts: {}",
+                        portable.message
+                    );
+                }
+                record.error = Some(encode_error(&portable));
+                Settled::Error(error)
+            }
+            Err(unencodable) => Settled::Failed(unencodable),
+        },
+        other => other,
+    };
+    if let Settled::Failed(failure) = settled {
+        // Recorded as the step's outcome, then the workflow fails with it (a replay reads the
+        // record and fails the same way).
+        record.error = Some(encode_error(&failure.to_portable()));
+        let _ = ctx.record(record).await;
+        ctx.halt(failure);
+        return stop().await;
+    }
+    if ctx.record(record).await.is_err() {
+        return stop().await;
+    }
+    match settled {
+        Settled::Value(value) => Ok(value),
+        Settled::Error(error) => Err(error),
+        Settled::Failed(_) => stop().await,
+    }
+}
+
+/// What a step's body came to, before it is recorded.
+enum Settled<T, E> {
+    /// Its output.
+    Value(T),
+    /// Its own error.
+    Error(E),
+    /// A failure of Cairn's that `E` cannot hold; it fails the workflow.
+    Failed(Error),
+}
+
+/// The attempts of a retrying step: each attempt's own error is retried while `should_retry`
+/// allows and attempts remain; the last one's is the outcome. Inside a workflow a panic or a
+/// timed-out attempt counts as a failed attempt too; outside one, panics propagate and the
+/// timeout applies only where it converts into `E`.
+async fn attempts<T, E, F>(
+    name: &'static str,
+    options: StepOptions,
+    convert: Convert<E>,
+    in_workflow: bool,
+    should_retry: impl Fn(&E) -> bool,
+    mut attempt: impl FnMut() -> F,
+) -> Attempt<T, E>
+where
+    E: DurableError,
+    F: Future<Output = Result<T, E>>,
+{
+    let timeout = options.timeout.filter(|_| in_workflow || convert.is_some());
+    let mut tries = 1;
+    loop {
+        let body = attempt();
+        let outcome = match (timeout, in_workflow) {
+            (None, false) => Ok(body.await),
+            (None, true) => catch_panic(body).await,
+            (Some(limit), _) => {
+                let run = async {
+                    if in_workflow {
+                        catch_panic(body).await
+                    } else {
+                        Ok(body.await)
                     }
                 };
-                let failure = match outcome {
-                    Ok(Ok(value)) => return Ok(Ok(value)),
-                    Ok(Err(error)) if !should_retry(&error) => return Ok(Err(error)),
-                    // The only attempt: its own error (or panic) is the step's outcome.
-                    last if options.max_attempts <= 1 => return last,
-                    Ok(Err(error)) => serialization::portable_error_of(&error),
-                    Err(Error::Application(panic)) => panic,
-                    Err(other) => other.to_portable(),
-                };
-                if tries >= options.max_attempts {
-                    return Err(Error::StepRetriesExhausted {
+                match tokio::time::timeout(limit, run).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Error::StepTimedOut {
+                        step: name.to_owned(),
+                        timeout_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                    }),
+                }
+            }
+        };
+        let failure = match &outcome {
+            Ok(Ok(_)) => return (outcome, None),
+            Ok(Err(error)) if !should_retry(error) => return (outcome, None),
+            Ok(Err(error)) => error.to_string(),
+            Err(failure) => failure.to_string(),
+        };
+        if tries >= options.max_attempts {
+            if tries > 1 {
+                tracing::warn!(step = name, attempts = tries, error = %failure, "step failed on every attempt");
+            }
+            return match outcome {
+                // A failure of Cairn's on the last of several attempts: say so.
+                Err(last) if tries > 1 => (
+                    Err(Error::StepRetriesExhausted {
                         step: name.to_owned(),
                         attempts: tries,
-                        last: Box::new(failure),
-                    });
-                }
-                let wait = options.delay_after(tries);
-                tracing::warn!(step = name, attempt = tries, error = %failure, "step failed; retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
-                tries += 1;
-            }
-        };
-        self.checkpointed_outcome(retrying, cancellable).await
+                        last: Box::new(last.to_portable()),
+                    }),
+                    None,
+                ),
+                other => (other, (tries > 1).then_some(tries)),
+            };
+        }
+        let wait = options.delay_after(tries);
+        tracing::warn!(step = name, attempt = tries, error = %failure, "step failed; retrying in {wait:?}");
+        tokio::time::sleep(wait).await;
+        tries += 1;
     }
+}
 
-    /// Run the body (unless replaying) and checkpoint its outcome. The body's own `Err(Error)`
-    /// (a panic, exhausted retries) is recorded in Cairn's portable form and returned as
-    /// `E::from(error)`.
-    async fn checkpointed_outcome<T, E, F>(self, body: F, cancellable: bool) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned,
-        E: From<Error> + Display + 'static,
-        F: Future<Output = Result<Result<T, E>, Error>>,
-    {
-        let Some((ctx, function_id)) = self.target else {
-            return body.await.unwrap_or_else(|error| Err(E::from(error)));
-        };
-        ctx.check_running()?;
-        if let Some(checkpoint) = ctx.recorded(function_id) {
-            return ctx.replay(checkpoint, self.name).map_err(E::from);
+/// The recorded outcome of a step, as the same typed value the first run returned. `None`
+/// when the record must stop the workflow instead: another operation's record
+/// (non-determinism), an undecodable value, or a failure of Cairn's (panic, timeout) that
+/// failed the workflow the first time too.
+fn replay<T, E>(ctx: &WorkflowContext, checkpoint: &Checkpoint, name: &str) -> Option<Result<T, E>>
+where
+    T: DeserializeOwned,
+    E: DurableError,
+{
+    let Some(error) = &checkpoint.error else {
+        return ctx.replay(checkpoint, name).ok().map(Ok);
+    };
+    ctx.check_name(checkpoint, name).ok()?;
+    let column = "operation_outputs.error";
+    let format = checkpoint.serialization.as_deref();
+    let portable = match serialization::decode_error(error, format, &ctx.workflow_id, column) {
+        Ok(portable) => portable,
+        Err(undecodable) => {
+            ctx.halt(undecodable);
+            return None;
         }
-        let started = now_ms();
-        let outcome = if cancellable {
-            // A cancellation interrupts the body itself; nothing is recorded.
-            ctx.interruptible(WorkflowContext::step_scope(body)).await?
-        } else {
-            WorkflowContext::step_scope(body).await
-        };
-        let mut record = ctx.step_record(function_id, self.name, started);
-        let result = match outcome {
-            Ok(result) => result,
-            Err(error) => {
-                record.error = Some(encode_error(&error.to_portable()));
-                ctx.record(&record).await?;
-                return Err(E::from(error));
-            }
-        };
-        match &result {
-            Ok(value) => {
-                match serialization::encode(value, || format!("the output of step `{}`", self.name))
-                {
-                    Ok(text) => record.output = Some(text),
-                    Err(unencodable) => {
-                        record.error = Some(encode_error(&unencodable.to_portable()));
-                        ctx.record(&record).await?;
-                        return Err(E::from(unencodable));
-                    }
-                }
-            }
-            Err(error) => {
-                record.error = Some(encode_error(&serialization::portable_error_of(error)))
-            }
+    };
+    match serialization::typed_error::<E>(portable.clone()) {
+        Some(Ok(typed)) => Some(Err(typed)),
+        Some(Err(mismatch)) => {
+            ctx.halt(Error::Decode {
+                workflow_id: ctx.workflow_id.clone(),
+                column: column.to_owned(),
+                reason: format!(
+                    "the error recorded for step `{name}` is not a {}: {mismatch}",
+                    std::any::type_name::<E>()
+                ),
+            });
+            None
         }
-        ctx.record(&record).await?;
-        result
+        None => {
+            ctx.halt(Error::from_portable(portable));
+            None
+        }
     }
+}
+
+/// Where a step stops a halted workflow: it never returns, and the executor drops the
+/// workflow's body (see `WorkflowContext::stopped`).
+async fn stop<T>() -> T {
+    std::future::pending().await
 }
 
 /// Run a body, catching a panic as an application error named `Panic`.
@@ -285,12 +457,12 @@ pub fn run_step<T, E, F, Fut>(
 ) -> impl Future<Output = Result<T, E>> + Send
 where
     T: Serialize + DeserializeOwned + Send,
-    E: From<Error> + Display + Send + 'static,
+    E: DurableError,
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<T, E>> + Send,
 {
     let call = StepCall::begin(name);
-    async move { call.run(body()).await }
+    async move { call.run(None, body()).await }
 }
 
 /// [`run_step`] with retry options; the closure runs once per attempt.
@@ -301,10 +473,10 @@ pub fn run_step_with<T, E, F, Fut>(
 ) -> impl Future<Output = Result<T, E>> + Send
 where
     T: Serialize + DeserializeOwned + Send,
-    E: From<Error> + Display + Send + 'static,
+    E: DurableError,
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = Result<T, E>> + Send,
 {
     let call = StepCall::begin(name);
-    async move { call.run_retrying(options, body).await }
+    async move { call.run_retrying_if(options, None, |_| true, body).await }
 }

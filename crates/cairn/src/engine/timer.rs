@@ -54,7 +54,7 @@ pub(crate) async fn durable_deadline(
     record.output = Some(serialization::encode(&wake_at, || {
         "a sleep's wake-up time".to_owned()
     })?);
-    ctx.record(&record).await?;
+    ctx.record(record).await?;
     Ok(wake_at)
 }
 

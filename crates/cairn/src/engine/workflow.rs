@@ -15,11 +15,14 @@ use serde_json::Value;
 use super::context::WorkflowContext;
 use super::registry::{self, WorkflowRegistration};
 use super::runtime::{LocalOutcome, Runtime, now_ms};
-use super::step::encode_error;
-use crate::error::{Error, PortableError, Result};
+use super::step::{Convert, encode_error};
+use crate::error::{DurableError, Error, PortableError, Result};
 use crate::serialization;
-use crate::status::WorkflowStatus;
-use crate::store::{InsertOutcome, NewWorkflow, RecordOutcome, status};
+use crate::status::{WorkflowState, WorkflowStatus};
+use crate::store::{
+    CancelWorkflows, CompleteWorkflow, GetWorkflow, InsertOutcome, InsertWorkflow, NewWorkflow,
+    RecordOutcome, StartChild,
+};
 
 /// A function annotated with `#[cairn::workflow]`, seen through its argument types.
 ///
@@ -128,13 +131,10 @@ pub(crate) async fn start_top_level(
         return Err(Error::Shutdown);
     }
     let workflow_id = match options.workflow_id {
-        Some(id) if id.is_empty() => {
-            return Err(Error::InvalidArgument {
-                argument: "workflow_id",
-                reason: "must not be empty".to_owned(),
-            });
+        Some(id) => {
+            check_key("workflow_id", &id)?;
+            id
         }
-        Some(id) => id,
         None => uuid::Uuid::new_v4().to_string(),
     };
     let new = new_workflow(
@@ -146,7 +146,7 @@ pub(crate) async fn start_top_level(
         options.timeout,
         None,
     )?;
-    let inserted = rt.store.insert_workflow(&new).await?;
+    let inserted = rt.store.run(InsertWorkflow(new.clone())).await?;
     execute_if_new(rt, registration, new, args, inserted)?;
     Ok(workflow_id)
 }
@@ -161,9 +161,13 @@ pub(crate) async fn start_child(
     options: StartOptions,
 ) -> Result<String> {
     parent.check_running()?;
-    let workflow_id = options
-        .workflow_id
-        .unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
+    let workflow_id = match options.workflow_id {
+        Some(id) => {
+            check_key("workflow_id", &id)?;
+            id
+        }
+        None => format!("{}-{function_id}", parent.workflow_id),
+    };
     if let Some(checkpoint) = parent.recorded(function_id) {
         parent.check_name(checkpoint, registration.name)?;
         return Ok(checkpoint.child_workflow_id.clone().unwrap_or(workflow_id));
@@ -180,7 +184,14 @@ pub(crate) async fn start_child(
     )?;
     let mut record = parent.step_record(function_id, registration.name, now_ms());
     record.child_workflow_id = Some(workflow_id.clone());
-    let (recorded, inserted) = rt.store.insert_child_workflow(&record, &new).await?;
+    let start = StartChild {
+        parent: record,
+        child: new.clone(),
+    };
+    let (recorded, inserted) = match rt.store.run(start).await {
+        Ok(outcome) => outcome,
+        Err(error) => return Err(parent.halt(error)),
+    };
     if let RecordOutcome::Duplicate(existing) = &recorded {
         parent.check_name(existing, registration.name)?;
         return Ok(existing.child_workflow_id.clone().unwrap_or(workflow_id));
@@ -217,6 +228,33 @@ fn execute_if_new(
     }
 }
 
+/// The longest workflow id, event or stream key, or message topic Cairn stores, in bytes.
+/// They are index keys, and Postgres refuses an index entry over ~2.7 KB (with the row's
+/// other key columns); a limit well below keeps the error at the caller, typed and short.
+pub(crate) const MAX_KEY_BYTES: usize = 1000;
+
+/// Refuse an identifier the system database could not index: empty, or over
+/// [`MAX_KEY_BYTES`]. The error quotes only its start.
+pub(crate) fn check_key(argument: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::InvalidArgument {
+            argument,
+            reason: "must not be empty".to_owned(),
+        });
+    }
+    if value.len() > MAX_KEY_BYTES {
+        let start: String = value.chars().take(32).collect();
+        return Err(Error::InvalidArgument {
+            argument,
+            reason: format!(
+                "is {} bytes long (\"{start}…\"); the most the system database can index is {MAX_KEY_BYTES} bytes",
+                value.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn new_workflow(
     rt: &Runtime,
     registration: &WorkflowRegistration,
@@ -236,7 +274,7 @@ fn new_workflow(
     Ok(NewWorkflow {
         id: workflow_id.to_owned(),
         name: registration.name.to_owned(),
-        status: status::PENDING,
+        status: WorkflowState::Pending,
         queue_name: None,
         executor_id: rt.executor_id.clone(),
         app_version: rt.app_version.clone(),
@@ -301,19 +339,23 @@ async fn execute(
 ) -> LocalOutcome {
     let body = AssertUnwindSafe(Arc::clone(ctx).scope((registration.run)(args))).catch_unwind();
     tokio::pin!(body);
-    // At the deadline the workflow is cancelled in the database, then interrupted here; the
-    // body stops at its current wait or its next durable operation.
-    let caught = if ctx.deadline_ms.is_none() {
-        body.await
-    } else {
+    // A halted execution (cancelled, timed out, taken over, shutting down, or failed in a way
+    // its code cannot see) is dropped between step bodies: its steps stop where they are.
+    // At the deadline the workflow is cancelled in the database first.
+    let stopped = async {
         tokio::select! {
-            caught = &mut body => caught,
-            () = deadline_passed(ctx) => body.await,
+            () = deadline_passed(ctx) => ctx.stopped().await,
+            () = ctx.stopped() => {}
         }
     };
-    let mut outcome = match caught {
-        Ok(outcome) => outcome,
-        Err(panic) => Err(serialization::panic_error(&*panic)),
+    let caught = tokio::select! {
+        caught = &mut body => Some(caught),
+        () = stopped => None,
+    };
+    let outcome = match caught {
+        Some(Ok(outcome)) => Some(outcome),
+        Some(Err(panic)) => Some(Err(serialization::panic_error(&*panic))),
+        None => None,
     };
     // A body that ended because something it waited on hit the same deadline (a child that
     // inherited it) still timed out: the deadline decides, not the race between the two.
@@ -321,37 +363,51 @@ async fn execute(
     if ctx.deadline_ms.is_some_and(|deadline| deadline <= now_ms())
         && halt.as_ref().is_none_or(Error::is_interruption)
     {
-        let ids = [ctx.workflow_id.clone()];
-        if let Err(error) = ctx.rt.store.cancel_workflows(&ids, now_ms()).await {
-            tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not cancel a timed-out workflow");
-        }
+        cancel_timed_out(ctx).await;
         return LocalOutcome::Interrupted;
     }
-    if let Some(halt) = halt {
-        if halt.is_interruption() {
+    let outcome = match (halt, outcome) {
+        (Some(halt), _) if halt.is_interruption() => {
             tracing::debug!(workflow_id = %ctx.workflow_id, name = ctx.name, reason = %halt, "workflow execution stopped");
             return LocalOutcome::Interrupted;
         }
-        outcome = Err(halt.to_portable());
-    }
+        (Some(halt), _) => Err(halt.to_portable()),
+        (None, Some(outcome)) => outcome,
+        // Stopped only ever follows a halt.
+        (None, None) => return LocalOutcome::Interrupted,
+    };
     let completion = crate::store::Completion {
         workflow_id: ctx.workflow_id.clone(),
         owner_xid: ctx.owner_xid.clone(),
         status: if outcome.is_ok() {
-            status::SUCCESS
+            WorkflowState::Success
         } else {
-            status::ERROR
+            WorkflowState::Error
         },
         output: outcome.as_ref().ok().cloned(),
         error: outcome.as_ref().err().map(encode_error),
         now_ms: now_ms(),
     };
-    match ctx.rt.store.complete_workflow(&completion).await {
+    match ctx.rt.store.run(CompleteWorkflow(completion)).await {
         Ok(true) => LocalOutcome::Finished(outcome),
         Ok(false) => LocalOutcome::Interrupted,
         Err(error) => {
             tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not record the workflow's outcome; it stays PENDING for recovery");
             LocalOutcome::Interrupted
+        }
+    }
+}
+
+/// Cancel a workflow whose deadline passed (in the database; it stops here by itself).
+async fn cancel_timed_out(ctx: &WorkflowContext) {
+    let cancel = CancelWorkflows {
+        workflow_ids: vec![ctx.workflow_id.clone()],
+        now_ms: now_ms(),
+    };
+    match ctx.rt.store.run(cancel).await {
+        Ok(_) => tracing::info!(workflow_id = %ctx.workflow_id, "workflow timed out; cancelled"),
+        Err(error) => {
+            tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not cancel a timed-out workflow")
         }
     }
 }
@@ -363,13 +419,7 @@ async fn deadline_passed(ctx: &WorkflowContext) {
     };
     let wait = u64::try_from(deadline.saturating_sub(now_ms())).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(wait)).await;
-    let ids = [ctx.workflow_id.clone()];
-    match ctx.rt.store.cancel_workflows(&ids, now_ms()).await {
-        Ok(_) => tracing::info!(workflow_id = %ctx.workflow_id, "workflow timed out; cancelled"),
-        Err(error) => {
-            tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not cancel a timed-out workflow")
-        }
-    }
+    cancel_timed_out(ctx).await;
     ctx.halt(Error::TimedOut(ctx.workflow_id.clone()));
     ctx.rt.interrupt(&ctx.workflow_id);
 }
@@ -405,19 +455,19 @@ pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result
         }
         let row = rt
             .store
-            .get_workflow(workflow_id)
+            .run(GetWorkflow::of(workflow_id))
             .await?
             .ok_or_else(|| Error::NotFound(workflow_id.to_owned()))?;
         let format = row.serialization.as_deref();
-        match row.status.as_deref() {
-            Some(status::SUCCESS) => {
+        match row.status {
+            Some(WorkflowState::Success) => {
                 let result = Ok(row.output.unwrap_or_else(|| "null".to_owned()));
                 return Ok(Outcome {
                     result,
                     serialization: row.serialization,
                 });
             }
-            Some(status::ERROR) => {
+            Some(WorkflowState::Error) => {
                 let text = row.error.as_deref().unwrap_or("null");
                 let result = Err(serialization::decode_error(
                     text,
@@ -430,7 +480,7 @@ pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result
                     serialization: row.serialization,
                 });
             }
-            Some(status::CANCELLED) => {
+            Some(WorkflowState::Cancelled) => {
                 let timed_out = row
                     .workflow_deadline_epoch_ms
                     .is_some_and(|deadline| deadline <= row.updated_at);
@@ -440,7 +490,7 @@ pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result
                     Error::Cancelled(workflow_id.to_owned())
                 });
             }
-            Some(status::MAX_RECOVERY_ATTEMPTS_EXCEEDED) => {
+            Some(WorkflowState::MaxRecoveryAttemptsExceeded) => {
                 let max_attempts = row
                     .name
                     .as_deref()
@@ -480,7 +530,7 @@ fn decode_outcome<T: DeserializeOwned>(workflow_id: &str, outcome: Outcome) -> R
             workflow_id,
             "workflow_output.output",
         ),
-        Err(error) => Err(Error::Application(error)),
+        Err(error) => Err(Error::from_portable(error)),
     }
 }
 
@@ -536,8 +586,8 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
         let workflow_id = self.workflow_id.clone();
         let call = super::step::StepCall::begin("DBOS.getStatus");
         async move {
-            call.run(async {
-                let row = rt.store.get_workflow(&workflow_id).await?;
+            call.run(Some(std::convert::identity), async {
+                let row = rt.store.run(GetWorkflow::of(&workflow_id)).await?;
                 row.map(WorkflowStatus::from_row)
                     .ok_or(Error::NotFound(workflow_id))
             })
@@ -571,7 +621,7 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
                 Ok(output) => record.output = Some(output.clone()),
                 Err(error) => record.error = Some(encode_error(error)),
             }
-            ctx.record(&record).await?;
+            ctx.record(record).await?;
             decode_outcome(&workflow_id, outcome)
         }
     }
@@ -609,35 +659,64 @@ impl<W: 'static> WorkflowCall<W> {
         }
     }
 
-    /// Run the call: as a child workflow inside a workflow, else the body itself.
+    /// Run the call: as a child workflow inside a workflow, else the body itself. The child's
+    /// error comes back as the same typed value it returned. A failure of Cairn's (the child
+    /// cancelled, timed out, or failed with another error type) becomes `E` through `convert`
+    /// where `E: From<cairn::Error>`; otherwise it fails the calling workflow.
     pub async fn run<T, E>(
         self,
+        convert: Convert<E>,
         body: impl Future<Output = std::result::Result<T, E>>,
     ) -> std::result::Result<T, E>
     where
         T: DeserializeOwned,
-        E: From<Error> + Display + 'static,
+        E: DurableError,
     {
         let Some(child) = self.child else {
             return body.await;
         };
-        let run = async {
+        let parent = &child.parent;
+        let waited = async {
             let registration = registration_of::<W>()?;
             let id = start_child(
-                &child.parent,
+                parent,
                 child.function_id,
                 registration,
                 child.args?,
                 StartOptions::default(),
             )
             .await?;
-            let outcome = child
-                .parent
-                .interruptible(wait_outcome(&child.parent.rt, &id))
+            let outcome = parent
+                .interruptible(wait_outcome(&parent.rt, &id))
                 .await??;
-            decode_outcome::<T>(&id, outcome)
+            Ok::<_, Error>((id, outcome))
         };
-        run.await.map_err(E::from)
+        let failure = match waited.await {
+            Ok((id, outcome)) => match outcome.result {
+                Ok(text) => match serialization::decode::<T>(
+                    &text,
+                    outcome.serialization.as_deref(),
+                    &id,
+                    "workflow_output.output",
+                ) {
+                    Ok(value) => return Ok(value),
+                    Err(undecodable) => undecodable,
+                },
+                Err(portable) => match serialization::typed_error::<E>(portable.clone()) {
+                    Some(Ok(typed)) => return Err(typed),
+                    Some(Err(_)) | None => Error::from_portable(portable),
+                },
+            },
+            Err(error) => error,
+        };
+        if parent.check_running().is_ok() {
+            if let Some(convert) = convert {
+                return Err(convert(failure));
+            }
+            parent.halt(failure);
+        }
+        // Halted: the executor drops the parent's body from here.
+        std::future::pending().await
     }
 }
 
@@ -680,7 +759,7 @@ where
 
 /// Decode arguments, run a workflow body and encode its outcome (used by generated code).
 #[doc(hidden)]
-pub async fn finish<T: Serialize, E: Display + 'static>(
+pub async fn finish<T: Serialize, E: Serialize + Display + 'static>(
     workflow: &'static str,
     body: impl Future<Output = std::result::Result<T, E>>,
 ) -> std::result::Result<String, PortableError> {
@@ -689,6 +768,8 @@ pub async fn finish<T: Serialize, E: Display + 'static>(
             serialization::encode(&value, || format!("the output of workflow `{workflow}`"))
                 .map_err(|e| e.to_portable())
         }
-        Err(error) => Err(serialization::portable_error_of(&error)),
+        Err(error) => {
+            Err(serialization::portable_error_of(&error).unwrap_or_else(|e| e.to_portable()))
+        }
     }
 }

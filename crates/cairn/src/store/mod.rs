@@ -1,25 +1,27 @@
 //! The system database: rows and statements, nothing of the engine.
 //!
-//! Both backends implement [`SystemDatabase`] and pass the same behaviour tests. The engine
-//! talks to a [`Store`], which dispatches to the backend chosen by the database URL.
+//! Every operation the engine performs is a small struct in [`ops`] (`RecordStep`,
+//! `GetWorkflow`, …) whose `Output` says what it returns. Each backend implements it once —
+//! [`sqlite::OnSqlite`] over a connection, [`postgres::OnPostgres`] over the pool — and
+//! [`Store::run`] dispatches to the backend the URL chose, retrying failures that a database
+//! outage causes (see [`retry`]). Adding an operation is one struct and one impl per backend.
 //! Values arrive here already serialized (portable JSON text); the store never decodes them.
 
-use std::future::Future;
+use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::status::WorkflowState;
 
+#[cfg(test)]
+mod conformance;
+pub(crate) mod ops;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+pub(crate) mod retry;
+#[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
-/// Status strings, as DBOS writes them.
-pub(crate) mod status {
-    pub const PENDING: &str = "PENDING";
-    pub const ENQUEUED: &str = "ENQUEUED";
-    pub const SUCCESS: &str = "SUCCESS";
-    pub const ERROR: &str = "ERROR";
-    pub const CANCELLED: &str = "CANCELLED";
-    pub const MAX_RECOVERY_ATTEMPTS_EXCEEDED: &str = "MAX_RECOVERY_ATTEMPTS_EXCEEDED";
-}
+pub(crate) use ops::*;
 
 /// The `serialization` column value for everything Cairn writes.
 pub(crate) const PORTABLE_JSON: &str = "portable_json";
@@ -32,8 +34,8 @@ pub(crate) const SCHEMA_VERSION: i64 = 125;
 pub(crate) struct NewWorkflow {
     pub id: String,
     pub name: String,
-    /// `PENDING` for a direct start (runs at once), `ENQUEUED` for a queued one.
-    pub status: &'static str,
+    /// `Pending` for a direct start (runs at once), `Enqueued` for a queued one.
+    pub status: WorkflowState,
     pub queue_name: Option<String>,
     pub executor_id: String,
     pub app_version: String,
@@ -49,7 +51,7 @@ pub(crate) struct NewWorkflow {
     pub now_ms: i64,
 }
 
-/// What [`SystemDatabase::insert_workflow`] found.
+/// What [`InsertWorkflow`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum InsertOutcome {
     /// The row is new: the caller owns the execution.
@@ -57,7 +59,7 @@ pub(crate) enum InsertOutcome {
     /// A row with this id already existed (an idempotent re-start); it was left unchanged.
     Existing {
         name: Option<String>,
-        status: Option<String>,
+        status: Option<WorkflowState>,
     },
 }
 
@@ -90,7 +92,7 @@ pub(crate) struct StepRecord {
     pub application_name: Option<String>,
 }
 
-/// What [`SystemDatabase::record_step`] did.
+/// What [`RecordStep`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RecordOutcome {
     /// The checkpoint was written.
@@ -99,7 +101,7 @@ pub(crate) enum RecordOutcome {
     Duplicate(Checkpoint),
     /// The workflow is no longer ours to write: another owner, not `PENDING`, or gone.
     /// `status` is the workflow's current status, if it exists.
-    NotOwner { status: Option<String> },
+    NotOwner { status: Option<WorkflowState> },
 }
 
 /// A workflow's terminal outcome, written only by its current owner.
@@ -107,8 +109,8 @@ pub(crate) enum RecordOutcome {
 pub(crate) struct Completion {
     pub workflow_id: String,
     pub owner_xid: String,
-    /// `SUCCESS` or `ERROR`.
-    pub status: &'static str,
+    /// `Success` or `Error`.
+    pub status: WorkflowState,
     pub output: Option<String>,
     pub error: Option<String>,
     pub now_ms: i64,
@@ -118,7 +120,7 @@ pub(crate) struct Completion {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct WorkflowRow {
     pub workflow_id: String,
-    pub status: Option<String>,
+    pub status: Option<WorkflowState>,
     pub name: Option<String>,
     pub class_name: Option<String>,
     pub config_name: Option<String>,
@@ -171,7 +173,7 @@ pub(crate) struct Stored {
     pub serialization: Option<String>,
 }
 
-/// What [`SystemDatabase::claim_enqueued`] claims, and for whom.
+/// What [`ClaimEnqueued`] claims, and for whom.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueClaim {
     pub queue_name: String,
@@ -191,201 +193,79 @@ pub(crate) const NULL_TOPIC: &str = "__null__topic__";
 /// Where a backend delivers change announcements: `(channel, payload)`.
 pub(crate) type ChangeSink = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
 
-/// The operations the engine needs from a system database.
-///
-/// Every method is one round trip (one statement or one short transaction) unless its doc
-/// says otherwise. Times are epoch milliseconds.
-pub(crate) trait SystemDatabase: Send + Sync + 'static {
-    /// Insert a workflow's status and input rows; an existing id is left untouched.
-    fn insert_workflow(
-        &self,
-        wf: &NewWorkflow,
-    ) -> impl Future<Output = Result<InsertOutcome>> + Send;
+/// An operation as the engine runs it: available on every backend compiled in.
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
+pub(crate) trait Op: Operation + sqlite::OnSqlite + postgres::OnPostgres {}
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
+impl<T: Operation + sqlite::OnSqlite + postgres::OnPostgres> Op for T {}
+/// An operation as the engine runs it: available on every backend compiled in.
+#[cfg(all(feature = "sqlite", not(feature = "postgres")))]
+pub(crate) trait Op: Operation + sqlite::OnSqlite {}
+#[cfg(all(feature = "sqlite", not(feature = "postgres")))]
+impl<T: Operation + sqlite::OnSqlite> Op for T {}
+/// An operation as the engine runs it: available on every backend compiled in.
+#[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+pub(crate) trait Op: Operation + postgres::OnPostgres {}
+#[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+impl<T: Operation + postgres::OnPostgres> Op for T {}
 
-    /// Start a child workflow and record it as the parent's step, atomically: the child's rows
-    /// and the parent's checkpoint (`child_workflow_id` set) commit together, and only while
-    /// the parent is `PENDING` and owned by `parent.owner_xid`.
-    fn insert_child_workflow(
-        &self,
-        parent: &StepRecord,
-        child: &NewWorkflow,
-    ) -> impl Future<Output = Result<(RecordOutcome, InsertOutcome)>> + Send;
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!(
+    "cairn needs at least one system database backend: enable the `sqlite` or `postgres` feature"
+);
 
-    /// Write a checkpoint, guarded by ownership (see [`StepRecord::owner_xid`]).
-    fn record_step(&self, rec: &StepRecord) -> impl Future<Output = Result<RecordOutcome>> + Send;
+/// The system database the engine uses: one of the backends, and the retry policy around it.
+pub(crate) struct Store {
+    backend: Backend,
+    retry: retry::Retry,
+}
 
-    /// Read the checkpoint at one `function_id`, if any.
-    #[cfg_attr(not(test), allow(dead_code))]
-    fn get_checkpoint(
-        &self,
-        workflow_id: &str,
-        function_id: i32,
-    ) -> impl Future<Output = Result<Option<Checkpoint>>> + Send;
+/// The backend a URL selected.
+enum Backend {
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresStore),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::SqliteStore),
+}
 
-    /// All checkpoints of a workflow, in `function_id` order.
-    fn list_checkpoints(
-        &self,
-        workflow_id: &str,
-    ) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
+impl Store {
+    /// The backend's name, as the benchmark harness and logs print it.
+    pub(crate) fn backend(&self) -> &'static str {
+        match &self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => "postgres",
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
 
-    /// Write the terminal status and the output row if `owner_xid` still owns the `PENDING`
-    /// workflow; clears `owner_xid`, sets `completed_at`. Returns whether the write landed.
-    fn complete_workflow(&self, c: &Completion) -> impl Future<Output = Result<bool>> + Send;
+    /// Run an operation, retrying it while the failure is transient (the database is
+    /// unreachable, restarting, or busy) until it succeeds or the store stops retrying
+    /// ([`Store::stop_retrying`], at shutdown: then [`Error::Shutdown`]). Permanent failures
+    /// return at once. Operations are written so that re-running one whose first commit
+    /// succeeded unseen gives the same answer (see each operation's doc).
+    pub(crate) async fn run<O: Op>(&self, op: O) -> Result<O::Output> {
+        let op = Arc::new(op);
+        // Boxed: the backends' futures are large, and every workflow awaits several of them
+        // nested inside its own (a step inside a step in a debug build overflowed the stack).
+        Box::pin(self.retry.run(&*op, || self.run_once(Arc::clone(&op)))).await
+    }
 
-    /// One workflow's row, or `None`.
-    fn get_workflow(
-        &self,
-        workflow_id: &str,
-    ) -> impl Future<Output = Result<Option<WorkflowRow>>> + Send;
+    /// One attempt of an operation, without retrying.
+    pub(crate) async fn run_once<O: Op>(&self, op: Arc<O>) -> Result<O::Output> {
+        match &self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(db) => postgres::OnPostgres::on_postgres(&*op, db).await,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(db) => db.run(op).await,
+        }
+    }
 
-    /// Claim this executor's `PENDING` workflows of this application version (rows whose
-    /// `application_name` is ours or NULL) for recovery: each gets `owner_xid = new_owner`,
-    /// `recovery_attempts + 1` and `updated_at = now_ms`, and comes back with its checkpoints.
-    fn reclaim_pending(
-        &self,
-        executor_id: &str,
-        app_version: &str,
-        application_name: Option<&str>,
-        new_owner: &str,
-        now_ms: i64,
-    ) -> impl Future<Output = Result<Vec<Reclaimed>>> + Send;
-
-    /// Move a workflow this owner holds to `MAX_RECOVERY_ATTEMPTS_EXCEEDED`.
-    fn dead_letter(
-        &self,
-        workflow_id: &str,
-        owner_xid: &str,
-        now_ms: i64,
-    ) -> impl Future<Output = Result<bool>> + Send;
-
-    /// Record this application version in `application_versions` (idempotent).
-    fn register_app_version(
-        &self,
-        version: &str,
-        application_name: Option<&str>,
-        now_ms: i64,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    // ---- Messages (DBOS `send` / `recv`) ----
-
-    /// Insert a message for `msg.destination_id`. With `sender`, the sender's checkpoint
-    /// (`DBOS.send`) is written in the same transaction, guarded by the sender's ownership.
-    /// A message whose `message_uuid` exists is not inserted again (idempotent). A missing
-    /// destination is [`crate::Error::NotFound`] and writes nothing. Postgres's trigger
-    /// announces the insert on `dbos_notifications_channel`.
-    fn send_message(
-        &self,
-        msg: &NewMessage,
-        sender: Option<&StepRecord>,
-    ) -> impl Future<Output = Result<RecordOutcome>> + Send;
-
-    /// In one transaction, guarded by `rec`'s ownership: consume the oldest unconsumed message
-    /// of `rec.workflow_id` on `topic` (by `created_at_epoch_ms`, then insertion order), mark it
-    /// `consumed` with `consumed_by_function_id = rec.function_id`, and write `rec` as the
-    /// `DBOS.recv` checkpoint with the message text as output (`null` if there was none).
-    /// The checkpoint's `serialization` is the message's. Returns the outcome and the message
-    /// consumed.
-    fn consume_message(
-        &self,
-        rec: &StepRecord,
-        topic: &str,
-    ) -> impl Future<Output = Result<(RecordOutcome, Option<Stored>)>> + Send;
-
-    /// Whether `workflow_id` has an unconsumed message on `topic`.
-    fn has_message(
-        &self,
-        workflow_id: &str,
-        topic: &str,
-    ) -> impl Future<Output = Result<bool>> + Send;
-
-    // ---- Events ----
-
-    /// In one transaction, guarded by `rec`'s ownership: upsert `workflow_events(key) = value`,
-    /// insert `workflow_events_history(function_id, key, value)`, and write `rec` (the
-    /// `DBOS.setEvent` checkpoint). Postgres announces it on `dbos_workflow_events_channel`
-    /// with payload `workflow_id::key`.
-    fn set_event(
-        &self,
-        rec: &StepRecord,
-        key: &str,
-        value: &str,
-    ) -> impl Future<Output = Result<RecordOutcome>> + Send;
-
-    /// The latest value of an event, if set.
-    fn get_event(
-        &self,
-        workflow_id: &str,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<Stored>>> + Send;
-
-    /// Every event of a workflow, `(key, latest value)`, ordered by key.
-    fn list_events(
-        &self,
-        workflow_id: &str,
-    ) -> impl Future<Output = Result<Vec<(String, Stored)>>> + Send;
-
-    // ---- Streams ----
-
-    /// In one transaction, guarded by `rec`'s ownership: append `value` to the stream `key` of
-    /// `rec.workflow_id` at the next dense offset (0, 1, …) with `function_id = rec.function_id`,
-    /// and write `rec` (`DBOS.writeStream` / `DBOS.closeStream`). Postgres announces it on
-    /// `dbos_streams_channel` with payload `workflow_id::key`.
-    fn write_stream(
-        &self,
-        rec: &StepRecord,
-        key: &str,
-        value: &str,
-    ) -> impl Future<Output = Result<RecordOutcome>> + Send;
-
-    /// Values of a stream from `from_offset` on, `(offset, value)` in offset order.
-    fn read_stream(
-        &self,
-        workflow_id: &str,
-        key: &str,
-        from_offset: i32,
-    ) -> impl Future<Output = Result<Vec<(i32, Stored)>>> + Send;
-
-    // ---- Cancellation, resume, deadlines ----
-
-    /// Cancel these workflows where they are not finished (`PENDING`, `ENQUEUED`, `DELAYED`):
-    /// status `CANCELLED`, `owner_xid`, `queue_name`, `deduplication_id`, `started_at_epoch_ms`
-    /// cleared, `updated_at = now_ms`. Returns the ids it cancelled.
-    fn cancel_workflows(
-        &self,
-        workflow_ids: &[String],
-        now_ms: i64,
-    ) -> impl Future<Output = Result<Vec<String>>> + Send;
-
-    /// Every descendant of a workflow (children, their children, …) by `parent_workflow_id`.
-    fn descendants(&self, workflow_id: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
-
-    /// Resume a `CANCELLED`, `ERROR`, `MAX_RECOVERY_ATTEMPTS_EXCEEDED` or `ENQUEUED` workflow
-    /// here: status `PENDING`, `owner_xid = new_owner`, `executor_id`, `application_version`,
-    /// `recovery_attempts = 1`, `started_at_epoch_ms = now_ms`, `queue_name` NULL,
-    /// `workflow_deadline_epoch_ms = now_ms + workflow_timeout_ms` (NULL without a timeout),
-    /// `completed_at` NULL, `updated_at = now_ms`. Returns it with its checkpoints, or `None`
-    /// if it does not exist or is `PENDING`/`SUCCESS` (nothing to resume).
-    fn resume_workflow(
-        &self,
-        workflow_id: &str,
-        executor_id: &str,
-        app_version: &str,
-        new_owner: &str,
-        now_ms: i64,
-    ) -> impl Future<Output = Result<Option<Reclaimed>>> + Send;
-
-    /// Claim up to `claim.limit` `ENQUEUED` workflows of `claim.queue_name` whose function is
-    /// one of `claim.names` (rows of this application or unclaimed, of this version or none),
-    /// by priority then age, skipping rows another claimer holds: each becomes `PENDING` with
-    /// `owner_xid = new_owner`, this executor and version, `started_at_epoch_ms = now_ms`,
-    /// `recovery_attempts + 1`, and a deadline from its timeout if it has none. Returns them
-    /// with their checkpoints.
-    fn claim_enqueued(
-        &self,
-        claim: &QueueClaim,
-    ) -> impl Future<Output = Result<Vec<Reclaimed>>> + Send;
-
-    // ---- Notifications ----
+    /// From now on, a transient failure ends its operation with [`Error::Shutdown`] instead
+    /// of being retried (called when the application shuts down).
+    pub(crate) fn stop_retrying(&self) {
+        self.retry.stop();
+    }
 
     /// Start delivering change announcements to `sink` as `(channel, payload)`. Postgres:
     /// LISTEN on `dbos_notifications_channel`, `dbos_workflow_events_channel` and
@@ -393,189 +273,29 @@ pub(crate) trait SystemDatabase: Send + Sync + 'static {
     /// delivering `("*", "")` so waiters re-check). SQLite: watch `PRAGMA data_version` on a
     /// dedicated connection every `poll` and deliver `("*", "")` when another connection or
     /// process committed. The task stops at `close`.
-    fn watch_changes(
-        &self,
-        sink: ChangeSink,
-        poll: std::time::Duration,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Release connections and background threads.
-    fn close(&self) -> impl Future<Output = ()> + Send;
-}
-
-/// The system database the engine uses: one of the two backends.
-pub(crate) enum Store {
-    Postgres(postgres::PostgresStore),
-    Sqlite(sqlite::SqliteStore),
-}
-
-macro_rules! dispatch {
-    ($self:ident, $db:ident => $body:expr) => {
-        match $self {
-            Store::Postgres($db) => $body,
-            Store::Sqlite($db) => $body,
-        }
-    };
-}
-
-impl Store {
-    /// The backend's name, as the benchmark harness and logs print it.
-    pub(crate) fn backend(&self) -> &'static str {
-        match self {
-            Store::Postgres(_) => "postgres",
-            Store::Sqlite(_) => "sqlite",
-        }
-    }
-
-    pub(crate) async fn insert_workflow(&self, wf: &NewWorkflow) -> Result<InsertOutcome> {
-        dispatch!(self, db => db.insert_workflow(wf).await)
-    }
-
-    pub(crate) async fn insert_child_workflow(
-        &self,
-        parent: &StepRecord,
-        child: &NewWorkflow,
-    ) -> Result<(RecordOutcome, InsertOutcome)> {
-        dispatch!(self, db => db.insert_child_workflow(parent, child).await)
-    }
-
-    pub(crate) async fn record_step(&self, rec: &StepRecord) -> Result<RecordOutcome> {
-        dispatch!(self, db => db.record_step(rec).await)
-    }
-
-    pub(crate) async fn list_checkpoints(&self, workflow_id: &str) -> Result<Vec<Checkpoint>> {
-        dispatch!(self, db => db.list_checkpoints(workflow_id).await)
-    }
-
-    pub(crate) async fn complete_workflow(&self, c: &Completion) -> Result<bool> {
-        dispatch!(self, db => db.complete_workflow(c).await)
-    }
-
-    pub(crate) async fn get_workflow(&self, workflow_id: &str) -> Result<Option<WorkflowRow>> {
-        dispatch!(self, db => db.get_workflow(workflow_id).await)
-    }
-
-    pub(crate) async fn reclaim_pending(
-        &self,
-        executor_id: &str,
-        app_version: &str,
-        application_name: Option<&str>,
-        new_owner: &str,
-        now_ms: i64,
-    ) -> Result<Vec<Reclaimed>> {
-        dispatch!(self, db => db.reclaim_pending(executor_id, app_version, application_name, new_owner, now_ms).await)
-    }
-
-    pub(crate) async fn dead_letter(
-        &self,
-        workflow_id: &str,
-        owner_xid: &str,
-        now_ms: i64,
-    ) -> Result<bool> {
-        dispatch!(self, db => db.dead_letter(workflow_id, owner_xid, now_ms).await)
-    }
-
-    pub(crate) async fn register_app_version(
-        &self,
-        version: &str,
-        application_name: Option<&str>,
-        now_ms: i64,
-    ) -> Result<()> {
-        dispatch!(self, db => db.register_app_version(version, application_name, now_ms).await)
-    }
-
-    pub(crate) async fn send_message(
-        &self,
-        msg: &NewMessage,
-        sender: Option<&StepRecord>,
-    ) -> Result<RecordOutcome> {
-        dispatch!(self, db => db.send_message(msg, sender).await)
-    }
-
-    pub(crate) async fn consume_message(
-        &self,
-        rec: &StepRecord,
-        topic: &str,
-    ) -> Result<(RecordOutcome, Option<Stored>)> {
-        dispatch!(self, db => db.consume_message(rec, topic).await)
-    }
-
-    pub(crate) async fn has_message(&self, workflow_id: &str, topic: &str) -> Result<bool> {
-        dispatch!(self, db => db.has_message(workflow_id, topic).await)
-    }
-
-    pub(crate) async fn set_event(
-        &self,
-        rec: &StepRecord,
-        key: &str,
-        value: &str,
-    ) -> Result<RecordOutcome> {
-        dispatch!(self, db => db.set_event(rec, key, value).await)
-    }
-
-    pub(crate) async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<Stored>> {
-        dispatch!(self, db => db.get_event(workflow_id, key).await)
-    }
-
-    pub(crate) async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, Stored)>> {
-        dispatch!(self, db => db.list_events(workflow_id).await)
-    }
-
-    pub(crate) async fn write_stream(
-        &self,
-        rec: &StepRecord,
-        key: &str,
-        value: &str,
-    ) -> Result<RecordOutcome> {
-        dispatch!(self, db => db.write_stream(rec, key, value).await)
-    }
-
-    pub(crate) async fn read_stream(
-        &self,
-        workflow_id: &str,
-        key: &str,
-        from_offset: i32,
-    ) -> Result<Vec<(i32, Stored)>> {
-        dispatch!(self, db => db.read_stream(workflow_id, key, from_offset).await)
-    }
-
-    pub(crate) async fn cancel_workflows(
-        &self,
-        workflow_ids: &[String],
-        now_ms: i64,
-    ) -> Result<Vec<String>> {
-        dispatch!(self, db => db.cancel_workflows(workflow_ids, now_ms).await)
-    }
-
-    pub(crate) async fn descendants(&self, workflow_id: &str) -> Result<Vec<String>> {
-        dispatch!(self, db => db.descendants(workflow_id).await)
-    }
-
-    pub(crate) async fn resume_workflow(
-        &self,
-        workflow_id: &str,
-        executor_id: &str,
-        app_version: &str,
-        new_owner: &str,
-        now_ms: i64,
-    ) -> Result<Option<Reclaimed>> {
-        dispatch!(self, db => db.resume_workflow(workflow_id, executor_id, app_version, new_owner, now_ms).await)
-    }
-
-    pub(crate) async fn claim_enqueued(&self, claim: &QueueClaim) -> Result<Vec<Reclaimed>> {
-        dispatch!(self, db => db.claim_enqueued(claim).await)
-    }
-
+    #[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
     pub(crate) async fn watch_changes(
         &self,
         sink: ChangeSink,
         poll: std::time::Duration,
     ) -> Result<()> {
-        dispatch!(self, db => db.watch_changes(sink, poll).await)
+        match &self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(db) => db.watch_changes(sink).await,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(db) => db.watch_changes(sink, poll).await,
+        }
     }
 
+    /// Release connections and background threads.
     pub(crate) async fn close(&self) {
-        dispatch!(self, db => db.close().await)
+        self.retry.stop();
+        match &self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(db) => db.close().await,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(db) => db.close().await,
+        }
     }
 }
 
@@ -586,6 +306,8 @@ pub(crate) struct StoreOptions {
     pub schema: String,
     /// Maximum connections (Postgres pool size; SQLite reader connections). Default: 16.
     pub pool_size: usize,
+    /// How long opening the database keeps retrying while it is unreachable. Default: 30 s.
+    pub connect_timeout: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -593,27 +315,54 @@ impl Default for StoreOptions {
         Self {
             schema: "dbos".to_owned(),
             pool_size: 16,
+            connect_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
 
 /// Open (creating and migrating if needed) the system database a URL names:
-/// `postgres://` / `postgresql://` select Postgres, `sqlite:` URLs select SQLite.
+/// `postgres://` / `postgresql://` select Postgres, `sqlite:` URLs select SQLite. While the
+/// database is unreachable, opening is retried for `options.connect_timeout`.
 pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Store> {
+    let retry = retry::Retry::default();
+    let backend = retry
+        .run_for(
+            options.connect_timeout,
+            &format!("opening {}", redact(url)),
+            || open_backend(url, options),
+        )
+        .await?;
+    Ok(Store { backend, retry })
+}
+
+/// One attempt at opening the backend a URL names.
+async fn open_backend(url: &str, options: &StoreOptions) -> Result<Backend> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Store::Postgres(
+        #[cfg(feature = "postgres")]
+        return Ok(Backend::Postgres(
             postgres::PostgresStore::connect(url, options).await?,
-        ))
-    } else if url.starts_with("sqlite:") {
-        Ok(Store::Sqlite(
-            sqlite::SqliteStore::open(url, options).await?,
-        ))
-    } else {
-        Err(crate::Error::Config(format!(
-            "system database URL `{}` is neither postgres:// nor sqlite:",
+        ));
+        #[cfg(not(feature = "postgres"))]
+        return Err(Error::Config(format!(
+            "system database URL `{}` needs Postgres, but cairn was built without its `postgres` feature",
             redact(url)
-        )))
+        )));
     }
+    if url.starts_with("sqlite:") {
+        #[cfg(feature = "sqlite")]
+        return Ok(Backend::Sqlite(
+            sqlite::SqliteStore::open(url, options).await?,
+        ));
+        #[cfg(not(feature = "sqlite"))]
+        return Err(Error::Config(format!(
+            "system database URL `{}` needs SQLite, but cairn was built without its `sqlite` feature",
+            redact(url)
+        )));
+    }
+    Err(Error::Config(format!(
+        "system database URL `{}` is neither postgres:// nor sqlite:",
+        redact(url)
+    )))
 }
 
 /// A URL with its password replaced by `***`, for messages and logs.

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod dbos;
+pub mod pg_server;
+pub mod proxy;
 
 use std::path::PathBuf;
 
@@ -168,6 +170,7 @@ macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
+                #[cfg(feature = "sqlite")]
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
                     let db = $crate::common::TestDb::new($crate::common::Backend::Sqlite);
@@ -175,6 +178,7 @@ macro_rules! both_backends {
                     db.drop_db().await;
                 }
 
+                #[cfg(feature = "postgres")]
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     let db = $crate::common::TestDb::new($crate::common::Backend::Postgres);

@@ -8,26 +8,49 @@
 //! every row, so under load batches grow while earlier writes are in flight.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::Pool;
-use std::sync::Mutex;
-
 use tokio::sync::oneshot;
 
-use super::{Param, failed, step_params};
+use super::sql::{Sql, Statements};
+use super::workflows::RECORD_STEP;
+use super::{Describe, Param, checkout, col, failed, step_params};
 use crate::error::{Error, Result};
-use crate::store::StepRecord;
+use crate::store::{RecordStep, StepRecord};
 
 /// Batches written concurrently.
 const IN_FLIGHT: usize = 4;
 /// The most checkpoints one statement writes.
 const MAX_BATCH: usize = 512;
 
+/// `RECORD_STEP` for many rows: its ten parameters as arrays, in the same order; returns the
+/// `(workflow_uuid, function_id)`s written.
+static RECORD_STEPS: Sql = Sql(|q| {
+    format!(
+        "WITH input AS ( \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::int8[], $9::int8[], $10::text[]) \
+             AS t(workflow_uuid, owner_xid, function_id, function_name, output, error, \
+                 child_workflow_id, started_at, completed_at, application_name)), \
+         owned AS ( \
+             SELECT i.* FROM input i JOIN {q}.workflow_status s ON s.workflow_uuid = i.workflow_uuid \
+             WHERE s.status = 'PENDING' AND s.owner_xid = i.owner_xid \
+             FOR SHARE OF s) \
+         INSERT INTO {q}.operation_outputs (workflow_uuid, function_id, function_name, output, error, \
+             child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, \
+             application_name, retention_timestamp) \
+         SELECT workflow_uuid, function_id, function_name, output, error, child_workflow_id, \
+             started_at, completed_at, 'portable_json', application_name, completed_at FROM owned \
+         ON CONFLICT (workflow_uuid, function_id) DO NOTHING \
+         RETURNING workflow_uuid, function_id"
+    )
+});
+
 /// A checkpoint waiting to be written, and where its result goes: whether it was written
 /// (`false`: refused by the ownership guard or already there; the caller finds out which).
 struct Pending {
-    record: StepRecord,
+    step: RecordStep,
     reply: oneshot::Sender<Result<bool>>,
 }
 
@@ -38,7 +61,7 @@ pub(super) struct StepBatcher {
 
 struct Shared {
     pool: Pool,
-    sql: Statements,
+    sql: Texts,
     state: Mutex<State>,
 }
 
@@ -50,9 +73,13 @@ struct State {
 }
 
 impl StepBatcher {
-    /// A batcher over `pool`. `single` is the one-row statement, `multi` the `unnest` one.
-    pub(super) fn new(pool: Pool, single: String, multi: String) -> Self {
-        let sql = Statements { single, multi };
+    /// A batcher over `pool`, with its two statements' texts taken from `statements` now, so
+    /// a checkpoint looks nothing up.
+    pub(super) fn new(pool: Pool, statements: &Statements) -> Self {
+        let sql = Texts {
+            single: statements.text(&RECORD_STEP),
+            multi: statements.text(&RECORD_STEPS),
+        };
         Self {
             shared: Arc::new(Shared {
                 pool,
@@ -64,7 +91,7 @@ impl StepBatcher {
 
     /// Write one checkpoint; returns whether it was written. With a slot free it is written
     /// at once by the caller's own task (no hand-off); otherwise it joins the next batch.
-    pub(super) async fn write(&self, record: &StepRecord) -> Result<bool> {
+    pub(super) async fn write(&self, step: &RecordStep) -> Result<bool> {
         let answer = {
             let mut state = self.shared.lock();
             if state.in_flight < IN_FLIGHT {
@@ -73,7 +100,7 @@ impl StepBatcher {
             } else {
                 let (reply, answer) = oneshot::channel();
                 state.waiting.push(Pending {
-                    record: record.clone(),
+                    step: step.clone(),
                     reply,
                 });
                 Some(answer)
@@ -82,14 +109,10 @@ impl StepBatcher {
         match answer {
             None => {
                 let _slot = Slot(Arc::clone(&self.shared));
-                write_one(&self.shared.pool, &self.shared.sql, record).await
+                write_one(&self.shared.pool, &self.shared.sql, step).await
             }
-            Some(answer) => answer.await.map_err(|_| {
-                Error::database(
-                    context(record),
-                    std::io::Error::other("the checkpoint batch was abandoned"),
-                )
-            })?,
+            // The batch's task was dropped unfinished: the runtime is shutting down.
+            Some(answer) => answer.await.map_err(|_| Error::Shutdown)?,
         }
     }
 }
@@ -133,22 +156,28 @@ impl Drop for Slot {
     }
 }
 
-struct Statements {
-    single: String,
-    multi: String,
+/// The batcher's two statement texts.
+struct Texts {
+    /// `RECORD_STEP`: one checkpoint.
+    single: Arc<str>,
+    /// `RECORD_STEPS`: many.
+    multi: Arc<str>,
 }
 
-fn context(record: &StepRecord) -> String {
-    format!(
-        "recording step {} of workflow {}",
-        record.function_id, record.workflow_id
-    )
+/// What a failed multi-row write was doing.
+struct Batch(usize);
+
+impl Describe for Batch {
+    fn what(&self) -> String {
+        format!("recording a batch of {} steps", self.0)
+    }
 }
 
-async fn write_batch(pool: &Pool, sql: &Statements, batch: Vec<Pending>) {
+/// Write a batch and answer each of its callers.
+async fn write_batch(pool: &Pool, sql: &Texts, batch: Vec<Pending>) {
     if batch.len() == 1 {
         for pending in batch {
-            let written = write_one(pool, sql, &pending.record).await;
+            let written = write_one(pool, sql, &pending.step).await;
             let _ = pending.reply.send(written);
         }
         return;
@@ -156,10 +185,8 @@ async fn write_batch(pool: &Pool, sql: &Statements, batch: Vec<Pending>) {
     match write_many(pool, sql, &batch).await {
         Ok(written) => {
             for pending in batch {
-                let key = (
-                    pending.record.workflow_id.clone(),
-                    pending.record.function_id,
-                );
+                let record = &pending.step.0;
+                let key = (record.workflow_id.clone(), record.function_id);
                 let _ = pending.reply.send(Ok(written.contains(&key)));
             }
         }
@@ -168,38 +195,31 @@ async fn write_batch(pool: &Pool, sql: &Statements, batch: Vec<Pending>) {
         Err(error) => {
             tracing::debug!(%error, size = batch.len(), "batched checkpoint write failed; writing one by one");
             for pending in batch {
-                let written = write_one(pool, sql, &pending.record).await;
+                let written = write_one(pool, sql, &pending.step).await;
                 let _ = pending.reply.send(written);
             }
         }
     }
 }
 
-async fn write_one(pool: &Pool, sql: &Statements, record: &StepRecord) -> Result<bool> {
-    let context = || context(record);
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| Error::database(context(), e))?;
-    let params = step_params(record);
+/// Write one checkpoint; returns whether it was written.
+async fn write_one(pool: &Pool, sql: &Texts, step: &RecordStep) -> Result<bool> {
+    let client = checkout(pool, step).await?;
+    let params = step_params(&step.0);
     let result = match client.prepare_cached(&sql.single).await {
         Ok(statement) => client.query(&statement, &params).await,
         Err(e) => Err(e),
     };
     result
         .map(|rows| !rows.is_empty())
-        .map_err(|e| failed(client, e, &context))
+        .map_err(|e| failed(pool, client, e, step))
 }
 
 /// Write a batch in one statement; returns the `(workflow, function id)`s written.
-async fn write_many(
-    pool: &Pool,
-    sql: &Statements,
-    batch: &[Pending],
-) -> Result<HashSet<(String, i32)>> {
-    let context = || format!("recording a batch of {} steps", batch.len());
+async fn write_many(pool: &Pool, sql: &Texts, batch: &[Pending]) -> Result<HashSet<(String, i32)>> {
+    let op = Batch(batch.len());
     let column = |f: fn(&StepRecord) -> Option<String>| {
-        batch.iter().map(|p| f(&p.record)).collect::<Vec<_>>()
+        batch.iter().map(|p| f(&p.step.0)).collect::<Vec<_>>()
     };
     let workflow_ids = column(|r| Some(r.workflow_id.clone()));
     let owners = column(|r| Some(r.owner_xid.clone()));
@@ -208,11 +228,11 @@ async fn write_many(
     let errors = column(|r| r.error.clone());
     let children = column(|r| r.child_workflow_id.clone());
     let applications = column(|r| r.application_name.clone());
-    let function_ids: Vec<i32> = batch.iter().map(|p| p.record.function_id).collect();
-    let started: Vec<i64> = batch.iter().map(|p| p.record.started_at_epoch_ms).collect();
+    let function_ids: Vec<i32> = batch.iter().map(|p| p.step.0.function_id).collect();
+    let started: Vec<i64> = batch.iter().map(|p| p.step.0.started_at_epoch_ms).collect();
     let completed: Vec<i64> = batch
         .iter()
-        .map(|p| p.record.completed_at_epoch_ms)
+        .map(|p| p.step.0.completed_at_epoch_ms)
         .collect();
     let params: [Param<'_>; 10] = [
         &workflow_ids,
@@ -226,21 +246,13 @@ async fn write_many(
         &completed,
         &applications,
     ];
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| Error::database(context(), e))?;
+    let client = checkout(pool, &op).await?;
     let result = match client.prepare_cached(&sql.multi).await {
         Ok(statement) => client.query(&statement, &params).await,
         Err(e) => Err(e),
     };
-    let rows = result.map_err(|e| failed(client, e, &context))?;
+    let rows = result.map_err(|e| failed(pool, client, e, &op))?;
     rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get(0).map_err(|e| Error::database(context(), e))?,
-                row.try_get(1).map_err(|e| Error::database(context(), e))?,
-            ))
-        })
+        .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
         .collect()
 }

@@ -1,21 +1,23 @@
-//! Messages, events, streams, cancellation and resume: the operations behind the
-//! `SystemDatabase` methods of the same names.
+//! Messages, events and streams.
 //!
 //! A write carrying a [`StepRecord`] is one statement (a stream write: one short transaction)
 //! whose effect is inserted `FROM` the ownership-guarded checkpoint insert, so the effect and
 //! the checkpoint commit together and a replay at a recorded `function_id` applies nothing.
-//! Only when nothing was written does a second query (`step_state`) say why.
+//! Only when nothing was written does a second query (`STEP_STATE`) say why.
 
 use deadpool_postgres::Object;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use super::sql::{Sql, checkpoint_insert};
 use super::{
-    ATTEMPTS, Context, Param, PostgresStore, anomaly, col, failed, refusal, step_params,
-    workflow_row,
+    ATTEMPTS, Describe, OnPostgres, Param, PostgresStore, anomaly, col, failed, step_params,
 };
 use crate::error::{Error, Result};
-use crate::store::{NewMessage, Reclaimed, RecordOutcome, StepRecord, Stored, SystemDatabase};
+use crate::store::{
+    ConsumeMessage, GetEvent, HasMessage, ListEvents, ReadStream, RecordOutcome, SendMessage,
+    SetEvent, StepRecord, Stored, WriteStream,
+};
 
 /// How a write's statement runs.
 enum Mode<'a> {
@@ -25,23 +27,25 @@ enum Mode<'a> {
     MissingIsNotFound(&'a str),
     /// One transaction: the lock statement with its two parameters, then the statement
     /// (pipelined, so the statement's snapshot is taken once the lock is held).
-    Locked(&'a str, [Param<'a>; 2]),
+    Locked(&'static Sql, [Param<'a>; 2]),
 }
 
 /// Run a statement as `mode` says on a pooled connection; returns its rows.
 async fn run(
-    store: &PostgresStore,
-    sql: &str,
+    db: &PostgresStore,
+    sql: &'static Sql,
     params: &[Param<'_>],
     mode: &Mode<'_>,
-    context: Context<'_>,
+    op: &dyn Describe,
 ) -> Result<Vec<Row>> {
-    let mut client = store.checkout(context).await?;
+    let text = db.sql.text(sql);
+    let mut client = db.checkout(op).await?;
     let result = match mode {
         Mode::Locked(lock, lock_params) => {
-            locked(&mut client, lock, lock_params, sql, params).await
+            let lock = db.sql.text(lock);
+            locked(&mut client, &lock, lock_params, &text, params).await
         }
-        Mode::Statement | Mode::MissingIsNotFound(_) => match client.prepare_cached(sql).await {
+        Mode::Statement | Mode::MissingIsNotFound(_) => match client.prepare_cached(&text).await {
             Ok(statement) => client.query(&statement, params).await,
             Err(e) => Err(e),
         },
@@ -53,7 +57,7 @@ async fn run(
         {
             Err(Error::NotFound((*id).to_owned()))
         }
-        (Err(e), _) => Err(failed(client, e, context)),
+        (Err(e), _) => Err(failed(&db.pool, client, e, op)),
     }
 }
 
@@ -78,303 +82,290 @@ async fn locked(
     Ok(rows)
 }
 
-/// Run a checkpoint-carrying write until it lands, or until `step_state` explains why it did
+/// Run a checkpoint-carrying write until it lands, or until `STEP_STATE` explains why it did
 /// not (`Duplicate` with the existing checkpoint, or `NotOwner`). Returns the statement's row
 /// when it landed.
 async fn guarded(
-    store: &PostgresStore,
+    db: &PostgresStore,
     rec: &StepRecord,
-    sql: &str,
+    sql: &'static Sql,
     params: &[Param<'_>],
     mode: &Mode<'_>,
-    context: Context<'_>,
+    op: &dyn Describe,
 ) -> Result<(RecordOutcome, Option<Row>)> {
     for _ in 0..ATTEMPTS {
-        let row = run(store, sql, params, mode, context)
+        let row = run(db, sql, params, mode, op)
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::database(context(), anomaly("the statement returned no row")))?;
+            .ok_or_else(|| anomaly(op, "the statement returned no row"))?;
         if col::<bool>(&row, 0)? {
             return Ok((RecordOutcome::Recorded, Some(row)));
         }
-        let state = store
-            .query_row(
-                &store.sql.step_state,
-                &[&rec.workflow_id, &rec.owner_xid, &rec.function_id],
-                context,
-            )
-            .await?;
-        if let Some(outcome) = refusal(&state)? {
+        if let Some(outcome) = db.step_state(rec, op).await? {
             return Ok((outcome, None));
         }
         // Still ours and no checkpoint visible: a race with a concurrent writer that the next
         // statement's snapshot resolves. Try again.
     }
-    Err(Error::database(
-        context(),
-        anomaly("the checkpoint was neither written nor found"),
-    ))
+    Err(anomaly(op, "the checkpoint was neither written nor found"))
 }
 
-/// See [`SystemDatabase::send_message`]: one statement, with or without the sender's checkpoint.
-pub(super) async fn send_message(
-    store: &PostgresStore,
-    msg: &NewMessage,
-    sender: Option<&StepRecord>,
-) -> Result<RecordOutcome> {
-    let context = || {
-        format!(
-            "sending a message to workflow {} on topic {}",
-            msg.destination_id, msg.topic
-        )
-    };
-    let mode = Mode::MissingIsNotFound(&msg.destination_id);
-    let message: [Param<'_>; 4] = [
-        &msg.destination_id,
-        &msg.topic,
-        &msg.message,
-        &msg.message_uuid,
-    ];
-    let Some(rec) = sender else {
-        run(store, &store.sql.comm.send, &message, &mode, &context).await?;
-        return Ok(RecordOutcome::Recorded);
-    };
-    let mut params: Vec<Param<'_>> = Vec::with_capacity(14);
-    params.extend(step_params(rec));
-    params.extend(message);
-    let (outcome, _) = guarded(
-        store,
-        rec,
-        &store.sql.comm.send_step,
-        &params,
-        &mode,
-        &context,
+/// `$1` destination, `$2` topic, `$3` message, `$4` message uuid.
+static SEND: Sql = Sql(|q| {
+    format!(
+        "INSERT INTO {q}.notifications (destination_uuid, topic, message, message_uuid, serialization) \
+         VALUES ($1, $2, $3, $4, 'portable_json') ON CONFLICT (message_uuid) DO NOTHING"
     )
-    .await?;
-    Ok(outcome)
-}
+});
 
-/// See [`SystemDatabase::consume_message`]: one statement.
-pub(super) async fn consume_message(
-    store: &PostgresStore,
-    rec: &StepRecord,
-    topic: &str,
-) -> Result<(RecordOutcome, Option<Stored>)> {
-    let context = || {
-        format!(
-            "receiving a message on topic {topic} as step {} of workflow {}",
-            rec.function_id, rec.workflow_id
-        )
-    };
-    let mut params = step_params(rec);
-    // `$5` is the topic here: the checkpoint's output is the message consumed.
-    params[4] = &topic;
-    let (outcome, row) = guarded(
-        store,
-        rec,
-        &store.sql.comm.consume,
-        &params,
-        &Mode::Statement,
-        &context,
+/// The sender's checkpoint, then the message: `$11` destination, `$12` topic, `$13` message,
+/// `$14` message uuid. Row: `(recorded)`.
+static SEND_STEP: Sql = Sql(|q| {
+    format!(
+        "WITH cp AS ({} RETURNING 1), \
+         msg AS ( \
+             INSERT INTO {q}.notifications (destination_uuid, topic, message, message_uuid, serialization) \
+             SELECT $11::text, $12::text, $13::text, $14::text, 'portable_json' FROM cp \
+             ON CONFLICT (message_uuid) DO NOTHING) \
+         SELECT EXISTS (SELECT 1 FROM cp)",
+        checkpoint_insert(q, "$5::text")
     )
-    .await?;
-    let message = match row {
-        Some(row) => col::<Option<String>>(&row, 1)?.map(|text| Stored {
-            text,
-            serialization: col(&row, 2).ok().flatten(),
-        }),
-        None => None,
-    };
-    Ok((outcome, message))
+});
+
+impl OnPostgres for SendMessage {
+    /// One statement: the message, and the sender's checkpoint if any.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<RecordOutcome> {
+        let msg = &self.message;
+        let mode = Mode::MissingIsNotFound(&msg.destination_id);
+        let message: [Param<'_>; 4] = [
+            &msg.destination_id,
+            &msg.topic,
+            &msg.message,
+            &msg.message_uuid,
+        ];
+        let Some(rec) = &self.sender else {
+            run(db, &SEND, &message, &mode, self).await?;
+            return Ok(RecordOutcome::Recorded);
+        };
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(14);
+        params.extend(step_params(rec));
+        params.extend(message);
+        let (outcome, _) = guarded(db, rec, &SEND_STEP, &params, &mode, self).await?;
+        Ok(outcome)
+    }
 }
 
-/// See [`SystemDatabase::has_message`]: one statement.
-pub(super) async fn has_message(
-    store: &PostgresStore,
-    workflow_id: &str,
-    topic: &str,
-) -> Result<bool> {
-    let context = || format!("looking for a message to workflow {workflow_id} on topic {topic}");
-    let row = store
-        .query_row(
-            &store.sql.comm.has_message,
-            &[&workflow_id, &topic],
-            &context,
+/// The `DBOS.recv` checkpoint with `$5` the topic (not the output: the output is the message
+/// consumed, or `null`). Row: `(recorded, message consumed, its serialization)`.
+static CONSUME: Sql = Sql(|q| {
+    format!(
+        "WITH m AS ( \
+             SELECT message_uuid, message, serialization FROM {q}.notifications \
+             WHERE destination_uuid = $1::text AND topic = $5::text AND NOT consumed \
+                 AND EXISTS (SELECT 1 FROM {q}.workflow_status \
+                     WHERE workflow_uuid = $1::text AND status = 'PENDING' AND owner_xid = $2::text) \
+             ORDER BY created_at_epoch_ms, ctid \
+             LIMIT 1 \
+             FOR UPDATE SKIP LOCKED), \
+         cp AS ({} RETURNING 1), \
+         upd AS ( \
+             UPDATE {q}.notifications n SET consumed = true, consumed_by_function_id = $3::int4 \
+             FROM m WHERE n.message_uuid = m.message_uuid AND EXISTS (SELECT 1 FROM cp) \
+             RETURNING n.message, n.serialization) \
+         SELECT EXISTS (SELECT 1 FROM cp), (SELECT message FROM upd), \
+             (SELECT serialization FROM upd)",
+        // The checkpoint holds the message as stored, so it says the message's format.
+        checkpoint_insert(q, "COALESCE((SELECT message FROM m), 'null')").replacen(
+            "'portable_json'",
+            "COALESCE((SELECT serialization FROM m), 'portable_json')",
+            1
+        )
+    )
+});
+
+impl OnPostgres for ConsumeMessage {
+    /// One statement: pick, checkpoint and mark the oldest message.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<(RecordOutcome, Option<Stored>)> {
+        let mut params = step_params(&self.record);
+        // `$5` is the topic here: the checkpoint's output is the message consumed.
+        params[4] = &self.topic;
+        let (outcome, row) =
+            guarded(db, &self.record, &CONSUME, &params, &Mode::Statement, self).await?;
+        let message = match row {
+            Some(row) => col::<Option<String>>(&row, 1)?.map(|text| Stored {
+                text,
+                serialization: col(&row, 2).ok().flatten(),
+            }),
+            None => None,
+        };
+        Ok((outcome, message))
+    }
+}
+
+/// `$1` workflow, `$2` topic: one row, whether an unconsumed message is there.
+static HAS_MESSAGE: Sql = Sql(|q| {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM {q}.notifications \
+             WHERE destination_uuid = $1 AND topic = $2 AND NOT consumed)"
+    )
+});
+
+impl OnPostgres for HasMessage {
+    /// One statement.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<bool> {
+        let row = db
+            .query_row(&HAS_MESSAGE, &[&self.workflow_id, &self.topic], self)
+            .await?;
+        col(&row, 0)
+    }
+}
+
+/// The checkpoint, then `$11` key, `$12` value: the value, its history entry and the
+/// announcement `workflow::key`. Row: `(recorded, _)`.
+static SET_EVENT: Sql = Sql(|q| {
+    format!(
+        "WITH cp AS ({} RETURNING 1), \
+         ev AS ( \
+             INSERT INTO {q}.workflow_events (workflow_uuid, key, value, serialization) \
+             SELECT $1::text, $11::text, $12::text, 'portable_json' FROM cp \
+             ON CONFLICT (workflow_uuid, key) \
+             DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization), \
+         hist AS ( \
+             INSERT INTO {q}.workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
+             SELECT $1::text, $3::int4, $11::text, $12::text, 'portable_json' FROM cp \
+             ON CONFLICT (workflow_uuid, function_id, key) \
+             DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization), \
+         n AS (SELECT pg_notify('dbos_workflow_events_channel', $1::text || '::' || $11::text) FROM cp) \
+         SELECT EXISTS (SELECT 1 FROM cp), (SELECT count(*) FROM n)",
+        checkpoint_insert(q, "$5::text")
+    )
+});
+
+impl OnPostgres for SetEvent {
+    /// One statement: value, history, checkpoint and announcement.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<RecordOutcome> {
+        let params = keyed_value_params(&self.record, &self.key, &self.value);
+        let (outcome, _) = guarded(
+            db,
+            &self.record,
+            &SET_EVENT,
+            &params,
+            &Mode::Statement,
+            self,
         )
         .await?;
-    col(&row, 0)
+        Ok(outcome)
+    }
 }
 
-/// See [`SystemDatabase::set_event`]: one statement (value, history, checkpoint, announcement).
-pub(super) async fn set_event(
-    store: &PostgresStore,
-    rec: &StepRecord,
-    key: &str,
-    value: &str,
-) -> Result<RecordOutcome> {
-    let context = || {
-        format!(
-            "setting event {key} as step {} of workflow {}",
-            rec.function_id, rec.workflow_id
-        )
-    };
-    let params = keyed_value_params(rec, &key, &value);
-    let (outcome, _) = guarded(
-        store,
-        rec,
-        &store.sql.comm.set_event,
-        &params,
-        &Mode::Statement,
-        &context,
+/// `$1` workflow, `$2` key.
+static GET_EVENT: Sql = Sql(|q| {
+    format!(
+        "SELECT value, serialization FROM {q}.workflow_events WHERE workflow_uuid = $1 AND key = $2"
     )
-    .await?;
-    Ok(outcome)
+});
+
+impl OnPostgres for GetEvent {
+    /// One statement.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Option<Stored>> {
+        let rows = db
+            .query(&GET_EVENT, &[&self.workflow_id, &self.key], self)
+            .await?;
+        rows.first().map(|row| stored_at(row, 0)).transpose()
+    }
 }
 
-/// See [`SystemDatabase::get_event`]: one statement.
-pub(super) async fn get_event(
-    store: &PostgresStore,
-    workflow_id: &str,
-    key: &str,
-) -> Result<Option<Stored>> {
-    let context = || format!("reading event {key} of workflow {workflow_id}");
-    let rows = store
-        .query(&store.sql.comm.get_event, &[&workflow_id, &key], &context)
-        .await?;
-    rows.first().map(|row| stored_at(row, 0)).transpose()
-}
-
-/// See [`SystemDatabase::list_events`]: one statement.
-pub(super) async fn list_events(
-    store: &PostgresStore,
-    workflow_id: &str,
-) -> Result<Vec<(String, Stored)>> {
-    let context = || format!("listing the events of workflow {workflow_id}");
-    let rows = store
-        .query(&store.sql.comm.list_events, &[&workflow_id], &context)
-        .await?;
-    rows.iter()
-        .map(|row| Ok((col(row, 0)?, stored_at(row, 1)?)))
-        .collect()
-}
-
-/// See [`SystemDatabase::write_stream`]: one transaction holding the stream's advisory lock,
-/// so concurrent writers of one stream (parallel steps) get dense, distinct offsets.
-pub(super) async fn write_stream(
-    store: &PostgresStore,
-    rec: &StepRecord,
-    key: &str,
-    value: &str,
-) -> Result<RecordOutcome> {
-    let context = || {
-        format!(
-            "writing to stream {key} as step {} of workflow {}",
-            rec.function_id, rec.workflow_id
-        )
-    };
-    let params = keyed_value_params(rec, &key, &value);
-    let mode = Mode::Locked(&store.sql.comm.stream_lock, [&rec.workflow_id, &key]);
-    let (outcome, _) = guarded(
-        store,
-        rec,
-        &store.sql.comm.write_stream,
-        &params,
-        &mode,
-        &context,
+/// `$1` workflow: `(key, value, serialization)` by key.
+static LIST_EVENTS: Sql = Sql(|q| {
+    format!(
+        "SELECT key, value, serialization FROM {q}.workflow_events WHERE workflow_uuid = $1 ORDER BY key"
     )
-    .await?;
-    Ok(outcome)
+});
+
+impl OnPostgres for ListEvents {
+    /// One statement.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<(String, Stored)>> {
+        let rows = db.query(&LIST_EVENTS, &[&self.workflow_id], self).await?;
+        rows.iter()
+            .map(|row| Ok((col(row, 0)?, stored_at(row, 1)?)))
+            .collect()
+    }
 }
 
-/// See [`SystemDatabase::read_stream`]: one statement.
-pub(super) async fn read_stream(
-    store: &PostgresStore,
-    workflow_id: &str,
-    key: &str,
-    from_offset: i32,
-) -> Result<Vec<(i32, Stored)>> {
-    let context =
-        || format!("reading stream {key} of workflow {workflow_id} from offset {from_offset}");
-    let rows = store
-        .query(
-            &store.sql.comm.read_stream,
-            &[&workflow_id, &key, &from_offset],
-            &context,
-        )
-        .await?;
-    rows.iter()
-        .map(|row| Ok((col(row, 0)?, stored_at(row, 1)?)))
-        .collect()
+/// `$1` workflow, `$2` key: the transaction-level lock serializing a stream's writers.
+static STREAM_LOCK: Sql = Sql(|_| {
+    "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '::' || $2::text, 0))".to_owned()
+});
+
+/// The checkpoint, then `$11` key, `$12` value at the next offset; announces `workflow::key`.
+/// Run after `STREAM_LOCK` in the same transaction. Row: `(recorded, _)`.
+static WRITE_STREAM: Sql = Sql(|q| {
+    format!(
+        "WITH cp AS ({} RETURNING 1), \
+         st AS ( \
+             INSERT INTO {q}.streams (workflow_uuid, key, value, \"offset\", function_id, serialization) \
+             SELECT $1::text, $11::text, $12::text, \
+                 (SELECT COALESCE(MAX(\"offset\") + 1, 0) FROM {q}.streams \
+                  WHERE workflow_uuid = $1::text AND key = $11::text), \
+                 $3::int4, 'portable_json' FROM cp \
+             RETURNING 1), \
+         n AS (SELECT pg_notify('dbos_streams_channel', $1::text || '::' || $11::text) FROM st) \
+         SELECT EXISTS (SELECT 1 FROM cp), (SELECT count(*) FROM n)",
+        checkpoint_insert(q, "$5::text")
+    )
+});
+
+impl OnPostgres for WriteStream {
+    /// One transaction holding the stream's advisory lock, so concurrent writers of one stream
+    /// (parallel steps) get dense, distinct offsets.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<RecordOutcome> {
+        let rec = &self.record;
+        let params = keyed_value_params(rec, &self.key, &self.value);
+        let mode = Mode::Locked(&STREAM_LOCK, [&rec.workflow_id, &self.key]);
+        let (outcome, _) = guarded(db, rec, &WRITE_STREAM, &params, &mode, self).await?;
+        Ok(outcome)
+    }
+}
+
+/// `$1` workflow, `$2` key, `$3` first offset: `(offset, value, serialization)` by offset.
+static READ_STREAM: Sql = Sql(|q| {
+    format!(
+        "SELECT \"offset\", value, serialization FROM {q}.streams \
+         WHERE workflow_uuid = $1 AND key = $2 AND \"offset\" >= $3 ORDER BY \"offset\""
+    )
+});
+
+impl OnPostgres for ReadStream {
+    /// One statement.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<(i32, Stored)>> {
+        let rows = db
+            .query(
+                &READ_STREAM,
+                &[&self.workflow_id, &self.key, &self.from_offset],
+                self,
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((col(row, 0)?, stored_at(row, 1)?)))
+            .collect()
+    }
 }
 
 /// The value and serialization columns starting at `at`.
-fn stored_at(row: &tokio_postgres::Row, at: usize) -> Result<Stored> {
+fn stored_at(row: &Row, at: usize) -> Result<Stored> {
     Ok(Stored {
         text: col(row, at)?,
         serialization: col(row, at + 1)?,
     })
 }
 
-/// See [`SystemDatabase::cancel_workflows`]: one statement (none for an empty list).
-pub(super) async fn cancel_workflows(
-    store: &PostgresStore,
-    workflow_ids: &[String],
-    now_ms: i64,
-) -> Result<Vec<String>> {
-    if workflow_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let context = || format!("cancelling {} workflow(s)", workflow_ids.len());
-    let rows = store
-        .query(&store.sql.comm.cancel, &[&workflow_ids, &now_ms], &context)
-        .await?;
-    rows.iter().map(|row| col(row, 0)).collect()
-}
-
-/// See [`SystemDatabase::descendants`]: one recursive statement.
-pub(super) async fn descendants(store: &PostgresStore, workflow_id: &str) -> Result<Vec<String>> {
-    let context = || format!("listing the descendants of workflow {workflow_id}");
-    let rows = store
-        .query(&store.sql.comm.descendants, &[&workflow_id], &context)
-        .await?;
-    rows.iter().map(|row| col(row, 0)).collect()
-}
-
-/// See [`SystemDatabase::resume_workflow`]: two round trips, the guarded update (returning the
-/// row) and, if it landed, the checkpoints.
-pub(super) async fn resume_workflow(
-    store: &PostgresStore,
-    workflow_id: &str,
-    executor_id: &str,
-    app_version: &str,
-    new_owner: &str,
-    now_ms: i64,
-) -> Result<Option<Reclaimed>> {
-    let context = || format!("resuming workflow {workflow_id}");
-    let rows = store
-        .query(
-            &store.sql.comm.resume,
-            &[
-                &workflow_id,
-                &executor_id,
-                &app_version,
-                &new_owner,
-                &now_ms,
-            ],
-            &context,
-        )
-        .await?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
-    let row = workflow_row(row)?;
-    let checkpoints = store.list_checkpoints(workflow_id).await?;
-    Ok(Some(Reclaimed { row, checkpoints }))
-}
-
 /// A checkpoint's ten parameters, then `$11` key and `$12` value (events, stream writes).
-fn keyed_value_params<'a>(rec: &'a StepRecord, key: &'a &str, value: &'a &str) -> [Param<'a>; 12] {
+fn keyed_value_params<'a>(
+    rec: &'a StepRecord,
+    key: &'a String,
+    value: &'a String,
+) -> [Param<'a>; 12] {
     let [a, b, c, d, e, f, g, h, i, j] = step_params(rec);
     [a, b, c, d, e, f, g, h, i, j, key, value]
 }

@@ -1,10 +1,17 @@
 //! Reaching the server: URL parsing, database creation and the schema migration.
+//!
+//! Failures are classified as everywhere else (see [`super::error`]): a server that refuses
+//! connections, is starting up or has too many clients is transient, so `store::open` keeps
+//! trying for its connect timeout; a failed authentication or a bad URL is permanent.
+
+use std::time::Duration;
 
 use tokio_postgres::config::SslMode as DriverSslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::error::failure;
 use super::tls::{self, SslMode};
 use crate::error::{Error, Result};
 use crate::store::{SCHEMA_VERSION, redact};
@@ -14,6 +21,13 @@ const SCHEMA_SQL: &str = include_str!("schema.sql");
 
 /// What to tell a user whose database is older than Cairn's schema.
 const UPGRADE_HINT: &str = "run `dbos migrate` with dbos>=3.4, or start from an empty database";
+
+/// How long opening one connection may take unless the URL says (`connect_timeout`): a host
+/// that drops packets fails this attempt instead of hanging for the OS's SYN timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The driver's default TCP keepalive idle time, which a URL that sets none leaves in place.
+const DRIVER_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// A parsed system database URL: the driver's config and the TLS connector for its `sslmode`.
 pub(super) struct Target {
@@ -27,6 +41,8 @@ pub(super) struct Target {
 
 impl Target {
     /// Parse a `postgres://` or `postgresql://` URL. An unknown `sslmode` is a config error.
+    /// Unless the URL says otherwise, connecting times out after [`CONNECT_TIMEOUT`] and TCP
+    /// keepalives notice a silently lost server within about half a minute.
     pub(super) fn parse(url: &str) -> Result<Self> {
         let redacted = redact(url);
         let (rest, sslmode) = split_sslmode(url);
@@ -46,6 +62,16 @@ impl Target {
             config.password(password);
         }
         config.ssl_mode(sslmode.driver_mode());
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == DRIVER_KEEPALIVE_IDLE {
+            config
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(15))
+                .keepalives_interval(Duration::from_secs(5))
+                .keepalives_retries(3);
+        }
         Ok(Self {
             config,
             tls: tls::connector(sslmode)?,
@@ -58,18 +84,16 @@ impl Target {
     /// With `sslmode=prefer`, a server that accepts TLS but fails the handshake is retried in
     /// plain text, and the pool then uses plain text too.
     pub(super) async fn bootstrap(&mut self) -> Result<Client> {
+        let context = |redacted: &str| format!("connecting to {redacted}");
         match self.open().await {
             Ok(client) => Ok(client),
             Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
                 self.create_database().await?;
                 self.open()
                     .await
-                    .map_err(|e| Error::database(format!("connecting to {}", self.redacted), e))
+                    .map_err(|e| failure(e, context(&self.redacted)))
             }
-            Err(e) => Err(Error::database(
-                format!("connecting to {}", self.redacted),
-                e,
-            )),
+            Err(e) => Err(failure(e, context(&self.redacted))),
         }
     }
 
@@ -110,7 +134,7 @@ impl Target {
         admin.dbname("postgres");
         let client = open_client(&admin, &self.tls)
             .await
-            .map_err(|e| Error::database(context(), e))?;
+            .map_err(|e| failure(e, context()))?;
         tracing::info!(database = %name, "creating the system database");
         match client
             .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name)))
@@ -124,7 +148,7 @@ impl Target {
             {
                 Ok(())
             }
-            Err(e) => Err(Error::database(context(), e)),
+            Err(e) => Err(failure(e, context())),
         }
     }
 }
@@ -175,7 +199,9 @@ pub(super) fn quote_ident(name: &str) -> String {
 /// without touching anything; a newer one is used with a warning.
 pub(super) async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
     let context = || format!("migrating the system database schema `{schema}`");
-    let err = |e| Error::database(context(), e);
+    // A connection lost mid-migration is transient: the transaction rolled back, and the
+    // caller's next attempt starts over.
+    let err = |e| failure(e, context());
     let tx = client.transaction().await.map_err(err)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))",

@@ -1,9 +1,11 @@
 //! Change announcements: `LISTEN` on a dedicated connection (not from the pool), driven by a
 //! task of its own that hands every notification to the engine's sink, reconnects with
-//! backoff after a loss, and ends when the store closes.
+//! backoff after a loss (a server restart ends the session with `57P01`, then refuses
+//! connections while it is down), and ends when the store closes. An outage is logged once
+//! when it begins and once when listening resumes, however many attempts it took.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::{oneshot, watch};
@@ -12,7 +14,8 @@ use tokio_postgres::{AsyncMessage, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::connect::Target;
-use crate::error::{Error, Result};
+use super::error::failure;
+use crate::error::{DatabaseErrorKind, Error, Result};
 use crate::store::ChangeSink;
 
 /// The channels Cairn listens on (the trigger's, and the ones events and streams announce on).
@@ -25,15 +28,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// How long opening the listener connection may take (unless the URL says).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long `close` waits for a listener task before aborting it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The listeners of one store: where to connect, the shutdown signal, and the running tasks.
 pub(super) struct Listeners {
-    /// The pool's configuration, with TCP keepalives tightened so a silent loss is noticed.
+    /// The pool's configuration (with its connect timeout and TCP keepalives).
     config: Config,
     /// The pool's TLS connector.
     tls: MakeRustlsConnect,
@@ -50,23 +50,14 @@ enum End {
     /// The store closed.
     Stopped,
     /// The connection failed or was lost.
-    Lost(std::io::Error),
+    Lost(Error),
 }
 
 impl Listeners {
     /// Listeners connecting where the pool connects (after `bootstrap` settled the TLS mode).
     pub(super) fn new(target: &Target) -> Self {
-        let mut config = target.config.clone();
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        config
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(15))
-            .keepalives_interval(Duration::from_secs(5))
-            .keepalives_retries(3);
         Self {
-            config,
+            config: target.config.clone(),
             tls: target.tls.clone(),
             redacted: target.redacted.clone(),
             shutdown: watch::channel(false).0,
@@ -74,34 +65,27 @@ impl Listeners {
         }
     }
 
-    /// Start a listener delivering to `sink`; returns once it is listening, or with the error
-    /// of its first connection attempt (then nothing keeps running).
+    /// Start a listener delivering to `sink`; returns once it is listening, or with the
+    /// (classified) error of its first connection attempt (then nothing keeps running). After
+    /// [`close`](Self::close): [`Error::Shutdown`].
     pub(super) async fn start(&self, sink: ChangeSink) -> Result<()> {
-        let context = || format!("listening for changes on {}", self.redacted);
         let stop = self.shutdown.subscribe();
         if *stop.borrow() {
-            return Err(Error::database(
-                context(),
-                std::io::Error::other("the store is closed"),
-            ));
+            return Err(Error::Shutdown);
         }
         let (ready, listening) = oneshot::channel();
-        let task = tokio::spawn(run(
-            self.config.clone(),
-            self.tls.clone(),
+        let session = Session {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            context: format!("listening for changes on {}", self.redacted),
             sink,
-            stop,
-            ready,
-        ));
+        };
+        let task = tokio::spawn(run(session, stop, ready));
         self.lock().push(task);
         match listening.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::database(context(), e)),
+            Ok(outcome) => outcome,
             // The task ended without a word: the store closed while it was connecting.
-            Err(_) => Err(Error::database(
-                context(),
-                std::io::Error::other("the store closed while connecting"),
-            )),
+            Err(_) => Err(Error::Shutdown),
         }
     }
 
@@ -123,28 +107,45 @@ impl Listeners {
     }
 }
 
+/// What a listener task connects to and delivers to.
+struct Session {
+    config: Config,
+    tls: MakeRustlsConnect,
+    /// `listening for changes on <url>`, for errors.
+    context: String,
+    sink: ChangeSink,
+}
+
 /// A listener task: sessions one after the other until the store closes. The first session's
 /// outcome goes to `ready`; after a loss it reconnects with backoff and, once listening again,
 /// delivers `("*", "")` so waiters re-check what they may have missed.
 async fn run(
-    config: Config,
-    tls: MakeRustlsConnect,
-    sink: ChangeSink,
+    session: Session,
     mut stop: watch::Receiver<bool>,
-    ready: oneshot::Sender<std::io::Result<()>>,
+    ready: oneshot::Sender<Result<()>>,
 ) {
     let mut ready = Some(ready);
     let mut backoff = MIN_BACKOFF;
+    // When the current outage began, if one is in progress.
+    let mut outage: Option<Instant> = None;
     loop {
         let mut listened = false;
-        match session(&config, &tls, &sink, &mut stop, &mut ready, &mut listened).await {
+        match session
+            .listen(&mut stop, &mut ready, &mut outage, &mut listened)
+            .await
+        {
             End::Stopped => return,
             End::Lost(e) => {
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Err(e));
                     return;
                 }
-                tracing::warn!(error = %e, retry_in = ?backoff, "lost the change listener connection");
+                if outage.is_none() {
+                    outage = Some(Instant::now());
+                    tracing::warn!(error = %e, "lost the change listener connection; reconnecting until the database is back");
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?backoff, "the change listener could not reconnect yet");
+                }
             }
         }
         if listened {
@@ -158,73 +159,86 @@ async fn run(
     }
 }
 
-/// One connection: connect, `LISTEN`, then deliver notifications until it is lost or the store
-/// closes. Sets `listened` once the `LISTEN`s took effect.
-async fn session(
-    config: &Config,
-    tls: &MakeRustlsConnect,
-    sink: &ChangeSink,
-    stop: &mut watch::Receiver<bool>,
-    ready: &mut Option<oneshot::Sender<std::io::Result<()>>>,
-    listened: &mut bool,
-) -> End {
-    let (client, mut connection) = tokio::select! {
-        connected = config.connect(tls.clone()) => match connected {
-            Ok(pair) => pair,
-            Err(e) => return End::Lost(std::io::Error::other(e)),
-        },
-        _ = stop.wait_for(|closed| *closed) => return End::Stopped,
-    };
-    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let listen = client.batch_execute(LISTEN_SQL);
-    tokio::pin!(listen);
-    loop {
-        tokio::select! {
-            done = &mut listen => match done {
-                Ok(()) => break,
-                Err(e) => return End::Lost(std::io::Error::other(e)),
-            },
-            message = messages.next() => if let Some(end) = deliver(sink, message) {
-                return end;
+impl Session {
+    /// One connection: connect, `LISTEN`, then deliver notifications until it is lost or the
+    /// store closes. Sets `listened` once the `LISTEN`s took effect; then ends `outage`.
+    async fn listen(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        ready: &mut Option<oneshot::Sender<Result<()>>>,
+        outage: &mut Option<Instant>,
+        listened: &mut bool,
+    ) -> End {
+        let (client, mut connection) = tokio::select! {
+            connected = self.config.connect(self.tls.clone()) => match connected {
+                Ok(pair) => pair,
+                Err(e) => return self.lost(e),
             },
             _ = stop.wait_for(|closed| *closed) => return End::Stopped,
+        };
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        let listen = client.batch_execute(LISTEN_SQL);
+        tokio::pin!(listen);
+        loop {
+            tokio::select! {
+                done = &mut listen => match done {
+                    Ok(()) => break,
+                    Err(e) => return self.lost(e),
+                },
+                message = messages.next() => if let Some(end) = self.deliver(message) {
+                    return end;
+                },
+                _ = stop.wait_for(|closed| *closed) => return End::Stopped,
+            }
+        }
+        *listened = true;
+        match ready.take() {
+            Some(ready) => {
+                let _ = ready.send(Ok(()));
+            }
+            None => {
+                if let Some(since) = outage.take() {
+                    tracing::info!(lasted = ?since.elapsed(), "the change listener is listening again");
+                }
+                (self.sink)("*", "");
+            }
+        }
+        loop {
+            tokio::select! {
+                message = messages.next() => if let Some(end) = self.deliver(message) {
+                    return end;
+                },
+                _ = stop.wait_for(|closed| *closed) => return End::Stopped,
+            }
         }
     }
-    *listened = true;
-    match ready.take() {
-        Some(ready) => {
-            let _ = ready.send(Ok(()));
-        }
-        None => sink("*", ""),
-    }
-    loop {
-        tokio::select! {
-            message = messages.next() => if let Some(end) = deliver(sink, message) {
-                return end;
-            },
-            _ = stop.wait_for(|closed| *closed) => return End::Stopped,
-        }
-    }
-}
 
-/// Hand a notification to the sink; returns how the session ended if the connection did.
-fn deliver(
-    sink: &ChangeSink,
-    message: Option<std::result::Result<AsyncMessage, tokio_postgres::Error>>,
-) -> Option<End> {
-    match message {
-        Some(Ok(AsyncMessage::Notification(n))) => {
-            sink(n.channel(), n.payload());
-            None
+    /// Hand a notification to the sink; returns how the session ended if the connection did.
+    fn deliver(
+        &self,
+        message: Option<std::result::Result<AsyncMessage, tokio_postgres::Error>>,
+    ) -> Option<End> {
+        match message {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                (self.sink)(n.channel(), n.payload());
+                None
+            }
+            Some(Ok(AsyncMessage::Notice(notice))) => {
+                tracing::debug!(%notice, "notice on the change listener connection");
+                None
+            }
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(self.lost(e)),
+            None => Some(End::Lost(Error::database_of(
+                DatabaseErrorKind::Transient,
+                self.context.clone(),
+                std::io::Error::other("the server closed the connection"),
+            ))),
         }
-        Some(Ok(AsyncMessage::Notice(notice))) => {
-            tracing::debug!(%notice, "notice on the change listener connection");
-            None
-        }
-        Some(Ok(_)) => None,
-        Some(Err(e)) => Some(End::Lost(std::io::Error::other(e))),
-        None => Some(End::Lost(std::io::Error::other(
-            "the server closed the connection",
-        ))),
+    }
+
+    /// The session ended with a driver error (classified, with the server's words).
+    fn lost(&self, e: tokio_postgres::Error) -> End {
+        End::Lost(failure(e, self.context.clone()))
     }
 }

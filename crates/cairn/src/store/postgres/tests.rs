@@ -1,144 +1,109 @@
-//! Behaviour of the Postgres store against the local server (127.0.0.1:5432, user postgres).
-//! Each test creates a fresh `cairn_t_<uuid>` database through the connect path and drops it.
+//! What only the Postgres backend does, against the test server (`$CAIRN_TEST_POSTGRES`,
+//! default `postgres://postgres@127.0.0.1:5432`): creating and migrating the database, DBOS's
+//! catalogue, TLS modes, LISTEN announcements, and what the server's refusals and killed
+//! connections become. The store's contract itself is tested once for both backends in
+//! `store::conformance`. Each test works in a fresh `cairn_store_<uuid>` database, dropped at
+//! the end whatever happens.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
-use super::*;
-use crate::store::{PORTABLE_JSON, SCHEMA_VERSION};
+use super::PostgresStore;
+use crate::error::{DatabaseErrorKind, Error};
+use crate::status::WorkflowState;
+use crate::store::conformance::{guard, message, owner, pg, step, workflow};
+use crate::store::{
+    ChangeSink, GetCheckpoint, InsertOutcome, InsertWorkflow, RecordOutcome, RecordStep,
+    SCHEMA_VERSION, SendMessage, SetEvent, Store, StoreOptions, WriteStream,
+};
 
-/// The test server, without a database.
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
-/// A fresh database for one test.
-pub(super) struct TestDb {
-    name: String,
+/// Run `body` with the name of a fresh database (not created yet: the store's connect creates
+/// it), and drop that database afterwards, also when the body panics.
+async fn with_database<F, Fut>(body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let name = format!("cairn_store_{}", uuid::Uuid::new_v4().simple());
+    let outcome = guard(body(name.clone())).await;
+    pg::drop_database(&name).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
-impl TestDb {
-    /// A new, unique database name (nothing is created until [`TestDb::open`]).
-    pub(super) fn new() -> Self {
-        Self {
-            name: format!("cairn_t_{}", uuid::Uuid::new_v4().simple()),
+/// Open the store on database `name` with default options.
+async fn open(name: &str) -> Store {
+    crate::store::open(&pg::url(name), &StoreOptions::default())
+        .await
+        .expect("open the store")
+}
+
+/// Open the store on database `name` and insert a `PENDING` fixture workflow `w`.
+async fn open_with_workflow(name: &str) -> Store {
+    let store = open(name).await;
+    assert_eq!(
+        store
+            .run(InsertWorkflow(workflow("w", WorkflowState::Pending)))
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    store
+}
+
+/// One `i64` from a query.
+async fn count(sql: &tokio_postgres::Client, query: &str) -> i64 {
+    sql.query_one(query, &[]).await.expect(query).get(0)
+}
+
+/// Wait (up to ten seconds) until a session of database `name` other than `sql`'s waits for
+/// a lock, and return its pid.
+async fn blocked_session(sql: &tokio_postgres::Client) -> i32 {
+    for _ in 0..200 {
+        let rows = sql
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if let Some(row) = rows.first() {
+            return row.get(0);
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-
-    /// The URL Cairn connects with.
-    pub(super) fn url(&self) -> String {
-        format!("{SERVER}/{}?sslmode=disable", self.name)
-    }
-
-    /// Connect (creating and migrating the database) with default options.
-    pub(super) async fn open(&self) -> PostgresStore {
-        PostgresStore::connect(&self.url(), &StoreOptions::default())
-            .await
-            .expect("connect")
-    }
-
-    /// A plain client on the test database, for inspecting and tampering.
-    pub(super) async fn sql(&self) -> tokio_postgres::Client {
-        raw_client(&self.name).await
-    }
-
-    /// Drop the database, closing any connection left on it.
-    pub(super) async fn drop(self) {
-        let admin = raw_client("postgres").await;
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .expect("drop database");
-    }
+    panic!("no session of the store ever waited for the lock");
 }
 
-/// A plain driver connection to a database of the test server.
-pub(super) async fn raw_client(dbname: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 user=postgres dbname={dbname}"),
-        NoTls,
-    )
-    .await
-    .expect("raw connect");
-    tokio::spawn(connection);
-    client
-}
-
-/// A workflow of app `shop`, executor `local`, version `v1`, created by `owner-of-<id>`.
-pub(super) fn workflow(id: &str, status: &'static str) -> NewWorkflow {
-    NewWorkflow {
-        id: id.to_owned(),
-        name: "checkout".to_owned(),
-        status,
-        queue_name: (status == status::ENQUEUED).then(|| "orders".to_owned()),
-        executor_id: "local".to_owned(),
-        app_version: "v1".to_owned(),
-        application_name: Some("shop".to_owned()),
-        inputs: r#"{"positionalArgs":[42],"namedArgs":{}}"#.to_owned(),
-        creator_xid: format!("owner-of-{id}"),
-        parent_workflow_id: None,
-        timeout_ms: None,
-        deadline_epoch_ms: None,
-        now_ms: 1_700_000_000_000,
-    }
-}
-
-/// A successful step `step<n>` written by `owner`.
-pub(super) fn step(workflow_id: &str, owner: &str, function_id: i32) -> StepRecord {
-    StepRecord {
-        workflow_id: workflow_id.to_owned(),
-        owner_xid: owner.to_owned(),
-        function_id,
-        function_name: format!("step{function_id}"),
-        output: Some(format!("\"out{function_id}\"")),
-        error: None,
-        child_workflow_id: None,
-        started_at_epoch_ms: 1_700_000_000_100,
-        completed_at_epoch_ms: 1_700_000_000_200,
-        application_name: Some("shop".to_owned()),
-    }
-}
-
-/// A successful completion written by `owner`.
-fn completion(workflow_id: &str, owner: &str) -> Completion {
-    Completion {
-        workflow_id: workflow_id.to_owned(),
-        owner_xid: owner.to_owned(),
-        status: status::SUCCESS,
-        output: Some("\"done\"".to_owned()),
-        error: None,
-        now_ms: 1_700_000_001_000,
-    }
-}
-
-/// An empty database is created, migrated to 125, and a second connect keeps it as is.
+/// An empty database is created, migrated to 125, and a second open keeps it as is.
 #[tokio::test]
 async fn an_empty_database_is_created_and_migrated_to_125() {
-    let db = TestDb::new();
-    db.open().await.close().await;
-    db.open().await.close().await;
-    let sql = db.sql().await;
-    let versions: Vec<i64> = sql
-        .query("SELECT version FROM dbos.dbos_migrations", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(versions, vec![SCHEMA_VERSION]);
-    let tables: i64 = sql
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'dbos'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(tables, 13);
-    drop(sql);
-    db.drop().await;
+    with_database(|name| async move {
+        open(&name).await.close().await;
+        open(&name).await.close().await;
+        let sql = pg::client(&name).await;
+        let versions: Vec<i64> = sql
+            .query("SELECT version FROM dbos.dbos_migrations", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, [SCHEMA_VERSION]);
+        assert_eq!(
+            count(
+                &sql,
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'dbos'"
+            )
+            .await,
+            13
+        );
+    })
+    .await;
 }
 
 /// The catalogue Cairn creates equals the one DBOS 3.4 created in `dbosref` (skipped if absent).
@@ -151,13 +116,14 @@ async fn the_catalogue_equals_the_one_dbos_creates() {
         return;
     };
     tokio::spawn(connection);
-    let db = TestDb::new();
-    db.open().await.close().await;
-    let ours = catalogue(&db.sql().await).await;
-    let theirs = catalogue(&reference).await;
-    assert!(ours.len() > 100, "catalogue too small: {}", ours.len());
-    assert_eq!(ours, theirs);
-    db.drop().await;
+    with_database(|name| async move {
+        open(&name).await.close().await;
+        let ours = catalogue(&pg::client(&name).await).await;
+        let theirs = catalogue(&reference).await;
+        assert!(ours.len() > 100, "catalogue too small: {}", ours.len());
+        assert_eq!(ours, theirs);
+    })
+    .await;
 }
 
 /// Columns, constraints, indexes, functions and triggers of schema `dbos`, one line each.
@@ -196,538 +162,68 @@ async fn catalogue(client: &tokio_postgres::Client) -> Vec<String> {
 /// A schema at an older version is refused with a hint, and nothing in it changes.
 #[tokio::test]
 async fn an_older_schema_is_refused_and_left_untouched() {
-    let db = TestDb::new();
-    db.open().await.close().await;
-    let sql = db.sql().await;
-    sql.batch_execute(
-        "CREATE SCHEMA old; CREATE TABLE old.dbos_migrations (version bigint PRIMARY KEY);
-         INSERT INTO old.dbos_migrations VALUES (100);",
-    )
-    .await
-    .unwrap();
-    let options = StoreOptions {
-        schema: "old".to_owned(),
-        ..StoreOptions::default()
-    };
-    match PostgresStore::connect(&db.url(), &options).await {
-        Err(Error::SchemaVersion {
-            found: 100,
-            expected: 125,
-            hint,
-        }) => assert!(hint.contains("dbos migrate")),
-        Err(e) => panic!("expected a schema version error, got {e}"),
-        Ok(_) => panic!("expected a schema version error, got a store"),
-    }
-    let tables: i64 = sql
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'old'",
-            &[],
+    with_database(|name| async move {
+        open(&name).await.close().await;
+        let sql = pg::client(&name).await;
+        sql.batch_execute(
+            "CREATE SCHEMA old; CREATE TABLE old.dbos_migrations (version bigint PRIMARY KEY);
+             INSERT INTO old.dbos_migrations VALUES (100);",
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(tables, 1);
-    let version: i64 = sql
-        .query_one("SELECT version FROM old.dbos_migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(version, 100);
-    drop(sql);
-    db.drop().await;
+        .unwrap();
+        let options = StoreOptions {
+            schema: "old".to_owned(),
+            ..StoreOptions::default()
+        };
+        match crate::store::open(&pg::url(&name), &options).await {
+            Err(Error::SchemaVersion {
+                found: 100,
+                expected: 125,
+                hint,
+            }) => {
+                assert!(hint.contains("dbos migrate"), "{hint}")
+            }
+            Err(e) => panic!("expected a schema version error, got {e}"),
+            Ok(_) => panic!("expected a schema version error, got a store"),
+        }
+        assert_eq!(
+            count(
+                &sql,
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'old'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            count(&sql, "SELECT version FROM old.dbos_migrations").await,
+            100
+        );
+    })
+    .await;
 }
 
 /// A schema newer than Cairn's is used (with a warning) and left at its version.
 #[tokio::test]
 async fn a_newer_schema_is_used_as_is() {
-    let db = TestDb::new();
-    db.open().await.close().await;
-    let sql = db.sql().await;
-    sql.batch_execute("UPDATE dbos.dbos_migrations SET version = 126")
-        .await
-        .unwrap();
-    let store = db.open().await;
-    assert_eq!(
-        store
-            .insert_workflow(&workflow("w", status::PENDING))
-            .await
-            .unwrap(),
-        InsertOutcome::Inserted
-    );
-    store.close().await;
-    let version: i64 = sql
-        .query_one("SELECT version FROM dbos.dbos_migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(version, 126);
-    drop(sql);
-    db.drop().await;
-}
-
-/// An insert writes DBOS's row shape; a second insert of the id changes nothing.
-#[tokio::test]
-async fn inserting_an_existing_id_leaves_the_row_untouched() {
-    let db = TestDb::new();
-    let store = db.open().await;
-    let wf = workflow("w1", status::PENDING);
-    assert_eq!(
-        store.insert_workflow(&wf).await.unwrap(),
-        InsertOutcome::Inserted
-    );
-    let again = NewWorkflow {
-        name: "other".to_owned(),
-        status: status::ENQUEUED,
-        ..wf.clone()
-    };
-    assert_eq!(
-        store.insert_workflow(&again).await.unwrap(),
-        InsertOutcome::Existing {
-            name: Some("checkout".to_owned()),
-            status: Some("PENDING".to_owned())
-        }
-    );
-    let row = store.get_workflow("w1").await.unwrap().expect("row");
-    assert_eq!(row.status.as_deref(), Some("PENDING"));
-    assert_eq!(row.recovery_attempts, Some(1));
-    assert_eq!(row.owner_xid.as_deref(), Some("owner-of-w1"));
-    assert_eq!(row.started_at_epoch_ms, Some(wf.now_ms));
-    assert_eq!((row.created_at, row.updated_at), (wf.now_ms, wf.now_ms));
-    assert_eq!(row.serialization.as_deref(), Some(PORTABLE_JSON));
-    assert_eq!(row.inputs.as_deref(), Some(wf.inputs.as_str()));
-    assert_eq!(row.application_name.as_deref(), Some("shop"));
-    assert_eq!((row.output, row.error), (None, None));
-
-    assert_eq!(
-        store
-            .insert_workflow(&workflow("q1", status::ENQUEUED))
-            .await
-            .unwrap(),
-        InsertOutcome::Inserted
-    );
-    let queued = store.get_workflow("q1").await.unwrap().expect("row");
-    assert_eq!(queued.recovery_attempts, Some(0));
-    assert_eq!((queued.owner_xid, queued.started_at_epoch_ms), (None, None));
-    assert_eq!(queued.queue_name.as_deref(), Some("orders"));
-    let sql = db.sql().await;
-    let row = sql
-        .query_one(
-            "SELECT s.creator_xid, s.priority, i.retention_timestamp FROM dbos.workflow_status s
-             JOIN dbos.workflow_input i USING (workflow_uuid) WHERE workflow_uuid = 'q1'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "owner-of-q1");
-    assert_eq!(row.get::<_, i32>(1), 0);
-    assert_eq!(row.get::<_, i64>(2), wf.now_ms);
-    assert!(store.get_workflow("missing").await.unwrap().is_none());
-    store.close().await;
-    drop(sql);
-    db.drop().await;
-}
-
-/// Twenty concurrent inserts of one id: exactly one inserts, the others see its row.
-#[tokio::test]
-async fn twenty_concurrent_inserts_of_one_id_insert_once() {
-    let db = TestDb::new();
-    let store = Arc::new(db.open().await);
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .insert_workflow(&workflow("same", status::PENDING))
-                    .await
-            })
-        })
-        .collect();
-    let mut inserted = 0;
-    for task in tasks {
-        match task.await.unwrap().unwrap() {
-            InsertOutcome::Inserted => inserted += 1,
-            InsertOutcome::Existing { name, status } => {
-                assert_eq!(
-                    (name.as_deref(), status.as_deref()),
-                    (Some("checkout"), Some("PENDING"))
-                );
-            }
-        }
-    }
-    assert_eq!(inserted, 1);
-    store.close().await;
-    db.drop().await;
-}
-
-/// Only the owner of a PENDING workflow records; a recorded id comes back as a duplicate.
-#[tokio::test]
-async fn a_step_is_recorded_only_by_its_owner_and_only_once() {
-    let db = TestDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("w", status::PENDING))
-        .await
-        .unwrap();
-    let owner = "owner-of-w";
-    assert_eq!(
-        store.record_step(&step("w", owner, 1)).await.unwrap(),
-        RecordOutcome::Recorded
-    );
-    let mut failed = step("w", owner, 2);
-    (failed.output, failed.error) = (None, Some(r#"{"name":"E","message":"m"}"#.to_owned()));
-    assert_eq!(
-        store.record_step(&failed).await.unwrap(),
-        RecordOutcome::Recorded
-    );
-
-    let recorded = Checkpoint {
-        function_id: 1,
-        function_name: "step1".to_owned(),
-        output: Some("\"out1\"".to_owned()),
-        error: None,
-        child_workflow_id: None,
-        serialization: Some(PORTABLE_JSON.to_owned()),
-        started_at_epoch_ms: Some(1_700_000_000_100),
-        completed_at_epoch_ms: Some(1_700_000_000_200),
-    };
-    let mut retry = step("w", owner, 1);
-    retry.output = Some("\"different\"".to_owned());
-    assert_eq!(
-        store.record_step(&retry).await.unwrap(),
-        RecordOutcome::Duplicate(recorded.clone())
-    );
-    assert_eq!(
-        store.get_checkpoint("w", 1).await.unwrap(),
-        Some(recorded.clone())
-    );
-    assert_eq!(store.get_checkpoint("w", 9).await.unwrap(), None);
-    let all = store.list_checkpoints("w").await.unwrap();
-    assert_eq!(
-        all.iter().map(|c| c.function_id).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    assert_eq!(all[0], recorded);
-    assert_eq!(
-        all[1].error.as_deref(),
-        Some(r#"{"name":"E","message":"m"}"#)
-    );
-
-    assert_eq!(
-        store.record_step(&step("w", "intruder", 3)).await.unwrap(),
-        RecordOutcome::NotOwner {
-            status: Some("PENDING".to_owned())
-        }
-    );
-    assert_eq!(
-        store.record_step(&step("nope", owner, 1)).await.unwrap(),
-        RecordOutcome::NotOwner { status: None }
-    );
-    assert!(
-        store
-            .complete_workflow(&completion("w", owner))
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store.record_step(&step("w", owner, 3)).await.unwrap(),
-        RecordOutcome::NotOwner {
-            status: Some("SUCCESS".to_owned())
-        }
-    );
-    let sql = db.sql().await;
-    let row = sql
-        .query_one(
-            "SELECT application_name, retention_timestamp FROM dbos.operation_outputs
-             WHERE workflow_uuid = 'w' AND function_id = 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("shop"));
-    assert_eq!(row.get::<_, i64>(1), 1_700_000_000_200);
-    store.close().await;
-    drop(sql);
-    db.drop().await;
-}
-
-/// Completion lands only for the current owner of a PENDING workflow, and only once.
-#[tokio::test]
-async fn only_the_owner_completes_a_workflow() {
-    let db = TestDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("w", status::PENDING))
-        .await
-        .unwrap();
-    assert!(
-        !store
-            .complete_workflow(&completion("w", "intruder"))
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store
-            .get_workflow("w")
-            .await
-            .unwrap()
-            .unwrap()
-            .status
-            .as_deref(),
-        Some("PENDING")
-    );
-    assert!(
-        store
-            .complete_workflow(&completion("w", "owner-of-w"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .complete_workflow(&completion("w", "owner-of-w"))
-            .await
-            .unwrap()
-    );
-    let row = store.get_workflow("w").await.unwrap().unwrap();
-    assert_eq!(row.status.as_deref(), Some("SUCCESS"));
-    assert_eq!(row.owner_xid, None);
-    assert_eq!(row.completed_at, Some(1_700_000_001_000));
-    assert_eq!(row.updated_at, 1_700_000_001_000);
-    assert_eq!(row.output.as_deref(), Some("\"done\""));
-    assert!(
-        !store
-            .complete_workflow(&completion("missing", "x"))
-            .await
-            .unwrap()
-    );
-    store.close().await;
-    db.drop().await;
-}
-
-/// Reclaiming takes this executor's PENDING rows of this version and app (or unclaimed),
-/// gives them a new owner and one more attempt, and returns their checkpoints.
-#[tokio::test]
-async fn reclaiming_pending_workflows_bumps_attempts_and_loads_checkpoints() {
-    let db = TestDb::new();
-    let store = db.open().await;
-    let mut other_executor = workflow("other-executor", status::PENDING);
-    other_executor.executor_id = "elsewhere".to_owned();
-    let mut other_app = workflow("other-app", status::PENDING);
-    other_app.application_name = Some("bank".to_owned());
-    let mut unclaimed = workflow("unclaimed", status::PENDING);
-    unclaimed.application_name = None;
-    for wf in [
-        workflow("a", status::PENDING),
-        workflow("b", status::PENDING),
-        other_executor,
-        other_app,
-        unclaimed,
-    ] {
-        store.insert_workflow(&wf).await.unwrap();
-    }
-    store
-        .insert_workflow(&workflow("queued", status::ENQUEUED))
-        .await
-        .unwrap();
-    for id in [1, 2] {
-        store
-            .record_step(&step("a", "owner-of-a", id))
+    with_database(|name| async move {
+        open(&name).await.close().await;
+        let sql = pg::client(&name).await;
+        sql.batch_execute("UPDATE dbos.dbos_migrations SET version = 126")
             .await
             .unwrap();
-    }
-    let reclaimed = store
-        .reclaim_pending("local", "v1", Some("shop"), "new-owner", 1_800_000_000_000)
-        .await
-        .unwrap();
-    let mut ids: Vec<&str> = reclaimed
-        .iter()
-        .map(|r| r.row.workflow_id.as_str())
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, ["a", "b", "unclaimed"]);
-    for r in &reclaimed {
-        assert_eq!(r.row.recovery_attempts, Some(2));
-        assert_eq!(r.row.owner_xid.as_deref(), Some("new-owner"));
-        assert_eq!(r.row.updated_at, 1_800_000_000_000);
-        assert!(r.row.inputs.is_some());
-        let expected: &[i32] = if r.row.workflow_id == "a" {
-            &[1, 2]
-        } else {
-            &[]
-        };
+        open_with_workflow(&name).await.close().await;
         assert_eq!(
-            r.checkpoints
-                .iter()
-                .map(|c| c.function_id)
-                .collect::<Vec<_>>(),
-            expected
+            count(&sql, "SELECT version FROM dbos.dbos_migrations").await,
+            126
         );
-    }
-    assert!(matches!(
-        store
-            .record_step(&step("a", "owner-of-a", 3))
-            .await
-            .unwrap(),
-        RecordOutcome::NotOwner { .. }
-    ));
-    assert_eq!(
-        store.record_step(&step("a", "new-owner", 3)).await.unwrap(),
-        RecordOutcome::Recorded
-    );
-
-    let all = store
-        .reclaim_pending("local", "v1", None, "third", 1_800_000_000_001)
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 4);
-    assert!(
-        store
-            .reclaim_pending("local", "v2", None, "x", 0)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    store.close().await;
-    db.drop().await;
-}
-
-/// Dead-lettering is owner-guarded and takes the workflow out of PENDING and its queue.
-#[tokio::test]
-async fn a_dead_lettered_workflow_leaves_the_pending_set() {
-    let db = TestDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("w", status::PENDING))
-        .await
-        .unwrap();
-    assert!(!store.dead_letter("w", "intruder", 5).await.unwrap());
-    assert!(store.dead_letter("w", "owner-of-w", 5).await.unwrap());
-    let row = store.get_workflow("w").await.unwrap().unwrap();
-    assert_eq!(
-        row.status.as_deref(),
-        Some(status::MAX_RECOVERY_ATTEMPTS_EXCEEDED)
-    );
-    assert_eq!(
-        (row.owner_xid, row.started_at_epoch_ms, row.queue_name),
-        (None, None, None)
-    );
-    assert_eq!((row.updated_at, row.completed_at), (5, Some(5)));
-    assert!(
-        store
-            .reclaim_pending("local", "v1", None, "x", 6)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    store.close().await;
-    db.drop().await;
-}
-
-/// A child's rows and the parent's checkpoint commit together, only under the parent's owner.
-#[tokio::test]
-async fn a_child_start_commits_with_the_parents_checkpoint() {
-    let db = TestDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("p", status::PENDING))
-        .await
-        .unwrap();
-    let mut parent_step = step("p", "owner-of-p", 1);
-    (parent_step.function_name, parent_step.output) = ("child".to_owned(), None);
-    parent_step.child_workflow_id = Some("p-1".to_owned());
-    let mut child = workflow("p-1", status::PENDING);
-    child.parent_workflow_id = Some("p".to_owned());
-    assert_eq!(
-        store
-            .insert_child_workflow(&parent_step, &child)
-            .await
-            .unwrap(),
-        (RecordOutcome::Recorded, InsertOutcome::Inserted)
-    );
-    let row = store.get_workflow("p-1").await.unwrap().unwrap();
-    assert_eq!(row.parent_workflow_id.as_deref(), Some("p"));
-    assert_eq!(row.inputs.as_deref(), Some(child.inputs.as_str()));
-
-    let (recorded, existing) = store
-        .insert_child_workflow(&parent_step, &child)
-        .await
-        .unwrap();
-    match recorded {
-        RecordOutcome::Duplicate(cp) => assert_eq!(cp.child_workflow_id.as_deref(), Some("p-1")),
-        other => panic!("expected a duplicate, got {other:?}"),
-    }
-    assert_eq!(
-        existing,
-        InsertOutcome::Existing {
-            name: Some("checkout".to_owned()),
-            status: Some("PENDING".to_owned())
-        }
-    );
-
-    let mut intruder = parent_step.clone();
-    (intruder.owner_xid, intruder.function_id) = ("intruder".to_owned(), 2);
-    let other_child = workflow("p-2", status::PENDING);
-    let (recorded, _) = store
-        .insert_child_workflow(&intruder, &other_child)
-        .await
-        .unwrap();
-    assert_eq!(
-        recorded,
-        RecordOutcome::NotOwner {
-            status: Some("PENDING".to_owned())
-        }
-    );
-    assert!(store.get_workflow("p-2").await.unwrap().is_none());
-
-    // A new checkpoint naming an existing workflow records the step and reports the row.
-    let mut reuse = parent_step.clone();
-    reuse.function_id = 3;
-    let (recorded, existing) = store
-        .insert_child_workflow(&reuse, &workflow("p", status::PENDING))
-        .await
-        .unwrap();
-    assert_eq!(recorded, RecordOutcome::Recorded);
-    assert_eq!(
-        existing,
-        InsertOutcome::Existing {
-            name: Some("checkout".to_owned()),
-            status: Some("PENDING".to_owned())
-        }
-    );
-    store.close().await;
-    db.drop().await;
-}
-
-/// Registering a version twice leaves one row.
-#[tokio::test]
-async fn registering_an_app_version_is_idempotent() {
-    let db = TestDb::new();
-    let store = db.open().await;
-    store
-        .register_app_version("v1", Some("shop"), 10)
-        .await
-        .unwrap();
-    store
-        .register_app_version("v1", Some("shop"), 11)
-        .await
-        .unwrap();
-    store.register_app_version("v2", None, 12).await.unwrap();
-    let sql = db.sql().await;
-    let rows = sql
-        .query("SELECT version_name, version_timestamp, application_name FROM dbos.application_versions ORDER BY 1", &[])
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].get::<_, i64>(1), 10);
-    assert_eq!(rows[1].get::<_, Option<String>>(2), None);
-    store.close().await;
-    drop(sql);
-    db.drop().await;
+    })
+    .await;
 }
 
 /// An unknown sslmode is a configuration error that names it and hides the password.
 #[tokio::test]
 async fn an_unknown_sslmode_is_a_config_error() {
-    let result = PostgresStore::connect(
+    let result = crate::store::open(
         "postgres://u:secret@127.0.0.1/x?sslmode=bogus",
         &StoreOptions::default(),
     )
@@ -743,67 +239,326 @@ async fn an_unknown_sslmode_is_a_config_error() {
 }
 
 /// `require` encrypts without checking the certificate; `verify-full` refuses the local
-/// server's self-signed one.
+/// server's self-signed one, permanently (retrying would not make it valid).
 #[tokio::test]
 async fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
-    let db = TestDb::new();
-    db.open().await.close().await;
-    let url = format!("{SERVER}/{}?sslmode=require", db.name);
-    let store = PostgresStore::connect(&url, &StoreOptions::default())
-        .await
-        .expect("connect with require");
-    let client = store.pool.get().await.unwrap();
-    let ssl: bool = client
-        .query_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    with_database(|name| async move {
+        open(&name).await.close().await;
+        let with_mode =
+            |mode: &str| pg::url(&name).replace("sslmode=disable", &format!("sslmode={mode}"));
+        let store = PostgresStore::connect(&with_mode("require"), &StoreOptions::default())
+            .await
+            .expect("connect with require");
+        let client = store.pool.get().await.unwrap();
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl);
+        drop(client);
+        store.close().await;
+        match PostgresStore::connect(&with_mode("verify-full"), &StoreOptions::default()).await {
+            Err(e @ Error::Database { .. }) => assert!(!e.is_transient(), "{e}"),
+            Err(e) => panic!("expected a database error, got {e}"),
+            Ok(_) => panic!("verify-full accepted a self-signed certificate"),
+        }
+    })
+    .await;
+}
+
+/// Connections killed under the pool are replaced: the next operation lands (one attempt
+/// either lands or fails as transient, naming what it was doing), and none panics.
+#[tokio::test]
+async fn a_killed_connection_is_an_error_not_a_panic() {
+    with_database(|name| async move {
+        let store = open_with_workflow(&name).await;
+        let sql = pg::client(&name).await;
+        let kill_all = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                        WHERE datname = current_database() AND pid <> pg_backend_pid()";
+        sql.execute(kill_all, &[]).await.unwrap();
+        match store
+            .run_once(Arc::new(RecordStep(step("w", &owner("w"), 3))))
+            .await
+        {
+            Ok(outcome) => assert_eq!(outcome, RecordOutcome::Recorded),
+            Err(e @ Error::Database { .. }) => {
+                assert!(e.is_transient(), "{e}");
+                assert!(
+                    e.to_string().contains("recording step 3 of workflow w"),
+                    "{e}"
+                );
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        sql.execute(kill_all, &[]).await.unwrap();
+        assert!(matches!(
+            store
+                .run(RecordStep(step("w", &owner("w"), 3)))
+                .await
+                .unwrap(),
+            RecordOutcome::Recorded | RecordOutcome::Duplicate(_)
+        ));
+        assert_eq!(
+            store
+                .run(RecordStep(step("w", &owner("w"), 4)))
+                .await
+                .unwrap(),
+            RecordOutcome::Recorded
+        );
+        store.close().await;
+    })
+    .await;
+}
+
+/// A connection killed (`pg_terminate_backend`) while its operation waits in the server: one
+/// attempt fails as transient, and `Store::run` retries until the operation lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_during_an_operation_is_retried() {
+    with_database(|name| async move {
+        let store = Arc::new(open_with_workflow(&name).await);
+        let sql = pg::client(&name).await;
+        let locker = pg::client(&name).await;
+        let lock = "BEGIN; LOCK TABLE dbos.operation_outputs IN ACCESS EXCLUSIVE MODE";
+
+        // One attempt, killed while it waits for the lock: transient.
+        locker.batch_execute(lock).await.unwrap();
+        let once = Arc::clone(&store);
+        let attempt = tokio::spawn(async move {
+            once.run_once(Arc::new(RecordStep(step("w", &owner("w"), 1))))
+                .await
+        });
+        let pid = blocked_session(&sql).await;
+        sql.execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        match attempt.await.expect("the attempt's task") {
+            Err(e) => assert!(e.is_transient(), "expected a transient error, got {e}"),
+            Ok(outcome) => panic!("the attempt landed through the lock: {outcome:?}"),
+        }
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        let checkpoint = GetCheckpoint {
+            workflow_id: "w".to_owned(),
+            function_id: 1,
+        };
+        assert_eq!(store.run(checkpoint).await.unwrap(), None);
+
+        // The same through `Store::run`: retried after the kill, and lands.
+        locker.batch_execute(lock).await.unwrap();
+        let retried = Arc::clone(&store);
+        let run =
+            tokio::spawn(async move { retried.run(RecordStep(step("w", &owner("w"), 1))).await });
+        let pid = blocked_session(&sql).await;
+        sql.execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(
+            run.await.expect("the run's task").unwrap(),
+            RecordOutcome::Recorded
+        );
+        store.close().await;
+    })
+    .await;
+}
+
+/// A statement the server refuses is a permanent error whose message carries the server's
+/// SQLSTATE and words, and what Cairn was doing.
+#[tokio::test]
+async fn a_refused_statement_is_permanent_and_says_why() {
+    with_database(|name| async move {
+        let store = open_with_workflow(&name).await;
+        pg::client(&name)
+            .await
+            .batch_execute(
+                "ALTER TABLE dbos.operation_outputs ADD CONSTRAINT no_forbidden \
+                 CHECK (function_name <> 'forbidden')",
+            )
+            .await
+            .unwrap();
+        let forbidden = crate::store::StepRecord {
+            function_name: "forbidden".to_owned(),
+            ..step("w", &owner("w"), 1)
+        };
+        match store.run(RecordStep(forbidden)).await {
+            Err(
+                e @ Error::Database {
+                    kind: DatabaseErrorKind::Permanent,
+                    ..
+                },
+            ) => {
+                let text = e.to_string();
+                assert!(text.contains("recording step 1 of workflow w"), "{text}");
+                assert!(text.contains("23514"), "no SQLSTATE: {text}");
+                assert!(
+                    text.contains("violates check constraint"),
+                    "no server words: {text}"
+                );
+                assert!(text.contains("no_forbidden"), "{text}");
+            }
+            other => panic!("expected a permanent database error, got {other:?}"),
+        }
+
+        // An id the primary key's index cannot hold (program limit exceeded, 54000).
+        let long_id: String = (0..100)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        match store
+            .run(InsertWorkflow(workflow(&long_id, WorkflowState::Pending)))
+            .await
+        {
+            Err(
+                e @ Error::Database {
+                    kind: DatabaseErrorKind::Permanent,
+                    ..
+                },
+            ) => {
+                let text = e.to_string();
+                assert!(text.contains("54000"), "no SQLSTATE: {text}");
+                assert!(text.contains("index row"), "no server words: {text}");
+            }
+            other => panic!("expected a permanent database error, got {other:?}"),
+        }
+        store.close().await;
+    })
+    .await;
+}
+
+/// What a test sink has received.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A sink recording every announcement, and its record.
+fn recorder() -> (ChangeSink, Received) {
+    let received: Received = Arc::default();
+    let sink_received = Arc::clone(&received);
+    let sink: ChangeSink = Arc::new(move |channel: &str, payload: &str| {
+        sink_received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((channel.to_owned(), payload.to_owned()));
+    });
+    (sink, received)
+}
+
+/// Wait (up to ten seconds) until the sink has received `(channel, payload)`.
+async fn received(received: &Received, channel: &str, payload: &str) {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let hit = received
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|(c, p)| c == channel && p == payload);
+            if hit {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no ({channel}, {payload}) announcement");
+}
+
+/// The number of `LISTEN` sessions on the test database.
+async fn listeners(sql: &tokio_postgres::Client) -> i64 {
+    count(
+        sql,
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .await
+}
+
+/// Sends, events and stream writes are announced as `workflow::key`; after the connection is
+/// killed the listener reconnects and says `*`; at close it stops.
+#[tokio::test]
+async fn changes_are_announced_until_close() {
+    with_database(|name| async move {
+        let store = open_with_workflow(&name).await;
+        let (sink, got) = recorder();
+        store
+            .watch_changes(sink, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let internal = |function_id, name: &str| crate::store::StepRecord {
+            function_name: name.to_owned(),
+            output: None,
+            ..step("w", &owner("w"), function_id)
+        };
+
+        let send = |topic: &str, uuid: &str| SendMessage {
+            message: message("w", topic, "1", uuid),
+            sender: None,
+        };
+        store.run(send("topic", "m1")).await.unwrap();
+        received(&got, "dbos_notifications_channel", "w::topic").await;
+        let set = SetEvent {
+            record: internal(1, "DBOS.setEvent"),
+            key: "k".to_owned(),
+            value: "1".to_owned(),
+        };
+        store.run(set.clone()).await.unwrap();
+        received(&got, "dbos_workflow_events_channel", "w::k").await;
+        let write = WriteStream {
+            record: internal(2, "DBOS.writeStream"),
+            key: "s".to_owned(),
+            value: "1".to_owned(),
+        };
+        store.run(write).await.unwrap();
+        received(&got, "dbos_streams_channel", "w::s").await;
+        // A replay announces nothing new.
+        let before = got.lock().unwrap_or_else(|p| p.into_inner()).len();
+        store.run(set).await.unwrap();
+
+        let sql = pg::client(&name).await;
+        assert_eq!(listeners(&sql).await, 1);
+        sql.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert!(ssl);
-    drop(client);
-    store.close().await;
-    let url = format!("{SERVER}/{}?sslmode=verify-full", db.name);
-    assert!(matches!(
-        PostgresStore::connect(&url, &StoreOptions::default()).await,
-        Err(Error::Database { .. })
-    ));
-    db.drop().await;
-}
+        .unwrap();
+        received(&got, "*", "").await;
+        let events = got.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(
+            events[before],
+            ("*".to_owned(), String::new()),
+            "{events:?}"
+        );
+        store.run(send("again", "m2")).await.unwrap();
+        received(&got, "dbos_notifications_channel", "w::again").await;
 
-/// A connection killed under the pool gives a database error naming the operation (or is
-/// replaced transparently); the next operation works.
-#[tokio::test]
-async fn a_killed_connection_is_an_error_not_a_panic() {
-    let db = TestDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("w", status::PENDING))
+        tokio::time::timeout(Duration::from_secs(10), store.close())
+            .await
+            .expect("close hangs");
+        let mut left = listeners(&sql).await;
+        for _ in 0..50 {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            left = listeners(&sql).await;
+        }
+        assert_eq!(left, 0, "the listener connection outlived close");
+        let after = got.lock().unwrap_or_else(|p| p.into_inner()).len();
+        sql.execute(
+            "SELECT pg_notify('dbos_notifications_channel', 'w::late')",
+            &[],
+        )
         .await
         .unwrap();
-    let sql = db.sql().await;
-    sql.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        &[],
-    )
-    .await
-    .unwrap();
-    match store.record_step(&step("w", "owner-of-w", 3)).await {
-        Ok(outcome) => assert_eq!(outcome, RecordOutcome::Recorded),
-        Err(Error::Database { context, .. }) => {
-            assert_eq!(context, "recording step 3 of workflow w")
-        }
-        Err(e) => panic!("unexpected error {e}"),
-    }
-    assert!(matches!(
-        store
-            .record_step(&step("w", "owner-of-w", 3))
-            .await
-            .unwrap(),
-        RecordOutcome::Recorded | RecordOutcome::Duplicate(_)
-    ));
-    store.close().await;
-    drop(sql);
-    db.drop().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(got.lock().unwrap_or_else(|p| p.into_inner()).len(), after);
+        assert!(
+            store
+                .watch_changes(recorder().0, Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+    })
+    .await;
 }

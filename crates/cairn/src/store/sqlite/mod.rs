@@ -1,39 +1,54 @@
 //! The SQLite backend: one writer thread with group commit, a small pool of readers.
 //!
-//! The database file is in WAL mode, so readers never wait for the writer. Every write goes
-//! to the [`writer`] thread, which commits concurrent requests together; reads run on
-//! separate connections on tokio's blocking pool. An in-memory database (`sqlite::memory:`)
-//! exists only on the writer's connection, so there every read goes through the writer too.
+//! The database file is in WAL mode, so readers never wait for the writer. Every operation
+//! implements [`OnSqlite`] once; [`SqliteStore::run`] sends a write to the [`writer`] thread,
+//! which commits concurrent requests together, and a read to a connection on tokio's blocking
+//! pool. An in-memory database (`sqlite::memory:`) exists only on the writer's connection, so
+//! there every read goes through the writer too.
+//!
+//! Driver errors are classified by [`database_error`]: `SQLITE_BUSY` and `SQLITE_LOCKED`
+//! (another connection or process holds the lock) are transient, so the store's retry loop
+//! waits the lock out; everything else is permanent.
 
 mod comm;
 mod ops;
 mod schema;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_comm;
 mod watch;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc};
 
 use self::watch::Watcher;
-use self::writer::{Message, Request};
-use super::{
-    ChangeSink, Checkpoint, Completion, InsertOutcome, NewMessage, NewWorkflow, Reclaimed,
-    RecordOutcome, StepRecord, StoreOptions, SystemDatabase, WorkflowRow,
-};
-use crate::error::{Error, Result};
+use self::writer::Message;
+use super::{ChangeSink, Operation, StoreOptions};
+use crate::error::{DatabaseErrorKind, Error, Result};
 
-/// How long a connection waits for another process's lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// An operation as SQLite runs it.
+pub(crate) trait OnSqlite: Operation {
+    /// Whether it writes: writes run on the writer thread and commit in a group; reads run on
+    /// a reader connection.
+    const WRITES: bool;
+
+    /// Run it on `conn` (inside the writer's group transaction for a write).
+    fn on_sqlite(&self, conn: &Connection) -> Result<Self::Output>;
+}
+
+/// How long a connection waits inside SQLite for another connection's lock before failing
+/// with `SQLITE_BUSY`. Long enough to absorb another process's ordinary transactions (SQLite's
+/// busy handler re-tries within milliseconds), short enough that a lock held for longer goes
+/// back to the store's retry loop, which backs off, logs the outage once and stops at
+/// shutdown, instead of blocking the writer thread (and `close`) for many seconds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The most reader connections, whatever the pool size asks for (SQLite reads are cheap and
 /// the blocking pool is shared with the rest of the process).
@@ -90,7 +105,7 @@ pub(crate) struct SqliteStore {
     url: String,
     /// Requests to the writer thread.
     writer: mpsc::UnboundedSender<Message>,
-    /// The writer thread, taken by [`SystemDatabase::close`] to join it.
+    /// The writer thread, taken by [`SqliteStore::close`] to join it.
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     /// Set by `close`; later calls fail with [`Error::Shutdown`].
     closed: AtomicBool,
@@ -123,35 +138,26 @@ impl SqliteStore {
         })
     }
 
-    /// Run `work` on the writer thread in the next group transaction.
-    async fn write<T, F>(&self, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Shutdown);
-        }
-        let (job, reply) = Request::job(work);
-        self.writer
-            .send(Message::Job(job))
-            .map_err(|_| self.writer_gone())?;
-        reply.await.map_err(|_| self.writer_gone())?
-    }
-
-    /// Run `work` on a reader connection (on the writer for an in-memory database).
-    async fn read<T, F>(&self, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
+    /// Run one attempt of an operation: a write in the writer's next group transaction, a
+    /// read on a reader connection (on the writer for an in-memory database). The operation
+    /// moves into the thread that runs it; nothing is copied.
+    pub(crate) async fn run<O: OnSqlite>(&self, op: Arc<O>) -> Result<O::Output> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
         match &self.readers {
-            Some(pool) => pool.run(work).await,
-            None => self.write(work).await,
+            Some(pool) if !O::WRITES => pool.run(move |conn| op.on_sqlite(conn)).await,
+            _ => self.write(op).await,
         }
+    }
+
+    /// Run `op` on the writer thread in the next group transaction.
+    async fn write<O: OnSqlite>(&self, op: Arc<O>) -> Result<O::Output> {
+        let (job, reply) = writer::request(op);
+        self.writer
+            .send(Message::Job(job))
+            .map_err(|_| self.writer_gone())?;
+        reply.await.map_err(|_| self.writer_gone())?
     }
 
     /// The error for a writer thread that no longer answers.
@@ -165,12 +171,97 @@ impl SqliteStore {
             )
         }
     }
+
+    /// Deliver `("*", "")` to `sink` whenever another connection or process commits, by
+    /// polling `PRAGMA data_version` on a dedicated connection every `poll`. Nothing for an
+    /// in-memory database, which no other connection can write. Stopped by `close`.
+    pub(crate) async fn watch_changes(&self, sink: ChangeSink, poll: Duration) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let Some(pool) = &self.readers else {
+            return Ok(());
+        };
+        let path = pool.path.clone();
+        let watcher = tokio::task::spawn_blocking(move || Watcher::start(&path, sink, poll))
+            .await
+            .map_err(|e| Error::database("starting the SQLite change watcher", e))??;
+        let mut watchers = self.watchers.lock().map_err(|_| poisoned())?;
+        // Checked under the lock `close` drains under, so no watcher outlives the store.
+        if self.closed.load(Ordering::Acquire) {
+            drop(watchers);
+            let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;
+            return Err(Error::Shutdown);
+        }
+        watchers.push(watcher);
+        Ok(())
+    }
+
+    /// Stop accepting operations, let the writer commit what is queued, join it, and stop
+    /// the change watchers. Later operations fail with [`Error::Shutdown`].
+    pub(crate) async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Queued before `Close`, so the writer commits every earlier request first.
+        let _ = self.writer.send(Message::Close);
+        let thread = self
+            .writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(thread) = thread {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => tracing::error!(url = %self.url, "the SQLite writer thread panicked"),
+                Err(e) => {
+                    tracing::error!(url = %self.url, error = %e, "could not join the SQLite writer thread")
+                }
+            }
+        }
+        let watchers: Vec<Watcher> = self
+            .watchers
+            .lock()
+            .map(|mut list| list.drain(..).collect())
+            .unwrap_or_default();
+        if !watchers.is_empty() {
+            let stopping =
+                tokio::task::spawn_blocking(move || watchers.into_iter().for_each(Watcher::stop));
+            if let Err(e) = stopping.await {
+                tracing::error!(url = %self.url, error = %e, "could not stop the SQLite change watchers");
+            }
+        }
+        if let Some(pool) = &self.readers {
+            pool.clear();
+        }
+    }
+}
+
+/// A driver error as Cairn's error, saying what Cairn was doing. `SQLITE_BUSY` and
+/// `SQLITE_LOCKED` (with their extended codes, e.g. `BUSY_SNAPSHOT`, `LOCKED_SHAREDCACHE`)
+/// mean another connection or process holds a lock: transient. Anything else is permanent.
+pub(super) fn database_error(context: impl Into<String>, error: rusqlite::Error) -> Error {
+    Error::database_of(error_kind(&error), context, error)
+}
+
+/// Whether a driver error can pass by itself (see [`database_error`]).
+fn error_kind(error: &rusqlite::Error) -> DatabaseErrorKind {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => DatabaseErrorKind::Transient,
+        _ => DatabaseErrorKind::Permanent,
+    }
+}
+
+/// A closure turning a driver error into an [`Error`] whose context is what `op` was doing
+/// (its [`Operation::describe`], built only when something failed).
+pub(super) fn failed<O: Operation>(op: &O) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| database_error(op.describe(), e)
 }
 
 /// Open the writer connection, migrate, and switch to WAL. Returns the connection and, for a
 /// file, its canonical path (so readers find the same file whatever the working directory).
 fn open_writer(location: &Location) -> Result<(Connection, Option<PathBuf>)> {
-    let db_err = |e| Error::database("opening the SQLite system database", e);
+    let db_err = |e| database_error("opening the SQLite system database", e);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -207,7 +298,7 @@ fn open_writer(location: &Location) -> Result<(Connection, Option<PathBuf>)> {
 
 /// Open a read-only connection to the database file.
 fn open_reader(path: &Path) -> Result<Connection> {
-    let db_err = |e| Error::database("opening a SQLite reader connection", e);
+    let db_err = |e| database_error("opening a SQLite reader connection", e);
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -288,280 +379,4 @@ fn poisoned() -> Error {
         "using the SQLite reader pool",
         std::io::Error::other("its lock was poisoned by a panic"),
     )
-}
-
-impl SystemDatabase for SqliteStore {
-    async fn send_message(
-        &self,
-        msg: &NewMessage,
-        sender: Option<&StepRecord>,
-    ) -> Result<RecordOutcome> {
-        let (msg, sender) = (msg.clone(), sender.cloned());
-        let now_ms = epoch_ms();
-        self.write(move |conn| comm::send_message(conn, &msg, sender.as_ref(), now_ms))
-            .await
-    }
-
-    async fn consume_message(
-        &self,
-        rec: &StepRecord,
-        topic: &str,
-    ) -> Result<(RecordOutcome, Option<super::Stored>)> {
-        let (rec, topic) = (rec.clone(), topic.to_owned());
-        self.write(move |conn| comm::consume_message(conn, &rec, &topic))
-            .await
-    }
-
-    async fn has_message(&self, workflow_id: &str, topic: &str) -> Result<bool> {
-        let (workflow_id, topic) = (workflow_id.to_owned(), topic.to_owned());
-        self.read(move |conn| comm::has_message(conn, &workflow_id, &topic))
-            .await
-    }
-
-    async fn set_event(&self, rec: &StepRecord, key: &str, value: &str) -> Result<RecordOutcome> {
-        let (rec, key, value) = (rec.clone(), key.to_owned(), value.to_owned());
-        self.write(move |conn| comm::set_event(conn, &rec, &key, &value))
-            .await
-    }
-
-    async fn get_event(&self, workflow_id: &str, key: &str) -> Result<Option<super::Stored>> {
-        let (workflow_id, key) = (workflow_id.to_owned(), key.to_owned());
-        self.read(move |conn| comm::get_event(conn, &workflow_id, &key))
-            .await
-    }
-
-    async fn list_events(&self, workflow_id: &str) -> Result<Vec<(String, super::Stored)>> {
-        let workflow_id = workflow_id.to_owned();
-        self.read(move |conn| comm::list_events(conn, &workflow_id))
-            .await
-    }
-
-    async fn write_stream(
-        &self,
-        rec: &StepRecord,
-        key: &str,
-        value: &str,
-    ) -> Result<RecordOutcome> {
-        let (rec, key, value) = (rec.clone(), key.to_owned(), value.to_owned());
-        self.write(move |conn| comm::write_stream(conn, &rec, &key, &value))
-            .await
-    }
-
-    async fn read_stream(
-        &self,
-        workflow_id: &str,
-        key: &str,
-        from_offset: i32,
-    ) -> Result<Vec<(i32, super::Stored)>> {
-        let (workflow_id, key) = (workflow_id.to_owned(), key.to_owned());
-        self.read(move |conn| comm::read_stream(conn, &workflow_id, &key, from_offset))
-            .await
-    }
-
-    async fn cancel_workflows(&self, workflow_ids: &[String], now_ms: i64) -> Result<Vec<String>> {
-        let workflow_ids = workflow_ids.to_vec();
-        self.write(move |conn| comm::cancel_workflows(conn, &workflow_ids, now_ms))
-            .await
-    }
-
-    async fn descendants(&self, workflow_id: &str) -> Result<Vec<String>> {
-        let workflow_id = workflow_id.to_owned();
-        self.read(move |conn| comm::descendants(conn, &workflow_id))
-            .await
-    }
-
-    async fn resume_workflow(
-        &self,
-        workflow_id: &str,
-        executor_id: &str,
-        app_version: &str,
-        new_owner: &str,
-        now_ms: i64,
-    ) -> Result<Option<Reclaimed>> {
-        let workflow_id = workflow_id.to_owned();
-        let executor_id = executor_id.to_owned();
-        let app_version = app_version.to_owned();
-        let new_owner = new_owner.to_owned();
-        self.write(move |conn| {
-            comm::resume_workflow(
-                conn,
-                &workflow_id,
-                &executor_id,
-                &app_version,
-                &new_owner,
-                now_ms,
-            )
-        })
-        .await
-    }
-
-    /// A read, then (only if something waits) one write transaction.
-    async fn claim_enqueued(&self, claim: &super::QueueClaim) -> Result<Vec<Reclaimed>> {
-        let claim = claim.clone();
-        self.write(move |conn| ops::claim_enqueued(conn, &claim))
-            .await
-    }
-
-    /// Poll `PRAGMA data_version` on a dedicated connection; nothing for an in-memory
-    /// database, which no other connection can write.
-    async fn watch_changes(&self, sink: ChangeSink, poll: Duration) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Shutdown);
-        }
-        let Some(pool) = &self.readers else {
-            return Ok(());
-        };
-        let path = pool.path.clone();
-        let watcher = tokio::task::spawn_blocking(move || Watcher::start(&path, sink, poll))
-            .await
-            .map_err(|e| Error::database("starting the SQLite change watcher", e))??;
-        let mut watchers = self.watchers.lock().map_err(|_| poisoned())?;
-        // Checked under the lock `close` drains under, so no watcher outlives the store.
-        if self.closed.load(Ordering::Acquire) {
-            drop(watchers);
-            let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;
-            return Err(Error::Shutdown);
-        }
-        watchers.push(watcher);
-        Ok(())
-    }
-
-    async fn insert_workflow(&self, wf: &NewWorkflow) -> Result<InsertOutcome> {
-        let wf = wf.clone();
-        self.write(move |conn| ops::insert_workflow(conn, &wf))
-            .await
-    }
-
-    async fn insert_child_workflow(
-        &self,
-        parent: &StepRecord,
-        child: &NewWorkflow,
-    ) -> Result<(RecordOutcome, InsertOutcome)> {
-        let (parent, child) = (parent.clone(), child.clone());
-        self.write(move |conn| ops::insert_child_workflow(conn, &parent, &child))
-            .await
-    }
-
-    async fn record_step(&self, rec: &StepRecord) -> Result<RecordOutcome> {
-        let rec = rec.clone();
-        self.write(move |conn| ops::record_step(conn, &rec)).await
-    }
-
-    async fn get_checkpoint(
-        &self,
-        workflow_id: &str,
-        function_id: i32,
-    ) -> Result<Option<Checkpoint>> {
-        let workflow_id = workflow_id.to_owned();
-        self.read(move |conn| ops::get_checkpoint(conn, &workflow_id, function_id))
-            .await
-    }
-
-    async fn list_checkpoints(&self, workflow_id: &str) -> Result<Vec<Checkpoint>> {
-        let workflow_id = workflow_id.to_owned();
-        self.read(move |conn| ops::list_checkpoints(conn, &workflow_id))
-            .await
-    }
-
-    async fn complete_workflow(&self, c: &Completion) -> Result<bool> {
-        let c = c.clone();
-        self.write(move |conn| ops::complete_workflow(conn, &c))
-            .await
-    }
-
-    async fn get_workflow(&self, workflow_id: &str) -> Result<Option<WorkflowRow>> {
-        let workflow_id = workflow_id.to_owned();
-        self.read(move |conn| ops::get_workflow(conn, &workflow_id))
-            .await
-    }
-
-    async fn reclaim_pending(
-        &self,
-        executor_id: &str,
-        app_version: &str,
-        application_name: Option<&str>,
-        new_owner: &str,
-        now_ms: i64,
-    ) -> Result<Vec<Reclaimed>> {
-        let executor_id = executor_id.to_owned();
-        let app_version = app_version.to_owned();
-        let application_name = application_name.map(str::to_owned);
-        let new_owner = new_owner.to_owned();
-        self.write(move |conn| {
-            ops::reclaim_pending(
-                conn,
-                &executor_id,
-                &app_version,
-                application_name.as_deref(),
-                &new_owner,
-                now_ms,
-            )
-        })
-        .await
-    }
-
-    async fn dead_letter(&self, workflow_id: &str, owner_xid: &str, now_ms: i64) -> Result<bool> {
-        let (workflow_id, owner_xid) = (workflow_id.to_owned(), owner_xid.to_owned());
-        self.write(move |conn| ops::dead_letter(conn, &workflow_id, &owner_xid, now_ms))
-            .await
-    }
-
-    async fn register_app_version(
-        &self,
-        version: &str,
-        application_name: Option<&str>,
-        now_ms: i64,
-    ) -> Result<()> {
-        let version = version.to_owned();
-        let application_name = application_name.map(str::to_owned);
-        self.write(move |conn| {
-            ops::register_app_version(conn, &version, application_name.as_deref(), now_ms)
-        })
-        .await
-    }
-
-    /// Stop accepting calls, let the writer commit what is queued, and join it.
-    async fn close(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        // Queued before `Close`, so the writer commits every earlier request first.
-        let _ = self.writer.send(Message::Close);
-        let thread = self
-            .writer_thread
-            .lock()
-            .ok()
-            .and_then(|mut slot| slot.take());
-        if let Some(thread) = thread {
-            match tokio::task::spawn_blocking(move || thread.join()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => tracing::error!(url = %self.url, "the SQLite writer thread panicked"),
-                Err(e) => {
-                    tracing::error!(url = %self.url, error = %e, "could not join the SQLite writer thread")
-                }
-            }
-        }
-        let watchers: Vec<Watcher> = self
-            .watchers
-            .lock()
-            .map(|mut list| list.drain(..).collect())
-            .unwrap_or_default();
-        if !watchers.is_empty() {
-            let stopping =
-                tokio::task::spawn_blocking(move || watchers.into_iter().for_each(Watcher::stop));
-            if let Err(e) = stopping.await {
-                tracing::error!(url = %self.url, error = %e, "could not stop the SQLite change watchers");
-            }
-        }
-        if let Some(pool) = &self.readers {
-            pool.clear();
-        }
-    }
-}
-
-/// The current time in epoch milliseconds (0 if the clock is before 1970).
-fn epoch_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::database_error;
 use crate::error::{Error, Result};
 use crate::store::SCHEMA_VERSION;
 
@@ -15,7 +16,7 @@ const UPGRADE_HINT: &str =
 /// Bring the database to [`SCHEMA_VERSION`]: create everything in an empty database, accept
 /// the current version as is, refuse an older one without writing, warn about a newer one.
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
-    let db_err = |e| Error::database("migrating the SQLite system database", e);
+    let db_err = |e| database_error("migrating the SQLite system database", e);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
     match migrate_in_transaction(conn) {
         Ok(changed) => {
@@ -32,7 +33,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
 
 /// The body of [`migrate`]; returns whether it wrote anything.
 fn migrate_in_transaction(conn: &Connection) -> Result<bool> {
-    let db_err = |e| Error::database("migrating the SQLite system database", e);
+    let db_err = |e| database_error("migrating the SQLite system database", e);
     let has_table: bool = conn
         .query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dbos_migrations')",
@@ -42,7 +43,7 @@ fn migrate_in_transaction(conn: &Connection) -> Result<bool> {
         .map_err(db_err)?;
     if !has_table {
         conn.execute_batch(SCHEMA_SQL)
-            .map_err(|e| Error::database("creating the SQLite system database schema", e))?;
+            .map_err(|e| database_error("creating the SQLite system database schema", e))?;
         conn.execute(
             "INSERT INTO dbos_migrations (version) VALUES (?1)",
             [SCHEMA_VERSION],

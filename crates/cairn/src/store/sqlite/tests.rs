@@ -1,33 +1,43 @@
-//! Behaviour of the SQLite store on temporary database files.
+//! What only the SQLite backend does: URL forms, the in-memory database, migrating the file,
+//! watching other connections' commits, and waiting out another process's write lock. The
+//! store's contract itself is tested once for both backends in `store::conformance`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::{Location, SqliteStore};
+use super::Location;
 use crate::error::Error;
+use crate::status::WorkflowState;
+use crate::store::conformance::{owner, sqlite_connection, step, workflow};
 use crate::store::{
-    Completion, InsertOutcome, NewWorkflow, PORTABLE_JSON, RecordOutcome, SCHEMA_VERSION,
-    StepRecord, StoreOptions, SystemDatabase, status,
+    ChangeSink, ConsumeMessage, GetCheckpoint, GetWorkflow, HasMessage, InsertOutcome,
+    InsertWorkflow, ListCheckpoints, RecordOutcome, RecordStep, SCHEMA_VERSION, SendMessage, Store,
+    StoreOptions,
 };
 
 /// A fresh database file path in the temp directory, removed (with its WAL files) on drop.
-pub(super) struct TempDb(pub(super) PathBuf);
+struct TempDb(PathBuf);
 
 impl TempDb {
-    pub(super) fn new() -> Self {
+    /// A new, unique path (nothing is created until the store opens it).
+    fn new() -> Self {
         Self(
             std::env::temp_dir().join(format!("cairn-sqlite-test-{}.sqlite", uuid::Uuid::new_v4())),
         )
     }
 
-    pub(super) fn url(&self) -> String {
+    /// The URL naming the file (an absolute path after `sqlite:///`).
+    fn url(&self) -> String {
         format!("sqlite:///{}", self.0.display())
     }
 
-    pub(super) async fn open(&self) -> SqliteStore {
-        SqliteStore::open(&self.url(), &StoreOptions::default())
+    /// Open the store on the file.
+    async fn open(&self) -> Store {
+        crate::store::open(&self.url(), &StoreOptions::default())
             .await
             .expect("open")
     }
@@ -41,51 +51,15 @@ impl Drop for TempDb {
     }
 }
 
-/// A workflow row to insert, owned by `owner-<id>` when `PENDING`.
-pub(super) fn workflow(id: &str, status: &'static str) -> NewWorkflow {
-    NewWorkflow {
-        id: id.to_owned(),
-        name: "checkout".to_owned(),
-        status,
-        queue_name: None,
-        executor_id: "local".to_owned(),
-        app_version: "v1".to_owned(),
-        application_name: Some("shop".to_owned()),
-        inputs: r#"{"positionalArgs":[42],"namedArgs":{}}"#.to_owned(),
-        creator_xid: format!("owner-{id}"),
-        parent_workflow_id: None,
-        timeout_ms: None,
-        deadline_epoch_ms: None,
-        now_ms: 1_000,
-    }
-}
-
-/// A checkpoint of `workflow_id` at `function_id`, written as `owner`.
-pub(super) fn step(workflow_id: &str, owner: &str, function_id: i32, output: &str) -> StepRecord {
-    StepRecord {
-        workflow_id: workflow_id.to_owned(),
-        owner_xid: owner.to_owned(),
-        function_id,
-        function_name: "charge".to_owned(),
-        output: Some(output.to_owned()),
-        error: None,
-        child_workflow_id: None,
-        started_at_epoch_ms: 2_000,
-        completed_at_epoch_ms: 2_005,
-        application_name: Some("shop".to_owned()),
-    }
-}
-
-/// A successful completion of `workflow_id` by `owner`.
-pub(super) fn completion(workflow_id: &str, owner: &str) -> Completion {
-    Completion {
-        workflow_id: workflow_id.to_owned(),
-        owner_xid: owner.to_owned(),
-        status: status::SUCCESS,
-        output: Some("\"done\"".to_owned()),
-        error: None,
-        now_ms: 3_000,
-    }
+/// Insert a `PENDING` fixture workflow.
+async fn pending(store: &Store, id: &str) {
+    assert_eq!(
+        store
+            .run(InsertWorkflow(workflow(id, WorkflowState::Pending)))
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
 }
 
 /// The URL forms resolve to the right place; anything else is a configuration error.
@@ -128,7 +102,7 @@ fn urls_name_a_file_or_memory() {
     }
 }
 
-/// An empty file gets the whole schema at version 125; re-opening changes nothing.
+/// An empty file gets the whole schema at version 125 in WAL mode; re-opening changes nothing.
 #[tokio::test]
 async fn migration_creates_version_125_and_reopening_keeps_it() {
     let db = TempDb::new();
@@ -142,22 +116,22 @@ async fn migration_creates_version_125_and_reopening_keeps_it() {
             .collect::<Result<_, _>>()
             .unwrap()
     };
-    let (first, versions) = {
+    let first = {
         let conn = Connection::open(&db.0).unwrap();
         let versions: Vec<i64> = conn
             .prepare("SELECT version FROM dbos_migrations")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
-            .map(|v| v.unwrap())
-            .collect();
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(versions, [SCHEMA_VERSION]);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
-        (catalogue(&conn), versions)
+        catalogue(&conn)
     };
-    assert_eq!(versions, vec![SCHEMA_VERSION]);
     assert!(
         first.len() > 30,
         "expected the full schema, got {} objects",
@@ -177,20 +151,22 @@ async fn migration_creates_version_125_and_reopening_keeps_it() {
 #[tokio::test]
 async fn an_older_schema_is_refused_and_left_untouched() {
     let db = TempDb::new();
-    {
-        let conn = Connection::open(&db.0).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE dbos_migrations (version INTEGER NOT NULL PRIMARY KEY); INSERT INTO dbos_migrations VALUES (120);",
+    Connection::open(&db.0)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE dbos_migrations (version INTEGER NOT NULL PRIMARY KEY); \
+             INSERT INTO dbos_migrations VALUES (120);",
         )
         .unwrap();
-    }
     let before = std::fs::read(&db.0).unwrap();
-    match SqliteStore::open(&db.url(), &StoreOptions::default()).await {
+    match crate::store::open(&db.url(), &StoreOptions::default()).await {
         Err(Error::SchemaVersion {
             found: 120,
             expected: 125,
             hint,
-        }) => assert!(hint.contains("dbos migrate")),
+        }) => {
+            assert!(hint.contains("dbos migrate"), "{hint}")
+        }
         Err(other) => panic!("expected a schema version error, got {other}"),
         Ok(_) => panic!("expected a schema version error, got a store"),
     }
@@ -201,7 +177,7 @@ async fn an_older_schema_is_refused_and_left_untouched() {
     );
 }
 
-/// A newer version is used with a warning.
+/// A newer version is used (with a warning) and left at its version.
 #[tokio::test]
 async fn a_newer_schema_is_used() {
     let db = TempDb::new();
@@ -211,460 +187,225 @@ async fn a_newer_schema_is_used() {
         .execute("UPDATE dbos_migrations SET version = 126", [])
         .unwrap();
     let store = db.open().await;
-    assert_eq!(
-        store
-            .insert_workflow(&workflow("wf", status::PENDING))
-            .await
-            .unwrap(),
-        InsertOutcome::Inserted
-    );
+    pending(&store, "wf").await;
     store.close().await;
-}
-
-/// A start writes the status and input rows; a second start with the same id writes nothing.
-#[tokio::test]
-async fn inserting_twice_is_idempotent() {
-    let db = TempDb::new();
-    let store = db.open().await;
-    assert_eq!(
-        store
-            .insert_workflow(&workflow("wf", status::PENDING))
-            .await
-            .unwrap(),
-        InsertOutcome::Inserted
-    );
-    let mut again = workflow("wf", status::ENQUEUED);
-    again.name = "other".to_owned();
-    assert_eq!(
-        store.insert_workflow(&again).await.unwrap(),
-        InsertOutcome::Existing {
-            name: Some("checkout".to_owned()),
-            status: Some("PENDING".to_owned())
-        }
-    );
-    let row = store.get_workflow("wf").await.unwrap().expect("row");
-    assert_eq!(row.status.as_deref(), Some("PENDING"));
-    assert_eq!(row.owner_xid.as_deref(), Some("owner-wf"));
-    assert_eq!(row.recovery_attempts, Some(1));
-    assert_eq!(row.started_at_epoch_ms, Some(1_000));
-    assert_eq!((row.created_at, row.updated_at), (1_000, 1_000));
-    assert_eq!(row.serialization.as_deref(), Some(PORTABLE_JSON));
-    assert_eq!(
-        row.inputs.as_deref(),
-        Some(r#"{"positionalArgs":[42],"namedArgs":{}}"#)
-    );
-    assert_eq!(row.output, None);
-
-    store
-        .insert_workflow(&workflow("queued", status::ENQUEUED))
-        .await
-        .unwrap();
-    let queued = store.get_workflow("queued").await.unwrap().expect("row");
-    assert_eq!(
-        (
-            queued.owner_xid,
-            queued.recovery_attempts,
-            queued.started_at_epoch_ms
-        ),
-        (None, Some(0), None)
-    );
-    assert_eq!(store.get_workflow("missing").await.unwrap(), None);
-    store.close().await;
-}
-
-/// A checkpoint lands only for the owner of a PENDING workflow, and only once per id.
-#[tokio::test]
-async fn record_step_checks_the_owner_and_detects_duplicates() {
-    let db = TempDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("wf", status::PENDING))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .record_step(&step("wf", "owner-wf", 2, "\"b\""))
-            .await
-            .unwrap(),
-        RecordOutcome::Recorded
-    );
-    assert_eq!(
-        store
-            .record_step(&step("wf", "owner-wf", 1, "\"a\""))
-            .await
-            .unwrap(),
-        RecordOutcome::Recorded
-    );
-    assert_eq!(
-        store
-            .record_step(&step("wf", "intruder", 3, "\"c\""))
-            .await
-            .unwrap(),
-        RecordOutcome::NotOwner {
-            status: Some("PENDING".to_owned())
-        }
-    );
-    assert_eq!(
-        store
-            .record_step(&step("nowhere", "owner-wf", 1, "1"))
-            .await
-            .unwrap(),
-        RecordOutcome::NotOwner { status: None }
-    );
-    match store
-        .record_step(&step("wf", "owner-wf", 1, "\"again\""))
-        .await
+    let version: i64 = Connection::open(&db.0)
         .unwrap()
-    {
-        RecordOutcome::Duplicate(existing) => assert_eq!(existing.output.as_deref(), Some("\"a\"")),
-        other => panic!("expected a duplicate, got {other:?}"),
-    }
-    let checkpoints = store.list_checkpoints("wf").await.unwrap();
-    assert_eq!(
-        checkpoints
-            .iter()
-            .map(|c| c.function_id)
-            .collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    assert_eq!(checkpoints[0].serialization.as_deref(), Some(PORTABLE_JSON));
-    assert_eq!(checkpoints[0].completed_at_epoch_ms, Some(2_005));
-    assert_eq!(
-        store.get_checkpoint("wf", 2).await.unwrap(),
-        Some(checkpoints[1].clone())
-    );
-    assert_eq!(store.get_checkpoint("wf", 3).await.unwrap(), None);
-    store.close().await;
-}
-
-/// Only the owner completes a workflow, once; afterwards nobody can checkpoint it.
-#[tokio::test]
-async fn complete_workflow_is_owner_guarded() {
-    let db = TempDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("wf", status::PENDING))
-        .await
+        .query_row("SELECT version FROM dbos_migrations", [], |r| r.get(0))
         .unwrap();
-    assert!(
-        !store
-            .complete_workflow(&completion("wf", "intruder"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .complete_workflow(&completion("wf", "owner-wf"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .complete_workflow(&completion("wf", "owner-wf"))
-            .await
-            .unwrap()
-    );
-    let row = store.get_workflow("wf").await.unwrap().expect("row");
-    assert_eq!(row.status.as_deref(), Some("SUCCESS"));
-    assert_eq!(
-        (row.owner_xid, row.completed_at, row.updated_at),
-        (None, Some(3_000), 3_000)
-    );
-    assert_eq!(row.output.as_deref(), Some("\"done\""));
-    assert_eq!(
-        store
-            .record_step(&step("wf", "owner-wf", 1, "1"))
-            .await
-            .unwrap(),
-        RecordOutcome::NotOwner {
-            status: Some("SUCCESS".to_owned())
-        }
-    );
-    store.close().await;
-}
-
-/// Recovery takes over this executor's PENDING workflows: new owner, one more attempt.
-#[tokio::test]
-async fn reclaim_pending_increments_attempts_and_moves_ownership() {
-    let db = TempDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("mine", status::PENDING))
-        .await
-        .unwrap();
-    let mut unclaimed = workflow("unclaimed", status::PENDING);
-    unclaimed.application_name = None;
-    store.insert_workflow(&unclaimed).await.unwrap();
-    let mut elsewhere = workflow("elsewhere", status::PENDING);
-    elsewhere.executor_id = "other".to_owned();
-    store.insert_workflow(&elsewhere).await.unwrap();
-    let mut other_app = workflow("other-app", status::PENDING);
-    other_app.application_name = Some("billing".to_owned());
-    store.insert_workflow(&other_app).await.unwrap();
-    store
-        .insert_workflow(&workflow("done", status::PENDING))
-        .await
-        .unwrap();
-    store
-        .complete_workflow(&completion("done", "owner-done"))
-        .await
-        .unwrap();
-    store
-        .record_step(&step("mine", "owner-mine", 1, "1"))
-        .await
-        .unwrap();
-
-    let reclaimed = store
-        .reclaim_pending("local", "v1", Some("shop"), "recovery", 5_000)
-        .await
-        .unwrap();
-    let mut ids: Vec<_> = reclaimed
-        .iter()
-        .map(|r| r.row.workflow_id.as_str())
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec!["mine", "unclaimed"]);
-    let mine = reclaimed
-        .iter()
-        .find(|r| r.row.workflow_id == "mine")
-        .expect("mine");
-    assert_eq!(mine.row.recovery_attempts, Some(2));
-    assert_eq!(mine.row.owner_xid.as_deref(), Some("recovery"));
-    assert_eq!(mine.row.updated_at, 5_000);
-    assert_eq!(mine.checkpoints.len(), 1);
-    assert_eq!(
-        store
-            .record_step(&step("mine", "owner-mine", 2, "2"))
-            .await
-            .unwrap(),
-        RecordOutcome::NotOwner {
-            status: Some("PENDING".to_owned())
-        }
-    );
-    assert_eq!(
-        store
-            .record_step(&step("mine", "recovery", 2, "2"))
-            .await
-            .unwrap(),
-        RecordOutcome::Recorded
-    );
-
-    let all = store
-        .reclaim_pending("local", "v1", None, "again", 6_000)
-        .await
-        .unwrap();
-    assert_eq!(
-        all.len(),
-        3,
-        "no name filter: mine, unclaimed and other-app"
-    );
-    assert_eq!(
-        store
-            .get_workflow("mine")
-            .await
-            .unwrap()
-            .expect("row")
-            .recovery_attempts,
-        Some(3)
-    );
-
-    assert!(!store.dead_letter("mine", "recovery", 7_000).await.unwrap());
-    assert!(store.dead_letter("mine", "again", 7_000).await.unwrap());
-    let dead = store.get_workflow("mine").await.unwrap().expect("row");
-    assert_eq!(
-        dead.status.as_deref(),
-        Some(status::MAX_RECOVERY_ATTEMPTS_EXCEEDED)
-    );
-    assert_eq!(
-        (dead.owner_xid, dead.started_at_epoch_ms, dead.completed_at),
-        (None, None, Some(7_000))
-    );
-    store.close().await;
-}
-
-/// A child start and the parent's checkpoint commit together, guarded by the parent's owner.
-#[tokio::test]
-async fn a_child_start_is_recorded_as_the_parents_step() {
-    let db = TempDb::new();
-    let store = db.open().await;
-    store
-        .insert_workflow(&workflow("parent", status::PENDING))
-        .await
-        .unwrap();
-    let mut child = workflow("parent-1", status::PENDING);
-    child.parent_workflow_id = Some("parent".to_owned());
-    let mut record = step("parent", "owner-parent", 1, "");
-    record.output = None;
-    record.child_workflow_id = Some("parent-1".to_owned());
-    assert_eq!(
-        store.insert_child_workflow(&record, &child).await.unwrap(),
-        (RecordOutcome::Recorded, InsertOutcome::Inserted)
-    );
-    let checkpoint = store
-        .get_checkpoint("parent", 1)
-        .await
-        .unwrap()
-        .expect("checkpoint");
-    assert_eq!(checkpoint.child_workflow_id.as_deref(), Some("parent-1"));
-    let row = store
-        .get_workflow("parent-1")
-        .await
-        .unwrap()
-        .expect("child");
-    assert_eq!(row.parent_workflow_id.as_deref(), Some("parent"));
-
-    match store.insert_child_workflow(&record, &child).await.unwrap() {
-        (RecordOutcome::Duplicate(existing), InsertOutcome::Existing { .. }) => {
-            assert_eq!(existing, checkpoint)
-        }
-        other => panic!("expected a duplicate, got {other:?}"),
-    }
-    let mut intruder = record.clone();
-    intruder.owner_xid = "intruder".to_owned();
-    intruder.function_id = 2;
-    let mut second = child.clone();
-    second.id = "parent-2".to_owned();
-    let (outcome, _) = store
-        .insert_child_workflow(&intruder, &second)
-        .await
-        .unwrap();
-    assert_eq!(
-        outcome,
-        RecordOutcome::NotOwner {
-            status: Some("PENDING".to_owned())
-        }
-    );
-    assert_eq!(
-        store.get_workflow("parent-2").await.unwrap(),
-        None,
-        "a refused child start wrote the child"
-    );
-    store.close().await;
-}
-
-/// Registering a version twice keeps one row.
-#[tokio::test]
-async fn registering_an_app_version_is_idempotent() {
-    let db = TempDb::new();
-    let store = db.open().await;
-    store
-        .register_app_version("v1", Some("shop"), 1)
-        .await
-        .unwrap();
-    store
-        .register_app_version("v1", Some("shop"), 2)
-        .await
-        .unwrap();
-    store.register_app_version("v2", None, 3).await.unwrap();
-    store.register_app_version("v2", None, 4).await.unwrap();
-    store.close().await;
-    let conn = Connection::open(&db.0).unwrap();
-    let count: i64 = conn
-        .query_row("SELECT COUNT(*) FROM application_versions", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(count, 2);
-}
-
-/// Concurrent checkpoints from many tasks all land (committed in groups by the writer).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_checkpoints_all_land() {
-    let db = TempDb::new();
-    let store = Arc::new(db.open().await);
-    for w in 0..20 {
-        store
-            .insert_workflow(&workflow(&format!("wf{w}"), status::PENDING))
-            .await
-            .unwrap();
-    }
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                let id = format!("wf{}", i % 20);
-                store
-                    .record_step(&step(&id, &format!("owner-{id}"), i / 20, &i.to_string()))
-                    .await
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap(), RecordOutcome::Recorded);
-    }
-    for w in 0..20 {
-        assert_eq!(
-            store
-                .list_checkpoints(&format!("wf{w}"))
-                .await
-                .unwrap()
-                .len(),
-            10
-        );
-    }
-    store.close().await;
-    assert!(matches!(
-        store.record_step(&step("wf0", "owner-wf0", 99, "1")).await,
-        Err(Error::Shutdown)
-    ));
+    assert_eq!(version, 126);
 }
 
 /// An in-memory database is one database for reads and writes alike.
 #[tokio::test]
 async fn an_in_memory_database_works() {
-    let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
+    let store = crate::store::open("sqlite::memory:", &StoreOptions::default())
         .await
         .unwrap();
-    store
-        .insert_workflow(&workflow("wf", status::PENDING))
+    assert_eq!(store.backend(), "sqlite");
+    pending(&store, "wf").await;
+    assert_eq!(
+        store
+            .run(RecordStep(step("wf", &owner("wf"), 1)))
+            .await
+            .unwrap(),
+        RecordOutcome::Recorded
+    );
+    let checkpoints = store
+        .run(ListCheckpoints {
+            workflow_id: "wf".to_owned(),
+        })
         .await
         .unwrap();
-    store
-        .record_step(&step("wf", "owner-wf", 1, "1"))
+    assert_eq!(checkpoints.len(), 1);
+    let row = store
+        .run(GetWorkflow {
+            workflow_id: "wf".to_owned(),
+        })
         .await
         .unwrap();
-    assert_eq!(store.list_checkpoints("wf").await.unwrap().len(), 1);
-    assert!(store.get_workflow("wf").await.unwrap().is_some());
+    assert_eq!(row.and_then(|r| r.status), Some(WorkflowState::Pending));
     store.close().await;
 }
 
-/// Throughput probe, not a pass/fail timing: 1,000 workflows checkpointing concurrently.
-/// Run with `cargo test --release -p cairn --lib store::sqlite -- --ignored --nocapture`.
+/// The watcher fires when another connection commits, and stops at close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn throughput_probe() {
-    const WORKFLOWS: usize = 1_000;
-    const STEPS: i32 = 20;
+async fn watch_changes_sees_other_connections_and_stops_at_close() {
     let db = TempDb::new();
-    let store = Arc::new(db.open().await);
-    let started = std::time::Instant::now();
-    let tasks: Vec<_> = (0..WORKFLOWS)
-        .map(|w| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                let id = format!("wf{w}");
-                store
-                    .insert_workflow(&workflow(&id, status::PENDING))
-                    .await?;
-                for s in 0..STEPS {
-                    store
-                        .record_step(&step(&id, &format!("owner-{id}"), s, "\"x\""))
-                        .await?;
-                }
-                store
-                    .complete_workflow(&completion(&id, &format!("owner-{id}")))
-                    .await
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert!(task.await.unwrap().unwrap());
+    let store = db.open().await;
+    pending(&store, "wf").await;
+    let fired = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&fired);
+    let sink: ChangeSink = Arc::new(move |channel: &str, payload: &str| {
+        assert_eq!((channel, payload), ("*", ""));
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    store
+        .watch_changes(sink, Duration::from_millis(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(fired.load(Ordering::SeqCst), 0, "nothing committed yet");
+
+    let other = Connection::open(&db.0).unwrap();
+    other
+        .execute(
+            "INSERT INTO notifications (destination_uuid, topic, message, message_uuid) \
+             VALUES ('wf', 't', '1', 'ext')",
+            [],
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fired.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let elapsed = started.elapsed();
-    let steps = WORKFLOWS * STEPS as usize;
-    println!(
-        "{steps} steps in {elapsed:?}: {:.0} steps/s",
-        steps as f64 / elapsed.as_secs_f64()
+    assert!(
+        fired.load(Ordering::SeqCst) >= 1,
+        "the watcher missed another connection's commit"
+    );
+    let has = HasMessage {
+        workflow_id: "wf".to_owned(),
+        topic: "t".to_owned(),
+    };
+    assert!(store.run(has).await.unwrap());
+
+    let started = Instant::now();
+    store.close().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "close hung on the watcher"
+    );
+    let before = fired.load(Ordering::SeqCst);
+    other
+        .execute(
+            "INSERT INTO notifications (destination_uuid, topic, message, message_uuid) \
+             VALUES ('wf', 't', '2', 'ext2')",
+            [],
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        before,
+        "the watcher outlived close"
+    );
+    assert!(matches!(
+        store
+            .watch_changes(Arc::new(|_: &str, _: &str| {}), Duration::from_millis(10))
+            .await,
+        Err(Error::Shutdown)
+    ));
+}
+
+/// An in-memory database has nothing to watch, and says so by doing nothing.
+#[tokio::test]
+async fn watch_changes_on_memory_is_a_no_op() {
+    let store = crate::store::open("sqlite::memory:", &StoreOptions::default())
+        .await
+        .unwrap();
+    store
+        .watch_changes(Arc::new(|_: &str, _: &str| {}), Duration::from_millis(5))
+        .await
+        .unwrap();
+    pending(&store, "wf").await;
+    let message = crate::store::NewMessage {
+        destination_id: "wf".to_owned(),
+        topic: "t".to_owned(),
+        message: "1".to_owned(),
+        message_uuid: "u".to_owned(),
+    };
+    store
+        .run(SendMessage {
+            message,
+            sender: None,
+        })
+        .await
+        .unwrap();
+    let record = crate::store::StepRecord {
+        function_name: "DBOS.recv".to_owned(),
+        ..step("wf", &owner("wf"), 1)
+    };
+    let (_, consumed) = store
+        .run(ConsumeMessage {
+            record,
+            topic: "t".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(consumed.map(|s| s.text).as_deref(), Some("1"));
+    store.close().await;
+}
+
+/// Another connection holding the write lock (`BEGIN IMMEDIATE`) for `hold`; returns once the
+/// lock is taken, with the thread that releases it.
+fn hold_write_lock(path: &Path, hold: Duration) -> std::thread::JoinHandle<()> {
+    let conn = sqlite_connection(path);
+    let (locked, taken) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        let _ = locked.send(());
+        std::thread::sleep(hold);
+        conn.execute_batch("COMMIT")
+            .expect("release the write lock");
+    });
+    taken.recv().expect("the lock holder started");
+    holder
+}
+
+/// A write lock another connection holds for longer than the busy timeout is waited out by
+/// `Store::run`: the write lands once the lock is released, and no error surfaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_out_another_connections_lock() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    pending(&store, "w").await;
+    let holder = hold_write_lock(&db.0, Duration::from_millis(2_500));
+    let started = Instant::now();
+    let outcome = store.run(RecordStep(step("w", &owner("w"), 1))).await;
+    let waited = started.elapsed();
+    holder.join().expect("the lock holder");
+    assert_eq!(outcome.unwrap(), RecordOutcome::Recorded);
+    assert!(
+        waited >= Duration::from_millis(1_500),
+        "the write did not wait for the lock: {waited:?}"
+    );
+    store.close().await;
+}
+
+/// During another connection's long write lock one attempt of a write fails as transient
+/// (`SQLITE_BUSY` after the busy timeout) and writes nothing, while reads still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_attempt_during_a_lock_is_transient() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    pending(&store, "w").await;
+    let holder = hold_write_lock(&db.0, Duration::from_millis(3_000));
+    let attempt = store
+        .run_once(Arc::new(RecordStep(step("w", &owner("w"), 1))))
+        .await;
+    let read = store
+        .run_once(Arc::new(GetWorkflow {
+            workflow_id: "w".to_owned(),
+        }))
+        .await;
+    holder.join().expect("the lock holder");
+    match attempt {
+        Err(e) => assert!(e.is_transient(), "expected a transient error, got {e}"),
+        Ok(outcome) => panic!("the write landed through another connection's lock: {outcome:?}"),
+    }
+    assert!(read.expect("a read during the lock").is_some());
+    let checkpoint = GetCheckpoint {
+        workflow_id: "w".to_owned(),
+        function_id: 1,
+    };
+    assert_eq!(store.run(checkpoint).await.unwrap(), None);
+    assert_eq!(
+        store
+            .run(RecordStep(step("w", &owner("w"), 1)))
+            .await
+            .unwrap(),
+        RecordOutcome::Recorded
     );
     store.close().await;
 }

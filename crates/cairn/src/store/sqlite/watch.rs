@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::open_reader;
+use super::{database_error, open_reader};
 use crate::error::{Error, Result};
 use crate::store::ChangeSink;
 
@@ -51,7 +51,7 @@ impl Watcher {
 /// Read the connection's `data_version`.
 fn data_version(conn: &Connection) -> Result<i64> {
     conn.query_row("PRAGMA data_version", [], |row| row.get(0))
-        .map_err(|e| Error::database("reading the SQLite data_version", e))
+        .map_err(|e| database_error("reading the SQLite data_version", e))
 }
 
 /// The watcher loop: wait `poll` (or a stop), compare `data_version`, announce a change.

@@ -4,13 +4,19 @@
 //! (up to [`MAX_BATCH`]), runs them all in one `BEGIN IMMEDIATE … COMMIT`, each inside its own
 //! savepoint so that a failing request rolls back only itself, and replies once the commit is
 //! durable. Concurrent checkpoints thus share one fsync instead of paying one each.
+//!
+//! When the group itself fails (`BEGIN IMMEDIATE` refused because another process holds the
+//! write lock, a failed `COMMIT`), every request of it gets the error with its kind, so a
+//! transient one sends each request back to the store's retry loop.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{Error, Result};
+use super::{OnSqlite, error_kind};
+use crate::error::{DatabaseErrorKind, Error, Result};
 
 /// The most requests committed together.
 const MAX_BATCH: usize = 512;
@@ -25,90 +31,104 @@ pub(super) enum Message {
 
 /// A request the writer runs inside a group transaction.
 pub(super) trait WriteJob: Send {
-    /// Run the request's statements; returns whether it succeeded (a failed request's
-    /// savepoint is rolled back).
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Run the request's statements; a failed request's savepoint is rolled back.
+    fn run(&mut self, conn: &Connection) -> Ran;
 
     /// Reply to the caller once the group's fate is known (`Err` if the group was lost).
     fn finish(self: Box<Self>, group: std::result::Result<(), &GroupFailure>);
+}
+
+/// How one request of a group went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ran {
+    /// It succeeded; its writes stay in the group.
+    Ok,
+    /// It failed; `transient` if its error was a transient database failure.
+    Failed { transient: bool },
 }
 
 /// Why a whole group of requests was rolled back.
 pub(super) struct GroupFailure {
     /// What the writer was doing.
     context: &'static str,
+    /// Whether the failure can pass by itself: a group that could not begin because another
+    /// process holds the write lock is transient, and every request of it is retried.
+    kind: DatabaseErrorKind,
     /// The driver's error.
     error: rusqlite::Error,
 }
 
 impl GroupFailure {
-    /// An [`Error`] for one request of the failed group (each caller gets its own copy).
-    fn to_error(&self) -> Error {
+    /// A failure of the group while doing `context`, as transient as the driver's error.
+    fn new(context: &'static str, error: rusqlite::Error) -> Self {
+        Self {
+            context,
+            kind: error_kind(&error),
+            error,
+        }
+    }
+
+    /// An [`Error`] for one request of the failed group (each caller gets its own copy),
+    /// naming what that request was and what the writer was doing.
+    fn to_error(&self, request: &str) -> Error {
+        let context = format!("{request} ({})", self.context);
         match &self.error {
-            rusqlite::Error::SqliteFailure(code, message) => Error::database(
-                self.context,
+            rusqlite::Error::SqliteFailure(code, message) => Error::database_of(
+                self.kind,
+                context,
                 rusqlite::Error::SqliteFailure(*code, message.clone()),
             ),
-            other => Error::database(self.context, std::io::Error::other(other.to_string())),
+            other => {
+                Error::database_of(self.kind, context, std::io::Error::other(other.to_string()))
+            }
         }
     }
 }
 
-/// A closure and the channel its result goes back on.
-pub(super) struct Request<T, F> {
-    /// The statements to run; taken when run.
-    work: Option<F>,
-    /// The closure's result, held until the group commits.
-    result: Option<Result<T>>,
+/// An operation and the channel its result goes back on.
+struct Request<O: OnSqlite> {
+    /// The operation.
+    op: Arc<O>,
+    /// Its result, held until the group commits (`None` until it has run).
+    result: Option<Result<O::Output>>,
     /// Where the caller waits.
-    reply: oneshot::Sender<Result<T>>,
+    reply: oneshot::Sender<Result<O::Output>>,
 }
 
-impl<T, F> Request<T, F>
-where
-    T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-{
-    /// A job for the writer that runs `work`, and the receiver its result will arrive on.
-    pub(super) fn job(work: F) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T>>) {
-        let (reply, rx) = oneshot::channel();
-        (
-            Box::new(Request {
-                work: Some(work),
-                result: None,
-                reply,
-            }),
-            rx,
-        )
-    }
+/// A job for the writer that runs `op`, and the receiver its result will arrive on.
+pub(super) fn request<O: OnSqlite>(
+    op: Arc<O>,
+) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<O::Output>>) {
+    let (reply, rx) = oneshot::channel();
+    let job = Request {
+        op,
+        result: None,
+        reply,
+    };
+    (Box::new(job), rx)
 }
 
-impl<T, F> WriteJob for Request<T, F>
-where
-    T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-{
-    fn run(&mut self, conn: &Connection) -> bool {
-        let result = match self.work.take() {
-            Some(work) => work(conn),
-            None => Err(Error::database(
-                "running a SQLite write",
-                std::io::Error::other("request ran twice"),
-            )),
+impl<O: OnSqlite> WriteJob for Request<O> {
+    fn run(&mut self, conn: &Connection) -> Ran {
+        let result = self.op.on_sqlite(conn);
+        let ran = match &result {
+            Ok(_) => Ran::Ok,
+            Err(e) => Ran::Failed {
+                transient: e.is_transient(),
+            },
         };
-        let ok = result.is_ok();
         self.result = Some(result);
-        ok
+        ran
     }
 
     fn finish(self: Box<Self>, group: std::result::Result<(), &GroupFailure>) {
         let result = match (self.result, group) {
             (Some(Err(own)), _) => Err(own),
             (Some(Ok(value)), Ok(())) => Ok(value),
-            (Some(Ok(_)) | None, Err(failure)) => Err(failure.to_error()),
+            (Some(Ok(_)) | None, Err(failure)) => Err(failure.to_error(&self.op.describe())),
             (None, Ok(())) => Err(Error::database(
-                "running a SQLite write",
-                std::io::Error::other("request was not run"),
+                self.op.describe(),
+                std::io::Error::other("the SQLite writer committed a group without running it"),
             )),
         };
         // The caller may have gone away (its future dropped); nothing to do then.
@@ -159,29 +179,24 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
 /// Run `batch` in one transaction, each request in its own savepoint, and reply to all.
 fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let failure = GroupFailure {
-            context: "beginning a SQLite write transaction",
-            error,
-        };
+        // Typically SQLITE_BUSY: another process held the write lock beyond the busy timeout.
+        let failure = GroupFailure::new("beginning a SQLite write transaction", error);
         batch.drain(..).for_each(|job| job.finish(Err(&failure)));
         return;
     }
     let mut lost: Option<GroupFailure> = None;
     for job in batch.iter_mut() {
-        if let Err(error) = run_in_savepoint(conn, job.as_mut()) {
-            lost = Some(GroupFailure {
-                context: "running a SQLite write",
-                error,
-            });
+        if let Err(failure) = run_in_savepoint(conn, job.as_mut()) {
+            lost = Some(failure);
             break;
         }
     }
     let lost = lost.or_else(|| {
         let error = conn.execute_batch("COMMIT").err()?;
-        Some(GroupFailure {
-            context: "committing a SQLite write transaction",
+        Some(GroupFailure::new(
+            "committing a SQLite write transaction",
             error,
-        })
+        ))
     });
     match lost {
         None => batch.drain(..).for_each(|job| job.finish(Ok(()))),
@@ -189,7 +204,12 @@ fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            tracing::error!(error = %failure.error, "{}; the group of writes was rolled back", failure.context);
+            if failure.kind == DatabaseErrorKind::Transient {
+                // Each request is retried; the store's retry loop reports the outage once.
+                tracing::debug!(error = %failure.error, "{}; the group of writes was rolled back", failure.context);
+            } else {
+                tracing::error!(error = %failure.error, "{}; the group of writes was rolled back", failure.context);
+            }
             batch.drain(..).for_each(|job| job.finish(Err(&failure)));
         }
     }
@@ -197,21 +217,35 @@ fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
 
 /// Run one request inside `SAVEPOINT`; a failed request is rolled back to it. An `Err` here
 /// means the surrounding transaction itself is gone or unusable.
-fn run_in_savepoint(conn: &Connection, job: &mut dyn WriteJob) -> rusqlite::Result<()> {
-    conn.prepare_cached("SAVEPOINT cairn_request")?
-        .execute([])?;
-    let ok = job.run(conn);
+fn run_in_savepoint(
+    conn: &Connection,
+    job: &mut dyn WriteJob,
+) -> std::result::Result<(), GroupFailure> {
+    let statement = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(drop)
+            .map_err(|e| GroupFailure::new("running a SQLite write", e))
+    };
+    statement("SAVEPOINT cairn_request")?;
+    let ran = job.run(conn);
     if conn.is_autocommit() {
-        // Some errors (I/O, out of memory) make SQLite roll back the whole transaction.
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-            Some("the write transaction was rolled back by SQLite".to_owned()),
-        ));
+        // Some errors (I/O, out of memory, a lock SQLite could not get) make SQLite roll back
+        // the whole transaction; the group is as transient as the error that caused it.
+        let mut failure = GroupFailure::new(
+            "running a SQLite write",
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("the write transaction was rolled back by SQLite".to_owned()),
+            ),
+        );
+        if ran == (Ran::Failed { transient: true }) {
+            failure.kind = DatabaseErrorKind::Transient;
+        }
+        return Err(failure);
     }
-    if !ok {
-        conn.prepare_cached("ROLLBACK TO cairn_request")?
-            .execute([])?;
+    if ran != Ran::Ok {
+        statement("ROLLBACK TO cairn_request")?;
     }
-    conn.prepare_cached("RELEASE cairn_request")?.execute([])?;
-    Ok(())
+    statement("RELEASE cairn_request")
 }

@@ -1,0 +1,353 @@
+//! Cancelling, descendants, resuming, and claiming enqueued workflows.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::status::WorkflowState;
+use crate::store::{
+    CancelWorkflows, ClaimEnqueued, CompleteWorkflow, DeadLetter, Descendants, InsertWorkflow,
+    QueueClaim, RecordOutcome, RecordStep, ResumeWorkflow,
+};
+
+/// Cancel these workflows at `now_ms`.
+fn cancel(ids: &[&str], now_ms: i64) -> CancelWorkflows {
+    CancelWorkflows {
+        workflow_ids: strings(ids),
+        now_ms,
+    }
+}
+
+/// Resume `workflow_id` on executor `exec-2`, version `v2`, as `new_owner`.
+fn resume(workflow_id: &str, new_owner: &str, now_ms: i64) -> ResumeWorkflow {
+    ResumeWorkflow {
+        workflow_id: workflow_id.to_owned(),
+        executor_id: "exec-2".to_owned(),
+        app_version: "v2".to_owned(),
+        new_owner: new_owner.to_owned(),
+        now_ms,
+    }
+}
+
+/// Claim up to `limit` `checkout` workflows of queue `orders` for `shop`, executor `worker`,
+/// version `v1`, as `new_owner`.
+pub(super) fn claim(new_owner: &str, limit: i64, now_ms: i64) -> ClaimEnqueued {
+    ClaimEnqueued(QueueClaim {
+        queue_name: "orders".to_owned(),
+        names: strings(&["checkout"]),
+        executor_id: "worker".to_owned(),
+        app_version: "v1".to_owned(),
+        application_name: Some("shop".to_owned()),
+        new_owner: new_owner.to_owned(),
+        now_ms,
+        limit,
+    })
+}
+
+/// An enqueued `checkout` on `orders`, created at `T0 + age`.
+pub(super) fn enqueued(id: &str, age: i64) -> NewWorkflow {
+    NewWorkflow {
+        now_ms: T0 + age,
+        ..workflow(id, WorkflowState::Enqueued)
+    }
+}
+
+/// The descendants of `workflow_id`, sorted.
+async fn descendants(db: &TestStore, workflow_id: &str) -> Vec<String> {
+    let mut found = db
+        .run(Descendants {
+            workflow_id: workflow_id.to_owned(),
+        })
+        .await;
+    found.sort();
+    found
+}
+
+conformance! {
+    /// Only unfinished workflows (`PENDING`, `ENQUEUED`, `DELAYED`) are cancelled, each once, in
+    /// the order asked, with their run fields cleared; finished and missing ones are untouched.
+    async fn cancelling_touches_only_unfinished_workflows(db) {
+        db.pending(&["running", "done"]).await;
+        for id in ["queued", "delayed"] {
+            db.run(InsertWorkflow(workflow(id, WorkflowState::Enqueued))).await;
+        }
+        db.execute(
+            "UPDATE workflow_status SET status = 'DELAYED' WHERE workflow_uuid = 'delayed'; \
+             UPDATE workflow_status SET deduplication_id = 'd' WHERE workflow_uuid = 'queued';",
+        )
+        .await;
+        assert!(db.run(CompleteWorkflow(completion("done", "owner-done"))).await);
+
+        let asked = ["queued", "done", "missing", "running", "queued", "delayed"];
+        assert_eq!(
+            db.run(cancel(&asked, T0 + 9_000)).await,
+            ["queued", "running", "delayed"]
+        );
+        for id in ["running", "queued", "delayed"] {
+            let row = db.row(id).await;
+            assert_eq!(row.status, Some(WorkflowState::Cancelled), "{id}");
+            assert_eq!(
+                (row.owner_xid, row.queue_name, row.started_at_epoch_ms, row.updated_at),
+                (None, None, None, T0 + 9_000),
+                "{id}"
+            );
+        }
+        assert_eq!(
+            db.lines("SELECT deduplication_id FROM workflow_status WHERE workflow_uuid = 'queued'")
+                .await,
+            ["NULL"]
+        );
+        let done = db.row("done").await;
+        assert_eq!((done.status, done.updated_at), (Some(WorkflowState::Success), T0 + 1_000));
+        assert!(db.run(cancel(&asked, T0 + 9_500)).await.is_empty(), "already cancelled");
+        assert!(db.run(cancel(&[], T0 + 9_500)).await.is_empty());
+        assert_eq!(db.row("running").await.updated_at, T0 + 9_000);
+    }
+
+    /// A cancelled workflow's owner can no longer checkpoint or complete it.
+    async fn a_cancelled_workflows_owner_can_no_longer_write(db) {
+        db.pending(&["w"]).await;
+        db.run(cancel(&["w"], T0 + 1)).await;
+        assert_eq!(
+            db.run(RecordStep(step("w", "owner-w", 1))).await,
+            RecordOutcome::NotOwner { status: Some(WorkflowState::Cancelled) }
+        );
+        assert!(!db.run(CompleteWorkflow(completion("w", "owner-w"))).await);
+        assert_eq!(db.row("w").await.status, Some(WorkflowState::Cancelled));
+    }
+
+    /// Descendants follow `parent_workflow_id` through every level, each once, never the
+    /// workflow itself nor another tree.
+    async fn descendants_cover_every_level(db) {
+        for (id, parent) in [
+            ("root", None),
+            ("a", Some("root")),
+            ("b", Some("root")),
+            ("a1", Some("a")),
+            ("a2", Some("a")),
+            ("a1x", Some("a1")),
+            ("stranger", None),
+            ("s1", Some("stranger")),
+        ] {
+            let mut wf = workflow(id, WorkflowState::Pending);
+            wf.parent_workflow_id = parent.map(str::to_owned);
+            db.run(InsertWorkflow(wf)).await;
+        }
+        assert_eq!(descendants(db, "root").await, ["a", "a1", "a1x", "a2", "b"]);
+        assert_eq!(descendants(db, "a").await, ["a1", "a1x", "a2"]);
+        assert_eq!(descendants(db, "a1").await, ["a1x"]);
+        assert!(descendants(db, "a1x").await.is_empty());
+        assert!(descendants(db, "nowhere").await.is_empty());
+    }
+
+    /// A cancelled workflow resumes here: `PENDING` under the new owner, executor and version,
+    /// one attempt, started now, a fresh deadline from its timeout, with its checkpoints.
+    async fn resuming_a_cancelled_workflow_restarts_it_here(db) {
+        let mut wf = workflow("w", WorkflowState::Pending);
+        (wf.timeout_ms, wf.deadline_epoch_ms) = (Some(60_000), Some(T0 + 60_000));
+        db.run(InsertWorkflow(wf)).await;
+        db.run(RecordStep(step("w", "owner-w", 1))).await;
+        db.run(cancel(&["w"], T0 + 1_000)).await;
+
+        let now = T0 + 100_000;
+        let resumed = db.run(resume("w", "new-owner", now)).await.expect("resumed");
+        let row = &resumed.row;
+        assert_eq!(row.status, Some(WorkflowState::Pending));
+        assert_eq!(row.owner_xid.as_deref(), Some("new-owner"));
+        assert_eq!(row.executor_id.as_deref(), Some("exec-2"));
+        assert_eq!(row.application_version.as_deref(), Some("v2"));
+        assert_eq!(row.recovery_attempts, Some(1));
+        assert_eq!(row.started_at_epoch_ms, Some(now));
+        assert_eq!(row.workflow_deadline_epoch_ms, Some(now + 60_000));
+        assert_eq!((row.queue_name.as_deref(), row.completed_at), (None, None));
+        assert_eq!(row.updated_at, now);
+        assert_eq!(row.inputs.as_deref(), Some(INPUTS));
+        assert_eq!(function_ids(&resumed.checkpoints), [1]);
+        assert_eq!(resumed.checkpoints[0].output.as_deref(), Some("\"out1\""));
+        assert_eq!(db.row("w").await, resumed.row);
+        assert_eq!(db.run(RecordStep(step("w", "new-owner", 2))).await, RecordOutcome::Recorded);
+        assert!(matches!(
+            db.run(RecordStep(step("w", "owner-w", 3))).await,
+            RecordOutcome::NotOwner { .. }
+        ));
+    }
+
+    /// Resume has nothing to do for a running (`PENDING`), successful or missing workflow, and
+    /// leaves it as it is.
+    async fn resume_leaves_running_finished_and_missing_workflows_alone(db) {
+        db.pending(&["running", "done"]).await;
+        assert!(db.run(CompleteWorkflow(completion("done", "owner-done"))).await);
+        assert!(db.run(resume("running", "other", T0 + 5)).await.is_none());
+        assert!(db.run(resume("done", "other", T0 + 5)).await.is_none());
+        assert!(db.run(resume("missing", "other", T0 + 5)).await.is_none());
+        let running = db.row("running").await;
+        assert_eq!(
+            (running.status, running.owner_xid.as_deref()),
+            (Some(WorkflowState::Pending), Some("owner-running"))
+        );
+        let done = db.row("done").await;
+        assert_eq!((done.status, done.owner_xid), (Some(WorkflowState::Success), None));
+    }
+
+    /// Failed, dead-lettered and enqueued workflows resume too (an enqueued one leaves its
+    /// queue); without a timeout there is no deadline.
+    async fn resume_restarts_failed_dead_lettered_and_enqueued_workflows(db) {
+        db.pending(&["failed", "dead"]).await;
+        db.run(InsertWorkflow(workflow("queued", WorkflowState::Enqueued))).await;
+        let failure = Completion {
+            status: WorkflowState::Error,
+            output: None,
+            error: Some(r#"{"name":"E","message":"m"}"#.to_owned()),
+            ..completion("failed", "owner-failed")
+        };
+        assert!(db.run(CompleteWorkflow(failure)).await);
+        assert!(
+            db.run(DeadLetter {
+                workflow_id: "dead".to_owned(),
+                owner_xid: "owner-dead".to_owned(),
+                now_ms: T0 + 2,
+            })
+            .await
+        );
+        for id in ["failed", "dead", "queued"] {
+            let resumed = db
+                .run(resume(id, &format!("new-{id}"), T0 + 10))
+                .await
+                .unwrap_or_else(|| panic!("{id} was not resumed"));
+            let row = resumed.row;
+            assert_eq!(row.status, Some(WorkflowState::Pending), "{id}");
+            assert_eq!(row.owner_xid, Some(format!("new-{id}")), "{id}");
+            assert_eq!(row.recovery_attempts, Some(1), "{id}");
+            assert_eq!(
+                (row.queue_name, row.workflow_deadline_epoch_ms, row.completed_at),
+                (None, None, None),
+                "{id}"
+            );
+            assert!(resumed.checkpoints.is_empty());
+        }
+    }
+
+    /// A claim takes the oldest `ENQUEUED` workflows of its queue whose function it can run, of
+    /// its application (or unclaimed) and version (or none), up to its limit: each becomes
+    /// `PENDING` here under the new owner, started now, one attempt more, with a deadline from
+    /// its timeout.
+    async fn claiming_takes_the_oldest_matching_enqueued_workflows(db) {
+        let mut timed = enqueued("timed", 1);
+        timed.timeout_ms = Some(5_000);
+        let mut unclaimed = enqueued("unclaimed", 2);
+        unclaimed.application_name = None;
+        let mut other_queue = enqueued("other-queue", 0);
+        other_queue.queue_name = Some("emails".to_owned());
+        let mut other_name = enqueued("other-name", 0);
+        other_name.name = "refund".to_owned();
+        let mut other_app = enqueued("other-app", 0);
+        other_app.application_name = Some("bank".to_owned());
+        let mut other_version = enqueued("other-version", 0);
+        other_version.app_version = "v0".to_owned();
+        for wf in [
+            enqueued("first", 0),
+            timed,
+            unclaimed,
+            enqueued("no-version", 3),
+            enqueued("last", 4),
+            other_queue,
+            other_name,
+            other_app,
+            other_version,
+        ] {
+            db.run(InsertWorkflow(wf)).await;
+        }
+        db.pending(&["running"]).await;
+        db.execute(
+            "UPDATE workflow_status SET application_version = NULL WHERE workflow_uuid = 'no-version'",
+        )
+        .await;
+
+        let now = T0 + 50;
+        let claimed = db.run(claim("worker-1", 4, now)).await;
+        assert_eq!(ids(&claimed), ["first", "no-version", "timed", "unclaimed"]);
+        for c in &claimed {
+            let row = &c.row;
+            assert_eq!(row.status, Some(WorkflowState::Pending), "{}", row.workflow_id);
+            assert_eq!(row.owner_xid.as_deref(), Some("worker-1"));
+            assert_eq!(row.executor_id.as_deref(), Some("worker"));
+            assert_eq!(row.application_version.as_deref(), Some("v1"));
+            assert_eq!(row.started_at_epoch_ms, Some(now));
+            assert_eq!(row.recovery_attempts, Some(1));
+            assert_eq!(row.inputs.as_deref(), Some(INPUTS));
+            let deadline = (row.workflow_id == "timed").then_some(now + 5_000);
+            assert_eq!(row.workflow_deadline_epoch_ms, deadline, "{}", row.workflow_id);
+            assert_eq!(db.row(&row.workflow_id).await, *row);
+        }
+        assert!(claimed.iter().all(|c| c.checkpoints.is_empty()));
+
+        let rest = db.run(claim("worker-2", 10, now + 1)).await;
+        assert_eq!(ids(&rest), ["last"]);
+        assert!(db.run(claim("worker-3", 10, now + 2)).await.is_empty(), "an idle queue");
+        for id in ["other-queue", "other-name", "other-app", "other-version"] {
+            assert_eq!(db.row(id).await.status, Some(WorkflowState::Enqueued), "{id}");
+        }
+        assert_eq!(db.row("running").await.owner_xid.as_deref(), Some("owner-running"));
+    }
+
+    /// A claim takes higher priority (lower number) first, then older; a timeout keeps a
+    /// deadline already set; the checkpoints recorded so far come with the row.
+    async fn claiming_follows_priority_then_age(db) {
+        for (id, age) in [("old", 0), ("new", 10), ("urgent", 20)] {
+            db.run(InsertWorkflow(enqueued(id, age))).await;
+        }
+        db.execute(
+            "UPDATE workflow_status SET priority = -1 WHERE workflow_uuid = 'urgent'; \
+             UPDATE workflow_status SET workflow_timeout_ms = 5000, \
+                 workflow_deadline_epoch_ms = 42 WHERE workflow_uuid = 'old'; \
+             INSERT INTO operation_outputs (workflow_uuid, function_id, function_name, output, \
+                 serialization) VALUES ('old', 1, 'step1', '\"x\"', 'portable_json');",
+        )
+        .await;
+        let first = db.run(claim("w1", 1, T0 + 100)).await;
+        assert_eq!(ids(&first), ["urgent"]);
+        let second = db.run(claim("w2", 1, T0 + 100)).await;
+        assert_eq!(ids(&second), ["old"]);
+        assert_eq!(second[0].row.workflow_deadline_epoch_ms, Some(42));
+        assert_eq!(function_ids(&second[0].checkpoints), [1]);
+        assert_eq!(second[0].checkpoints[0].output.as_deref(), Some("\"x\""));
+        assert_eq!(ids(&db.run(claim("w3", 1, T0 + 100)).await), ["new"]);
+    }
+
+    /// Concurrent claimers never take the same workflow, and together take all of them (each
+    /// claim under a fresh token, as the dispatcher makes them).
+    async fn concurrent_claimers_take_each_workflow_once(db) {
+        for i in 0..40 {
+            db.run(InsertWorkflow(enqueued(&format!("q{i:02}"), i))).await;
+        }
+        let claimers: Vec<_> = (0..4)
+            .map(|c| {
+                let store = Arc::clone(&db.store);
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    let mut round = 0;
+                    loop {
+                        round += 1;
+                        let token = format!("worker-{c}-{round}");
+                        let batch = store.run(claim(&token, 3, T0 + 100)).await?;
+                        if batch.is_empty() {
+                            return Ok::<_, crate::error::Error>(mine);
+                        }
+                        assert!(batch.iter().all(|b| b.row.owner_xid.as_deref() == Some(&*token)));
+                        mine.extend(batch);
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for claimer in futures::future::join_all(claimers).await {
+            let claimed = claimer.expect("the task").expect("claim");
+            for c in &claimed {
+                let owner = db.row(&c.row.workflow_id).await.owner_xid;
+                assert_eq!(owner, c.row.owner_xid, "{} changed hands", c.row.workflow_id);
+            }
+            all.extend(claimed);
+        }
+        let expected: Vec<String> = (0..40).map(|i| format!("q{i:02}")).collect();
+        assert_eq!(ids(&all), expected);
+    }
+}

@@ -1,0 +1,446 @@
+//! The operations of the system database: one struct each, the contract both backends keep.
+//!
+//! An operation is data (what to do) and an [`Operation::Output`] (what it answers). Each
+//! backend implements it once (`sqlite::OnSqlite`, `postgres::OnPostgres`); the engine runs it
+//! with [`Store::run`](super::Store::run). Unless its doc says otherwise an operation is one
+//! round trip (one statement or one short transaction). Times are epoch milliseconds.
+//!
+//! **Retry safety.** `Store::run` re-runs an operation after a transient failure, including
+//! a connection lost at `COMMIT`, when the first attempt may have committed unseen. Every
+//! operation here gives the same answer when re-run after such a commit; where that needs
+//! care, its doc says how.
+
+use super::{
+    Checkpoint, Completion, InsertOutcome, NewMessage, NewWorkflow, QueueClaim, Reclaimed,
+    RecordOutcome, StepRecord, Stored, WorkflowRow,
+};
+
+/// An operation on the system database.
+pub(crate) trait Operation: Send + Sync + 'static {
+    /// What the operation answers.
+    type Output: Send + 'static;
+
+    /// What it does, for error messages and logs, e.g. `recording step 3 of workflow abc`.
+    /// Ids in it are already bounded in length by the engine.
+    fn describe(&self) -> String;
+}
+
+/// Insert a workflow's status and input rows (one statement or transaction). An existing id
+/// is left untouched and reported as [`InsertOutcome::Existing`] with its name and status.
+///
+/// Retry safety: an existing row that is `PENDING` with `owner_xid` equal to this insert's
+/// `creator_xid` is this very insert, committed unseen: it is reported as
+/// [`InsertOutcome::Inserted`].
+#[derive(Debug, Clone)]
+pub(crate) struct InsertWorkflow(pub NewWorkflow);
+
+impl Operation for InsertWorkflow {
+    type Output = InsertOutcome;
+    fn describe(&self) -> String {
+        format!("inserting workflow {}", self.0.id)
+    }
+}
+
+/// Start a child workflow and record it as the parent's step, atomically: the child's rows and
+/// the parent's checkpoint (`child_workflow_id` set) commit together, and only while the
+/// parent is `PENDING` and owned by `parent.owner_xid`. When the parent's checkpoint is
+/// refused (`NotOwner`, `Duplicate`) nothing is written and the second value describes the
+/// child row as it is (`Existing`, with `None`s if there is none).
+///
+/// Retry safety: a `Duplicate` parent checkpoint whose `child_workflow_id` is `child.id`, with
+/// the child `PENDING` and owned by `child.creator_xid`, is this very start committed unseen:
+/// it is reported as `(Recorded, Inserted)`.
+#[derive(Debug, Clone)]
+pub(crate) struct StartChild {
+    pub parent: StepRecord,
+    pub child: NewWorkflow,
+}
+
+impl Operation for StartChild {
+    type Output = (RecordOutcome, InsertOutcome);
+    fn describe(&self) -> String {
+        format!(
+            "starting child workflow {} as step {} of workflow {}",
+            self.child.id, self.parent.function_id, self.parent.workflow_id
+        )
+    }
+}
+
+/// Write a checkpoint, guarded by ownership (see [`StepRecord::owner_xid`]): `Recorded`,
+/// `Duplicate` (the existing checkpoint, unchanged) or `NotOwner`.
+///
+/// Retry safety: a re-run after an unseen commit finds its own checkpoint: `Duplicate` with
+/// the same name, which the engine accepts.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordStep(pub StepRecord);
+
+impl Operation for RecordStep {
+    type Output = RecordOutcome;
+    fn describe(&self) -> String {
+        format!(
+            "recording step {} of workflow {}",
+            self.0.function_id, self.0.workflow_id
+        )
+    }
+}
+
+/// Read the checkpoint at one `function_id`, if any.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug, Clone)]
+pub(crate) struct GetCheckpoint {
+    pub workflow_id: String,
+    pub function_id: i32,
+}
+
+impl Operation for GetCheckpoint {
+    type Output = Option<Checkpoint>;
+    fn describe(&self) -> String {
+        format!(
+            "reading step {} of workflow {}",
+            self.function_id, self.workflow_id
+        )
+    }
+}
+
+/// All checkpoints of a workflow, in `function_id` order.
+#[derive(Debug, Clone)]
+pub(crate) struct ListCheckpoints {
+    pub workflow_id: String,
+}
+
+impl Operation for ListCheckpoints {
+    type Output = Vec<Checkpoint>;
+    fn describe(&self) -> String {
+        format!("listing the steps of workflow {}", self.workflow_id)
+    }
+}
+
+/// Write the terminal status and the output row if `owner_xid` still owns the `PENDING`
+/// workflow; clears `owner_xid` and `deduplication_id`, sets `completed_at` and `updated_at`.
+/// Answers whether the write landed (`false` after an unseen commit too: the caller then reads
+/// the outcome from the row).
+#[derive(Debug, Clone)]
+pub(crate) struct CompleteWorkflow(pub Completion);
+
+impl Operation for CompleteWorkflow {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!(
+            "completing workflow {} as {}",
+            self.0.workflow_id, self.0.status
+        )
+    }
+}
+
+/// One workflow's row (status joined with input and output), or `None`.
+#[derive(Debug, Clone)]
+pub(crate) struct GetWorkflow {
+    pub workflow_id: String,
+}
+
+impl GetWorkflow {
+    /// Read the workflow `workflow_id`.
+    pub(crate) fn of(workflow_id: &str) -> Self {
+        Self {
+            workflow_id: workflow_id.to_owned(),
+        }
+    }
+}
+
+impl Operation for GetWorkflow {
+    type Output = Option<WorkflowRow>;
+    fn describe(&self) -> String {
+        format!("reading workflow {}", self.workflow_id)
+    }
+}
+
+/// Claim this executor's `PENDING` workflows of this application version (rows whose
+/// `application_name` is ours or NULL) for recovery: each gets `owner_xid = new_owner`,
+/// `recovery_attempts + 1` and `updated_at = now_ms`, and comes back with its checkpoints,
+/// ordered by `created_at` then id.
+#[derive(Debug, Clone)]
+pub(crate) struct ReclaimPending {
+    pub executor_id: String,
+    pub app_version: String,
+    pub application_name: Option<String>,
+    pub new_owner: String,
+    pub now_ms: i64,
+}
+
+impl Operation for ReclaimPending {
+    type Output = Vec<Reclaimed>;
+    fn describe(&self) -> String {
+        format!(
+            "reclaiming the pending workflows of executor {} version {}",
+            self.executor_id, self.app_version
+        )
+    }
+}
+
+/// Move a workflow this owner holds to `MAX_RECOVERY_ATTEMPTS_EXCEEDED` (`owner_xid`,
+/// `deduplication_id`, `started_at_epoch_ms`, `queue_name` cleared; `completed_at` set).
+/// Answers whether it landed.
+#[derive(Debug, Clone)]
+pub(crate) struct DeadLetter {
+    pub workflow_id: String,
+    pub owner_xid: String,
+    pub now_ms: i64,
+}
+
+impl Operation for DeadLetter {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!(
+            "moving workflow {} to the dead-letter status",
+            self.workflow_id
+        )
+    }
+}
+
+/// Record an application version in `application_versions` (idempotent: an existing version,
+/// under any application, is left as it is).
+#[derive(Debug, Clone)]
+pub(crate) struct RegisterAppVersion {
+    pub version: String,
+    pub application_name: Option<String>,
+    pub now_ms: i64,
+}
+
+impl Operation for RegisterAppVersion {
+    type Output = ();
+    fn describe(&self) -> String {
+        format!("registering application version {}", self.version)
+    }
+}
+
+/// Insert a message for `message.destination_id`. With `sender`, the sender's checkpoint
+/// (`DBOS.send`) is written in the same transaction, guarded by the sender's ownership, and the
+/// message only with it. A message whose `message_uuid` exists is not inserted again
+/// (idempotent, hence retry-safe). A missing destination is [`crate::Error::NotFound`] and
+/// writes nothing. Postgres's trigger announces the insert on `dbos_notifications_channel`.
+#[derive(Debug, Clone)]
+pub(crate) struct SendMessage {
+    pub message: NewMessage,
+    pub sender: Option<StepRecord>,
+}
+
+impl Operation for SendMessage {
+    type Output = RecordOutcome;
+    fn describe(&self) -> String {
+        format!(
+            "sending a message to workflow {} on topic {}",
+            self.message.destination_id, self.message.topic
+        )
+    }
+}
+
+/// In one transaction, guarded by `record`'s ownership: consume the oldest unconsumed message
+/// of `record.workflow_id` on `topic` (by `created_at_epoch_ms`, then insertion order), mark it
+/// `consumed` with `consumed_by_function_id = record.function_id`, and write `record` as the
+/// `DBOS.recv` checkpoint whose output is the message text (`null` if there was none) and
+/// whose `serialization` is the message's. Answers the outcome and the message consumed
+/// (`None` unless `Recorded`). `record.output` is ignored.
+///
+/// Retry safety: a re-run after an unseen commit is `Duplicate` with the checkpoint holding
+/// the message; the engine replays it from there.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumeMessage {
+    pub record: StepRecord,
+    pub topic: String,
+}
+
+impl Operation for ConsumeMessage {
+    type Output = (RecordOutcome, Option<Stored>);
+    fn describe(&self) -> String {
+        format!(
+            "receiving a message on topic {} as step {} of workflow {}",
+            self.topic, self.record.function_id, self.record.workflow_id
+        )
+    }
+}
+
+/// Whether `workflow_id` has an unconsumed message on `topic`.
+#[derive(Debug, Clone)]
+pub(crate) struct HasMessage {
+    pub workflow_id: String,
+    pub topic: String,
+}
+
+impl Operation for HasMessage {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!(
+            "looking for a message to workflow {} on topic {}",
+            self.workflow_id, self.topic
+        )
+    }
+}
+
+/// In one transaction, guarded by `record`'s ownership: upsert `workflow_events(key) = value`,
+/// upsert `workflow_events_history(function_id, key, value)`, and write `record` (the
+/// `DBOS.setEvent` checkpoint). Postgres announces it on `dbos_workflow_events_channel` with
+/// payload `workflow_id::key`.
+#[derive(Debug, Clone)]
+pub(crate) struct SetEvent {
+    pub record: StepRecord,
+    pub key: String,
+    pub value: String,
+}
+
+impl Operation for SetEvent {
+    type Output = RecordOutcome;
+    fn describe(&self) -> String {
+        format!(
+            "setting event {} as step {} of workflow {}",
+            self.key, self.record.function_id, self.record.workflow_id
+        )
+    }
+}
+
+/// The latest value of an event, if set.
+#[derive(Debug, Clone)]
+pub(crate) struct GetEvent {
+    pub workflow_id: String,
+    pub key: String,
+}
+
+impl Operation for GetEvent {
+    type Output = Option<Stored>;
+    fn describe(&self) -> String {
+        format!(
+            "reading event {} of workflow {}",
+            self.key, self.workflow_id
+        )
+    }
+}
+
+/// Every event of a workflow, `(key, latest value)`, ordered by key.
+#[derive(Debug, Clone)]
+pub(crate) struct ListEvents {
+    pub workflow_id: String,
+}
+
+impl Operation for ListEvents {
+    type Output = Vec<(String, Stored)>;
+    fn describe(&self) -> String {
+        format!("listing the events of workflow {}", self.workflow_id)
+    }
+}
+
+/// In one transaction, guarded by `record`'s ownership: append `value` to the stream `key` of
+/// `record.workflow_id` at the next dense offset (0, 1, …; concurrent writers of one stream get
+/// distinct offsets) with `function_id = record.function_id`, and write `record`
+/// (`DBOS.writeStream` / `DBOS.closeStream`). Postgres announces it on `dbos_streams_channel`
+/// with payload `workflow_id::key`.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteStream {
+    pub record: StepRecord,
+    pub key: String,
+    pub value: String,
+}
+
+impl Operation for WriteStream {
+    type Output = RecordOutcome;
+    fn describe(&self) -> String {
+        format!(
+            "writing to stream {} as step {} of workflow {}",
+            self.key, self.record.function_id, self.record.workflow_id
+        )
+    }
+}
+
+/// Values of a stream from `from_offset` on, `(offset, value)` in offset order.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadStream {
+    pub workflow_id: String,
+    pub key: String,
+    pub from_offset: i32,
+}
+
+impl Operation for ReadStream {
+    type Output = Vec<(i32, Stored)>;
+    fn describe(&self) -> String {
+        format!(
+            "reading stream {} of workflow {} from offset {}",
+            self.key, self.workflow_id, self.from_offset
+        )
+    }
+}
+
+/// Cancel these workflows where they are not finished (`PENDING`, `ENQUEUED`, `DELAYED`):
+/// status `CANCELLED`, `owner_xid`, `queue_name`, `deduplication_id`, `started_at_epoch_ms`
+/// cleared, `updated_at = now_ms`. Answers the ids it cancelled, in the order asked, each
+/// once (none for an empty list, without a round trip).
+#[derive(Debug, Clone)]
+pub(crate) struct CancelWorkflows {
+    pub workflow_ids: Vec<String>,
+    pub now_ms: i64,
+}
+
+impl Operation for CancelWorkflows {
+    type Output = Vec<String>;
+    fn describe(&self) -> String {
+        match self.workflow_ids.as_slice() {
+            [one] => format!("cancelling workflow {one}"),
+            many => format!("cancelling {} workflows", many.len()),
+        }
+    }
+}
+
+/// Every descendant of a workflow (children, their children, …) by `parent_workflow_id`,
+/// each once, never the workflow itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Descendants {
+    pub workflow_id: String,
+}
+
+impl Operation for Descendants {
+    type Output = Vec<String>;
+    fn describe(&self) -> String {
+        format!("listing the descendants of workflow {}", self.workflow_id)
+    }
+}
+
+/// Resume a `CANCELLED`, `ERROR`, `MAX_RECOVERY_ATTEMPTS_EXCEEDED` or `ENQUEUED` workflow here:
+/// status `PENDING`, `owner_xid = new_owner`, `executor_id`, `application_version`,
+/// `recovery_attempts = 1`, `started_at_epoch_ms = now_ms`, `queue_name` NULL,
+/// `workflow_deadline_epoch_ms = now_ms + workflow_timeout_ms` (NULL without a timeout),
+/// `completed_at` NULL, `updated_at = now_ms`. Answers it with its checkpoints, or `None` if it
+/// does not exist or is `PENDING`/`SUCCESS` (nothing to resume).
+///
+/// Retry safety: a workflow already `PENDING` with `owner_xid = new_owner` was resumed by
+/// this very call, committed unseen: it is answered as resumed.
+#[derive(Debug, Clone)]
+pub(crate) struct ResumeWorkflow {
+    pub workflow_id: String,
+    pub executor_id: String,
+    pub app_version: String,
+    pub new_owner: String,
+    pub now_ms: i64,
+}
+
+impl Operation for ResumeWorkflow {
+    type Output = Option<Reclaimed>;
+    fn describe(&self) -> String {
+        format!("resuming workflow {}", self.workflow_id)
+    }
+}
+
+/// Claim up to `limit` `ENQUEUED` workflows of `queue_name` whose function is one of `names`
+/// (rows of this application or unclaimed, of this version or none), by priority then age,
+/// skipping rows another claimer holds: each becomes `PENDING` with `owner_xid = new_owner`,
+/// this executor and version, `started_at_epoch_ms = now_ms`, `recovery_attempts + 1`, and a
+/// deadline from its timeout if it has none. Answers them with their checkpoints. An idle
+/// queue should cost no locking statement.
+///
+/// Retry safety: rows already `PENDING` with `owner_xid = new_owner` were claimed by this very
+/// claim, committed unseen: they are answered again.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimEnqueued(pub QueueClaim);
+
+impl Operation for ClaimEnqueued {
+    type Output = Vec<Reclaimed>;
+    fn describe(&self) -> String {
+        format!("claiming workflows of queue {}", self.0.queue_name)
+    }
+}
