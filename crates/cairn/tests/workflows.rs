@@ -561,7 +561,59 @@ async fn steps_outside_workflows_just_run(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+/// An id or topic the database could not index is refused up front with a typed error
+/// that names the argument and quotes only its start; nothing is written.
+async fn an_over_long_id_is_refused_with_a_short_typed_error(db: &TestDb) {
+    let app = db.launch().await;
+    let long = "x".repeat(100_000);
+    let error = app
+        .start_with(
+            StartOptions::id(long.clone()),
+            add_then_gate,
+            "k".to_owned(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::InvalidArgument {
+                argument: "workflow_id",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.len() < 300,
+        "the message stays short: {} bytes",
+        message.len()
+    );
+    assert!(message.contains("100000 bytes"), "{message}");
+    let error = app
+        .send("some-workflow", Some(long.as_str()), &1, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::InvalidArgument {
+                argument: "topic",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let rows = db
+        .query_text("SELECT CAST(COUNT(*) AS TEXT) FROM workflow_status")
+        .await;
+    assert_eq!(rows.as_deref(), Some("0"));
+    app.shutdown().await.unwrap();
+}
+
 both_backends!(
+    an_over_long_id_is_refused_with_a_short_typed_error,
     a_workflow_runs_its_steps_and_checkpoints_each,
     a_workflow_id_runs_once_under_concurrent_starts,
     recovery_resumes_at_the_first_unfinished_step,

@@ -17,6 +17,7 @@ use super::context::WorkflowContext;
 use super::notify::{Channel, FALLBACK_RECHECK, Subscription};
 use super::runtime::{Runtime, now_ms};
 use super::timer::{durable_deadline, until};
+use super::workflow::check_key;
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::store::{
@@ -63,6 +64,8 @@ pub fn send<'a, T: Serialize + ?Sized>(
     async move {
         let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::send"))?;
         ctx.check_running()?;
+        check_key("destination", &destination)?;
+        check_key("topic", &topic)?;
         if let Some(checkpoint) = ctx.recorded(function_id) {
             return ctx.check_name(checkpoint, SEND);
         }
@@ -75,9 +78,7 @@ pub fn send<'a, T: Serialize + ?Sized>(
         let record = ctx.step_record(function_id, SEND, now_ms());
         let (destination, topic) = (message.destination_id.clone(), message.topic.clone());
         let outcome = ctx
-            .rt
-            .store
-            .run(SendMessage {
+            .durable(SendMessage {
                 message,
                 sender: Some(record),
             })
@@ -98,6 +99,8 @@ pub(crate) async fn send_from_outside<T: Serialize + ?Sized>(
     message: &T,
     idempotency_key: Option<&str>,
 ) -> Result<()> {
+    check_key("destination", destination)?;
+    check_key("topic", topic.unwrap_or(NULL_TOPIC))?;
     let message = NewMessage {
         destination_id: destination.to_owned(),
         topic: topic_of(topic),
@@ -134,6 +137,7 @@ pub fn recv<'a, T: DeserializeOwned>(
     async move {
         let (ctx, function_id, sleep_id) = target.ok_or(Error::NotInWorkflow("cairn::recv"))?;
         ctx.check_running()?;
+        check_key("topic", &topic)?;
         if let Some(checkpoint) = ctx.recorded(function_id) {
             return ctx.replay(checkpoint, RECV);
         }
@@ -143,7 +147,7 @@ pub fn recv<'a, T: DeserializeOwned>(
             .rt
             .notifier
             .subscribe(Channel::Message, &ctx.workflow_id, &topic);
-        let store = &ctx.rt.store;
+        let ctx_ref = &ctx;
         // An announcement only says "look": a duplicate one (an idempotent re-send, or the
         // same insert announced in-process and by Postgres) must not make recv give up early.
         let (workflow_id, topic_ref) = (&ctx.workflow_id, &topic);
@@ -152,11 +156,11 @@ pub fn recv<'a, T: DeserializeOwned>(
                 workflow_id: workflow_id.clone(),
                 topic: topic_ref.clone(),
             };
-            Ok(store.run(look).await?.then_some(()))
+            Ok(ctx_ref.durable(look).await?.then_some(()))
         })
         .await?;
         let record = ctx.step_record(function_id, RECV, started);
-        let (outcome, message) = store.run(ConsumeMessage { record, topic }).await?;
+        let (outcome, message) = ctx.durable(ConsumeMessage { record, topic }).await?;
         if let RecordOutcome::Duplicate(existing) = &outcome {
             return ctx.replay(existing, RECV);
         }
@@ -181,7 +185,11 @@ where
 {
     loop {
         let notified = subscription.notified();
-        if let Some(found) = check().await? {
+        let checked = match (check().await, ctx) {
+            (Err(error), Some(ctx)) => Err(ctx.stop_on(error)),
+            (checked, _) => checked,
+        };
+        if let Some(found) = checked? {
             return Ok(Some(found));
         }
         let left = until(wake_at);
@@ -215,14 +223,13 @@ pub fn set_event<T: Serialize + ?Sized>(
     async move {
         let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::set_event"))?;
         ctx.check_running()?;
+        check_key("key", &key)?;
         if let Some(checkpoint) = ctx.recorded(function_id) {
             return ctx.check_name(checkpoint, SET_EVENT);
         }
         let record = ctx.step_record(function_id, SET_EVENT, now_ms());
         let outcome = ctx
-            .rt
-            .store
-            .run(SetEvent {
+            .durable(SetEvent {
                 record,
                 key: key.clone(),
                 value: payload?,
@@ -361,14 +368,13 @@ async fn append(
 ) -> Result<()> {
     let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::write_stream"))?;
     ctx.check_running()?;
+    check_key("key", &key)?;
     if let Some(checkpoint) = ctx.recorded(function_id) {
         return ctx.check_name(checkpoint, name);
     }
     let record = ctx.step_record(function_id, name, now_ms());
     let outcome = ctx
-        .rt
-        .store
-        .run(WriteStream {
+        .durable(WriteStream {
             record,
             key: key.clone(),
             value: payload?,

@@ -14,7 +14,7 @@ use super::runtime::{Runtime, now_ms};
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
-use crate::store::{Checkpoint, RecordOutcome, RecordStep, StepRecord};
+use crate::store::{Checkpoint, Op, RecordOutcome, RecordStep, StepRecord};
 
 tokio::task_local! {
     static CURRENT: Arc<WorkflowContext>;
@@ -224,6 +224,26 @@ impl WorkflowContext {
             started_at_epoch_ms: started_at,
             completed_at_epoch_ms: now_ms(),
             application_name: Some(self.rt.app_name.clone()),
+        }
+    }
+
+    /// Run a store operation for this workflow. A failure of the system database that is
+    /// left after retrying (a permanent one, or the store giving up at shutdown) stops the
+    /// execution rather than reaching the workflow's code.
+    pub(crate) async fn durable<O: Op>(&self, op: O) -> Result<O::Output> {
+        self.rt
+            .store
+            .run(op)
+            .await
+            .map_err(|error| self.stop_on(error))
+    }
+
+    /// Halt the execution if `error` is a failure of the system database (see
+    /// [`WorkflowContext::durable`]); return it either way.
+    pub(crate) fn stop_on(&self, error: Error) -> Error {
+        match error {
+            Error::Database { .. } | Error::Shutdown => self.halt(error),
+            other => other,
         }
     }
 

@@ -173,7 +173,10 @@ where
             });
         }
         let started = now_ms();
-        let index = ctx.interruptible(first_finished(&ctx.rt, &ids)).await??;
+        let index = ctx
+            .interruptible(first_finished(&ctx.rt, &ids))
+            .await?
+            .map_err(|error| ctx.stop_on(error))?;
         let mut record = ctx.step_record(function_id, WAIT_FIRST, started);
         record.output = Some(serialization::encode(&ids[index], String::new)?);
         ctx.record(record).await?;

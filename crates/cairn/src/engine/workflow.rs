@@ -614,7 +614,10 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
                 return ctx.replay(checkpoint, "DBOS.getResult");
             }
             let started = now_ms();
-            let outcome = ctx.interruptible(wait_outcome(&rt, &workflow_id)).await??;
+            let outcome = ctx
+                .interruptible(wait_outcome(&rt, &workflow_id))
+                .await?
+                .map_err(|error| ctx.stop_on(error))?;
             let mut record = ctx.step_record(function_id, "DBOS.getResult", started);
             record.child_workflow_id = Some(workflow_id.clone());
             match &outcome.result {

@@ -4,6 +4,7 @@
 //! connections, is starting up or has too many clients is transient, so `store::open` keeps
 //! trying for its connect timeout; a failed authentication or a bad URL is permanent.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio_postgres::config::SslMode as DriverSslMode;
@@ -11,7 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::error::failure;
+use super::error::{failure, words};
 use super::tls::{self, SslMode};
 use crate::error::{Error, Result};
 use crate::store::{SCHEMA_VERSION, redact};
@@ -173,6 +174,33 @@ fn split_sslmode(url: &str) -> (String, Option<String>) {
     }
 }
 
+/// Opens the pool's connections: the driver's connect, with the connection driven on a task
+/// that logs its end at debug level, in the server's words. (deadpool's own connector warns
+/// once per connection with only "db error"; the statement that fails with the connection
+/// reports it, and the store's retry loop logs the outage once.)
+pub(super) struct PoolConnector {
+    /// The TLS connector `bootstrap` settled on.
+    pub tls: MakeRustlsConnect,
+}
+
+impl deadpool_postgres::Connect for PoolConnector {
+    fn connect(&self, config: &Config) -> Pin<Box<dyn Future<Output = Connected> + Send + '_>> {
+        let (config, tls) = (config.clone(), self.tls.clone());
+        Box::pin(async move {
+            let (client, connection) = config.connect(tls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %words(&e), "a pooled connection ended");
+                }
+            });
+            Ok((client, task))
+        })
+    }
+}
+
+/// What [`PoolConnector`] answers: the client and the task driving its connection.
+type Connected = std::result::Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>;
+
 /// Connect one client and drive its connection on a task.
 pub(super) async fn open_client(
     config: &Config,
@@ -181,7 +209,7 @@ pub(super) async fn open_client(
     let (client, connection) = config.connect(tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "setup connection ended");
+            tracing::debug!(error = %words(&e), "setup connection ended");
         }
     });
     Ok(client)

@@ -31,12 +31,8 @@ pub(crate) struct PostgresError {
 impl PostgresError {
     /// The error of a failed driver call.
     fn of_driver(e: tokio_postgres::Error) -> Self {
-        let text = match e.as_db_error() {
-            Some(db) => server_words(db),
-            None => bounded(&chain(&e)).into_owned(),
-        };
         Self {
-            text,
+            text: words(&e),
             source: Box::new(e),
         }
     }
@@ -151,6 +147,15 @@ pub(super) fn connection_lost(e: &tokio_postgres::Error) -> bool {
 /// The I/O error a driver error wraps, if it is one.
 fn io_cause(e: &tokio_postgres::Error) -> Option<&io::Error> {
     std::error::Error::source(e).and_then(|cause| cause.downcast_ref::<io::Error>())
+}
+
+/// What a driver error says, bounded: the server's words for a server error (see
+/// [`PostgresError`]), the driver's description and its causes otherwise.
+pub(super) fn words(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => server_words(db),
+        None => bounded(&chain(e)).into_owned(),
+    }
 }
 
 /// `SEVERITY CODE: message (detail: …; hint: …)`, each part bounded.

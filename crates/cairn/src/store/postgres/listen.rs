@@ -25,8 +25,9 @@ const LISTEN_SQL: &str = "LISTEN dbos_notifications_channel; LISTEN dbos_workflo
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between reconnection attempts (as the store's retry loop: parked waits
+/// re-check only once the listener is back).
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How long `close` waits for a listener task before aborting it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);

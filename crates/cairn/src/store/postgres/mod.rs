@@ -30,7 +30,9 @@ mod tests;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 
@@ -97,9 +99,11 @@ impl PostgresStore {
         // `Fast` recycling checks only that the connection is still open: a connection the
         // server ended (a restart) is noticed by its driver task and never handed out again,
         // and no extra round trip is paid per checkout.
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             target.config.clone(),
-            target.tls.clone(),
+            connect::PoolConnector {
+                tls: target.tls.clone(),
+            },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -108,6 +112,15 @@ impl PostgresStore {
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(CREATE_TIMEOUT))
+            // The same check `Fast` recycling makes, but silent: after a restart every idle
+            // connection is closed, and deadpool would warn once for each.
+            .pre_recycle(Hook::sync_fn(|client, _| {
+                if client.is_closed() {
+                    Err(HookError::message("the connection is closed"))
+                } else {
+                    Ok(())
+                }
+            }))
             .build()
             .map_err(|e| {
                 Error::database(
