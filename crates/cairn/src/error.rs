@@ -428,25 +428,25 @@ enum Detail {
 
 impl Detail {
     fn of(error: &Error) -> Option<Self> {
-        Some(match error.clone_data()? {
-            Error::Config(a) => Detail::Config(a),
+        Some(match error {
+            Error::Config(a) => Detail::Config(a.clone()),
             Error::SchemaVersion {
                 found,
                 expected,
                 hint,
             } => Detail::SchemaVersion {
-                found,
-                expected,
-                hint,
+                found: *found,
+                expected: *expected,
+                hint: hint.clone(),
             },
             Error::Decode {
                 workflow_id,
                 column,
                 reason,
             } => Detail::Decode {
-                workflow_id,
-                column,
-                reason,
+                workflow_id: workflow_id.clone(),
+                column: column.clone(),
+                reason: reason.clone(),
             },
             Error::NonDeterminism {
                 workflow_id,
@@ -454,44 +454,51 @@ impl Detail {
                 expected,
                 recorded,
             } => Detail::NonDeterminism {
-                workflow_id,
-                function_id,
-                expected,
-                recorded,
+                workflow_id: workflow_id.clone(),
+                function_id: *function_id,
+                expected: expected.clone(),
+                recorded: recorded.clone(),
             },
-            Error::NotFound(a) => Detail::NotFound(a),
-            Error::NotRegistered(a) => Detail::NotRegistered(a),
+            Error::NotFound(a) => Detail::NotFound(a.clone()),
+            Error::NotRegistered(a) => Detail::NotRegistered(a.clone()),
             Error::ConflictingWorkflow {
                 workflow_id,
                 existing,
                 requested,
             } => Detail::ConflictingWorkflow {
-                workflow_id,
-                existing,
-                requested,
+                workflow_id: workflow_id.clone(),
+                existing: existing.clone(),
+                requested: requested.clone(),
             },
-            Error::Cancelled(a) => Detail::Cancelled(a),
-            Error::TimedOut(a) => Detail::TimedOut(a),
+            Error::Cancelled(a) => Detail::Cancelled(a.clone()),
+            Error::TimedOut(a) => Detail::TimedOut(a.clone()),
             Error::StepRetriesExhausted {
                 step,
                 attempts,
                 last,
             } => Detail::StepRetriesExhausted {
-                step,
-                attempts,
-                last,
+                step: step.clone(),
+                attempts: *attempts,
+                last: last.clone(),
             },
-            Error::StepTimedOut { step, timeout_ms } => Detail::StepTimedOut { step, timeout_ms },
+            Error::StepTimedOut { step, timeout_ms } => Detail::StepTimedOut {
+                step: step.clone(),
+                timeout_ms: *timeout_ms,
+            },
             Error::MaxRecoveryAttemptsExceeded {
                 workflow_id,
                 max_attempts,
             } => Detail::MaxRecoveryAttemptsExceeded {
-                workflow_id,
-                max_attempts,
+                workflow_id: workflow_id.clone(),
+                max_attempts: *max_attempts,
             },
-            Error::OwnershipLost(a) => Detail::OwnershipLost(a),
+            Error::OwnershipLost(a) => Detail::OwnershipLost(a.clone()),
             Error::Shutdown => Detail::Shutdown,
-            _ => return None,
+            Error::Application(_)
+            | Error::Database { .. }
+            | Error::Serialize { .. }
+            | Error::NotInWorkflow(_)
+            | Error::InvalidArgument { .. } => return None,
         })
     }
 
@@ -566,79 +573,14 @@ impl Detail {
 impl Error {
     /// A copy of this error if it holds only plain data (not a driver error).
     pub(crate) fn clone_data(&self) -> Option<Self> {
-        Some(match self {
-            Error::Application(p) => Error::Application(p.clone()),
-            Error::Config(a) => Error::Config(a.clone()),
-            Error::SchemaVersion {
-                found,
-                expected,
-                hint,
-            } => Error::SchemaVersion {
-                found: *found,
-                expected: *expected,
-                hint: hint.clone(),
-            },
-            Error::Decode {
-                workflow_id,
-                column,
-                reason,
-            } => Error::Decode {
-                workflow_id: workflow_id.clone(),
-                column: column.clone(),
-                reason: reason.clone(),
-            },
-            Error::NonDeterminism {
-                workflow_id,
-                function_id,
-                expected,
-                recorded,
-            } => Error::NonDeterminism {
-                workflow_id: workflow_id.clone(),
-                function_id: *function_id,
-                expected: expected.clone(),
-                recorded: recorded.clone(),
-            },
-            Error::NotFound(a) => Error::NotFound(a.clone()),
-            Error::NotRegistered(a) => Error::NotRegistered(a.clone()),
-            Error::ConflictingWorkflow {
-                workflow_id,
-                existing,
-                requested,
-            } => Error::ConflictingWorkflow {
-                workflow_id: workflow_id.clone(),
-                existing: existing.clone(),
-                requested: requested.clone(),
-            },
-            Error::Cancelled(a) => Error::Cancelled(a.clone()),
-            Error::TimedOut(a) => Error::TimedOut(a.clone()),
-            Error::StepRetriesExhausted {
-                step,
-                attempts,
-                last,
-            } => Error::StepRetriesExhausted {
-                step: step.clone(),
-                attempts: *attempts,
-                last: last.clone(),
-            },
-            Error::StepTimedOut { step, timeout_ms } => Error::StepTimedOut {
-                step: step.clone(),
-                timeout_ms: *timeout_ms,
-            },
-            Error::MaxRecoveryAttemptsExceeded {
-                workflow_id,
-                max_attempts,
-            } => Error::MaxRecoveryAttemptsExceeded {
-                workflow_id: workflow_id.clone(),
-                max_attempts: *max_attempts,
-            },
-            Error::OwnershipLost(a) => Error::OwnershipLost(a.clone()),
-            Error::Shutdown => Error::Shutdown,
-            Error::NotInWorkflow(a) => Error::NotInWorkflow(a),
-            Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
+        match self {
+            Error::Application(p) => Some(Error::Application(p.clone())),
+            Error::NotInWorkflow(a) => Some(Error::NotInWorkflow(a)),
+            Error::InvalidArgument { argument, reason } => Some(Error::InvalidArgument {
                 argument,
                 reason: reason.clone(),
-            },
-            Error::Database { .. } | Error::Serialize { .. } => return None,
-        })
+            }),
+            other => Detail::of(other).map(Detail::into_error),
+        }
     }
 }

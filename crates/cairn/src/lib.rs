@@ -26,7 +26,9 @@
 //! - [Cancellation and resume](#cancellation-and-resume)
 //! - [Messages, events and streams](#messages-events-and-streams)
 //! - [Changing deployed workflows](#changing-deployed-workflows)
+//! - [When the database goes away](#when-the-database-goes-away)
 //! - [Errors](#errors)
+//! - [Cargo features](#cargo-features)
 //!
 //! # A first workflow
 //!
@@ -159,10 +161,34 @@
 //! [`patch`] and [`deprecate_patch`] let new code branch old executions (started before a
 //! change) from new ones, with DBOS's semantics.
 //!
+//! # When the database goes away
+//!
+//! A database outage is waited out, never turned into a workflow's failure: every durable
+//! operation (starts, checkpoints, completions, messages, events, streams, recovery, and
+//! reads such as [`WorkflowHandle::result`]) retries failures that can pass by themselves —
+//! a lost or refused connection, a restarting server, too many connections, a serialization
+//! failure or deadlock, a SQLite file locked by another process — with capped, jittered
+//! backoff for as long as the outage lasts, and continues where it was. Only shutdown ends
+//! the wait (the workflows stay `PENDING` for the next launch). [`CairnBuilder::launch`]
+//! waits up to [`CairnBuilder::connect_timeout`] for a database that is not up yet.
+//! [`Error::is_transient`] tells these failures apart where a public call returns one.
+//!
 //! # Errors
 //!
 //! Every public call returns [`Result`]. A panicking workflow or step is recorded as that
-//! workflow's error (name `Panic`), never a crash of the process.
+//! workflow's error (name `Panic`), never a crash of the process. A workflow's or step's own
+//! error is recorded with its value and read back as the same value on replay (see
+//! [Steps](#steps)); [`Error::application_error`] reads it from a handle's result.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `sqlite` | yes | the embedded SQLite system database (bundled SQLite) |
+//! | `postgres` | yes | the Postgres system database (tokio-postgres, deadpool, rustls) |
+//!
+//! Either alone builds; a URL for a backend that is not compiled in is a clear
+//! [`Error::Config`].
 
 mod app;
 mod engine;

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,14 +17,7 @@ const KILLS: usize = 3;
 
 /// Append one line to the side file (one `write` call, so lines from tasks do not interleave).
 fn log_line(line: String) {
-    let path = std::env::var("CAIRN_CRASH_LOG").expect("CAIRN_CRASH_LOG");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log");
-    file.write_all(format!("{line}\n").as_bytes())
-        .expect("write log");
+    common::side_log::append("CAIRN_CRASH_LOG", &line);
 }
 
 fn incarnation() -> String {
@@ -102,11 +94,7 @@ fn spawn_worker(db: &TestDb, log: &Path, run: usize) -> Child {
 }
 
 fn lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    common::side_log::read(log)
 }
 
 /// Wait until the worker has executed `more` further step bodies, then SIGKILL it.

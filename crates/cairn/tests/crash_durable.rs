@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,14 +51,7 @@ fn epoch_ms() -> i64 {
 
 /// Append one line to the side file (one `write` call, so lines never interleave).
 fn log_line(line: String) {
-    let path = std::env::var("CAIRN_DURABLE_LOG").expect("CAIRN_DURABLE_LOG");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log");
-    file.write_all(format!("{line}\n").as_bytes())
-        .expect("write log");
+    common::side_log::append("CAIRN_DURABLE_LOG", &line);
 }
 
 /// Log `<what> <epoch ms>` once (a step, so a replay neither repeats it nor moves the time).
@@ -227,11 +219,7 @@ impl Harness {
     }
 
     fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        common::side_log::read(&self.log)
     }
 
     /// Wait until the side file has a line `line` (or one starting with `line `) and return

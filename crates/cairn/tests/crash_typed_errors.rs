@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,14 +21,7 @@ enum PaymentError {
 }
 
 fn log_line(line: &str) {
-    let path = std::env::var("CAIRN_TYPED_LOG").expect("CAIRN_TYPED_LOG");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log");
-    file.write_all(format!("{line}\n").as_bytes())
-        .expect("write log");
+    common::side_log::append("CAIRN_TYPED_LOG", line);
 }
 
 /// Fails with a typed error; its body must run only once across the crash.
@@ -111,11 +103,7 @@ fn spawn_worker(db: &TestDb, log: &Path, park: bool) -> Child {
 }
 
 fn lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    common::side_log::read(log)
 }
 
 /// A step's typed error replays as the same variant after SIGKILL and recovery (the

@@ -4,6 +4,7 @@
 pub mod dbos;
 pub mod pg_server;
 pub mod proxy;
+pub mod side_log;
 
 use std::path::PathBuf;
 
