@@ -453,7 +453,46 @@ async fn patches_branch_old_executions_from_new(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+/// A domain error with no `From<cairn::Error>`: Cairn's own failures cannot become one.
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+enum PlainError {
+    #[error("no message")]
+    NoMessage,
+}
+
+/// Waits for a message, then records that the wait returned (it must not, once cancelled).
+#[cairn::workflow]
+async fn waits_plainly(key: String) -> Result<u32, PlainError> {
+    common::reached(&key);
+    let got = cairn::recv::<u32>("t", Duration::from_secs(3600)).await;
+    count(&format!("{key}/returned"));
+    got.ok().flatten().ok_or(PlainError::NoMessage)
+}
+
+/// Cancelling a workflow stops it where it waits: the wait never returns into the workflow's
+/// code (which has no way to hold Cairn's error), and the workflow ends `CANCELLED`.
+async fn a_cancelled_wait_never_returns_into_the_workflow(db: &TestDb) {
+    let app = db.launch().await;
+    let k = format!("plain-cancel@{}", db.url);
+    let handle = app.start(waits_plainly, k.clone()).await.unwrap();
+    common::wait_reached(&k).await;
+    assert!(app.cancel(handle.id()).await.unwrap());
+    let error = handle.result().await.unwrap_err();
+    assert!(matches!(error, Error::Cancelled(_)), "{error:?}");
+    assert_eq!(
+        app.status(handle.id()).await.unwrap().state,
+        WorkflowState::Cancelled
+    );
+    assert_eq!(
+        counted(&format!("{k}/returned")),
+        0,
+        "the wait did not return"
+    );
+    app.shutdown().await.unwrap();
+}
+
 both_backends!(
+    a_cancelled_wait_never_returns_into_the_workflow,
     steps_retry_and_fail_well,
     cancel_interrupts_and_resume_continues,
     cancel_reaches_descendants,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::context::WorkflowContext;
+use super::context::{WorkflowContext, halting};
 use super::notify::{Channel, FALLBACK_RECHECK, Subscription};
 use super::runtime::{Runtime, now_ms};
 use super::timer::{durable_deadline, until};
@@ -61,7 +61,8 @@ pub fn send<'a, T: Serialize + ?Sized>(
     let topic = topic_of(topic.into());
     let destination = destination.to_owned();
     let payload = serialization::encode(message, || format!("a message to {destination}"));
-    async move {
+    let halted = target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+    halting(halted, async move {
         let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::send"))?;
         ctx.check_running()?;
         check_key("destination", &destination)?;
@@ -88,7 +89,7 @@ pub fn send<'a, T: Serialize + ?Sized>(
             .notifier
             .announce(Channel::Message, &destination, &topic);
         Ok(())
-    }
+    })
 }
 
 /// Send from outside a workflow; with an idempotency key, sending again is a no-op.
@@ -134,7 +135,8 @@ pub fn recv<'a, T: DeserializeOwned>(
         (ctx, id, sleep_id)
     });
     let topic = topic_of(topic.into());
-    async move {
+    let halted = target.as_ref().map(|(ctx, _, _)| Arc::clone(ctx));
+    halting(halted, async move {
         let (ctx, function_id, sleep_id) = target.ok_or(Error::NotInWorkflow("cairn::recv"))?;
         ctx.check_running()?;
         check_key("topic", &topic)?;
@@ -168,7 +170,7 @@ pub fn recv<'a, T: DeserializeOwned>(
         message
             .map(|m| decode_stored(&m, &ctx.workflow_id, "notifications.message"))
             .transpose()
-    }
+    })
 }
 
 /// Wait until `check` finds something, the deadline (epoch seconds) passes (`None`), or —
@@ -220,7 +222,8 @@ pub fn set_event<T: Serialize + ?Sized>(
     let target = operation();
     let key = key.to_owned();
     let payload = serialization::encode(value, || format!("the value of event {key}"));
-    async move {
+    let halted = target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+    halting(halted, async move {
         let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::set_event"))?;
         ctx.check_running()?;
         check_key("key", &key)?;
@@ -240,7 +243,7 @@ pub fn set_event<T: Serialize + ?Sized>(
             .notifier
             .announce(Channel::Event, &ctx.workflow_id, &key);
         Ok(())
-    }
+    })
 }
 
 /// Read the event `key` of `workflow_id`, waiting up to `timeout` for it to be set; `None`
@@ -257,7 +260,8 @@ pub fn get_event<T: DeserializeOwned + Send>(
     });
     let workflow_id = workflow_id.to_owned();
     let key = key.to_owned();
-    async move {
+    let halted = target.as_ref().map(|(ctx, _, _)| Arc::clone(ctx));
+    halting(halted, async move {
         let (ctx, function_id, sleep_id) =
             target.ok_or(Error::NotInWorkflow("cairn::get_event"))?;
         ctx.check_running()?;
@@ -276,7 +280,7 @@ pub fn get_event<T: DeserializeOwned + Send>(
         record.output = Some(value.map_or_else(|| "null".to_owned(), |v| v.text));
         ctx.record(record).await?;
         Ok(decoded)
-    }
+    })
 }
 
 /// Read an event from outside a workflow, waiting up to `timeout`.
@@ -361,6 +365,17 @@ pub fn close_stream(key: &str) -> impl Future<Output = Result<()>> + Send + use<
 }
 
 async fn append(
+    target: Option<(Arc<WorkflowContext>, i32)>,
+    name: &'static str,
+    key: String,
+    payload: Result<String>,
+) -> Result<()> {
+    let halted = target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+    halting(halted, append_now(target, name, key, payload)).await
+}
+
+/// [`append`] itself.
+async fn append_now(
     target: Option<(Arc<WorkflowContext>, i32)>,
     name: &'static str,
     key: String,

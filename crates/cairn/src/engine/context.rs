@@ -184,7 +184,7 @@ impl WorkflowContext {
                 &self.workflow_id,
                 &format!("{column}.error"),
             ) {
-                Ok(portable) => Err(Error::Application(portable)),
+                Ok(portable) => Err(Error::from_portable(portable)),
                 Err(undecodable) => Err(self.halt(undecodable)),
             };
         }
@@ -274,6 +274,27 @@ impl WorkflowContext {
             _ => Error::OwnershipLost(self.workflow_id.clone()),
         }
     }
+}
+
+/// Run a durable operation of the workflow `ctx` (if any). If it fails because the execution
+/// halted (cancelled, timed out, taken over, shutting down, non-determinism, a database
+/// failure left after retrying), it never completes: the executor drops the workflow's body
+/// there, so Cairn's own failures do not flow through the workflow's code. Other errors (a
+/// missing destination, an unserializable value) are the operation's result.
+pub(crate) async fn halting<T>(
+    ctx: Option<Arc<WorkflowContext>>,
+    op: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let error = match op.await {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    // Only the error is held across the wait below, so the future is `Send` for any `T`.
+    if ctx.is_some_and(|ctx| ctx.progress.borrow().halted) {
+        drop(error);
+        return std::future::pending().await;
+    }
+    Err(error)
 }
 
 /// Whether an execution halted, and how many of its step bodies are running.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::context::WorkflowContext;
+use super::context::{WorkflowContext, halting};
 use super::registry;
 use super::runtime::{Runtime, now_ms};
 use super::workflow::{WorkflowHandle, spawn_execution};
@@ -148,7 +148,8 @@ where
         (ctx, id)
     });
     let handles = handles.to_vec();
-    async move {
+    let halted = target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+    halting(halted, async move {
         if handles.is_empty() {
             return Err(Error::InvalidArgument {
                 argument: "handles",
@@ -165,11 +166,13 @@ where
         ctx.check_running()?;
         if let Some(checkpoint) = ctx.recorded(function_id) {
             let id: String = ctx.replay(checkpoint, WAIT_FIRST)?;
-            return pick(&id).ok_or_else(|| Error::NonDeterminism {
-                workflow_id: ctx.workflow_id.clone(),
-                function_id,
-                expected: format!("{WAIT_FIRST} over {ids:?}"),
-                recorded: format!("{WAIT_FIRST} returning {id}"),
+            return pick(&id).ok_or_else(|| {
+                ctx.halt(Error::NonDeterminism {
+                    workflow_id: ctx.workflow_id.clone(),
+                    function_id,
+                    expected: format!("{WAIT_FIRST} over {ids:?}"),
+                    recorded: format!("{WAIT_FIRST} returning {id}"),
+                })
             });
         }
         let started = now_ms();
@@ -181,7 +184,7 @@ where
         record.output = Some(serialization::encode(&ids[index], String::new)?);
         ctx.record(record).await?;
         Ok(handles[index].clone())
-    }
+    })
 }
 
 /// Wait until every one of several workflows has finished (whatever their outcome).
@@ -189,15 +192,22 @@ pub async fn wait_all<T>(handles: &[WorkflowHandle<T>]) -> Result<()>
 where
     T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
 {
-    for handle in handles {
-        let ids = [handle.id().to_owned()];
-        let rt = handle.runtime();
-        match WorkflowContext::current() {
-            Some(ctx) => ctx.interruptible(first_finished(rt, &ids)).await??,
-            None => first_finished(rt, &ids).await?,
-        };
-    }
-    Ok(())
+    let ctx = WorkflowContext::current();
+    halting(ctx.clone(), async move {
+        for handle in handles {
+            let ids = [handle.id().to_owned()];
+            let rt = handle.runtime();
+            match &ctx {
+                Some(ctx) => ctx
+                    .interruptible(first_finished(rt, &ids))
+                    .await?
+                    .map_err(|error| ctx.stop_on(error))?,
+                None => first_finished(rt, &ids).await?,
+            };
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Whether this execution takes the patched code path named `name`.
@@ -218,7 +228,7 @@ where
 pub fn patch(name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
     let ctx = WorkflowContext::current();
     let marker = format!("DBOS.patch-{name}");
-    async move {
+    halting(ctx.clone(), async move {
         let ctx = ctx.ok_or(Error::NotInWorkflow("cairn::patch"))?;
         ctx.check_running()?;
         let position = ctx.peek_id();
@@ -235,7 +245,7 @@ pub fn patch(name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
                 Ok(true)
             }
         }
-    }
+    })
 }
 
 /// Retire a patch once no execution from before it remains: always `true`; consumes the
@@ -243,7 +253,7 @@ pub fn patch(name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
 pub fn deprecate_patch(name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
     let ctx = WorkflowContext::current();
     let marker = format!("DBOS.patch-{name}");
-    async move {
+    halting(ctx.clone(), async move {
         let ctx = ctx.ok_or(Error::NotInWorkflow("cairn::deprecate_patch"))?;
         ctx.check_running()?;
         if ctx
@@ -253,5 +263,5 @@ pub fn deprecate_patch(name: &str) -> impl Future<Output = Result<bool>> + Send 
             ctx.next_id();
         }
         Ok(true)
-    }
+    })
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::context::WorkflowContext;
+use super::context::{WorkflowContext, halting};
 use super::runtime::now_ms;
 use crate::error::Result;
 use crate::serialization;
@@ -27,7 +27,8 @@ pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
         let id = ctx.next_id();
         (ctx, id)
     });
-    async move {
+    let halted = target.as_ref().map(|(ctx, _)| std::sync::Arc::clone(ctx));
+    halting(halted, async move {
         let Some((ctx, function_id)) = target else {
             tokio::time::sleep(duration).await;
             return Ok(());
@@ -35,7 +36,7 @@ pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
         ctx.check_running()?;
         let wake_at = durable_deadline(&ctx, function_id, duration).await?;
         ctx.interruptible(tokio::time::sleep(until(wake_at))).await
-    }
+    })
 }
 
 /// The wake-up time of the durable timer at `function_id`, epoch seconds: recorded now as

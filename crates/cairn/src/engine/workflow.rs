@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::context::WorkflowContext;
+use super::context::{WorkflowContext, halting};
 use super::registry::{self, WorkflowRegistration};
 use super::runtime::{LocalOutcome, Runtime, now_ms};
 use super::step::{Convert, encode_error};
@@ -604,7 +604,8 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
             let id = ctx.next_id();
             (ctx, id)
         });
-        async move {
+        let halted = caller.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+        halting(halted, async move {
             let Some((ctx, function_id)) = caller else {
                 let outcome = wait_outcome(&rt, &workflow_id).await?;
                 return decode_outcome(&workflow_id, outcome);
@@ -626,7 +627,7 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
             }
             ctx.record(record).await?;
             decode_outcome(&workflow_id, outcome)
-        }
+        })
     }
 }
 
@@ -750,14 +751,15 @@ where
         let id = ctx.next_id();
         (ctx, id)
     });
-    async move {
+    let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+    halting(halted, async move {
         let (parent, function_id) =
             parent.ok_or(Error::NotInWorkflow("cairn::start_child_workflow"))?;
         let registration = registration_of::<W>()?;
         let positional = W::encode_args(&args, registration.name)?;
         let id = start_child(&parent, function_id, registration, positional, options).await?;
         Ok(WorkflowHandle::new(Arc::clone(&parent.rt), id))
-    }
+    })
 }
 
 /// Decode arguments, run a workflow body and encode its outcome (used by generated code).
