@@ -1,48 +1,73 @@
-//! The command line: `<workload> [--db URL] [--n N]`, parsed by hand.
+//! The command line: `<workload> [--db URL] [--n N]`, parsed with clap.
 
-use crate::error::BenchError;
+use clap::{ArgAction, Parser, ValueEnum};
 
-/// The usage text, printed by `--help` and after a command-line error.
-pub const USAGE: &str = "\
-usage: cairn-bench <workload> [--db URL] [--n N]
+/// The command line as clap parses it; [`Cli::into_options`] fills in the per-workload defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "cairn-bench",
+    about = "Cairn's benchmark harness: run one workload on a fresh database and print one JSON \
+             line describing it.",
+    override_usage = "cairn-bench <workload> [--db URL] [--n N]",
+    disable_help_flag = true
+)]
+pub struct Cli {
+    /// Which workload to run
+    #[arg(value_enum, value_name = "workload")]
+    pub workload: Workload,
 
-workloads:
-  w1   one workflow of 10 no-op steps at a time, N times (default 200)
-  w2   N workflows of 10 no-op steps started at once (default 1000)
-  w4   an empty workflow, N times in a row (default 200)
-  w5   a message sent to a waiting workflow until its recv returns, N times (default 100)
+    /// postgres://user@host:port[/db]: benchmark in a fresh database on that server,
+    /// dropped afterwards; sqlite:path: use that file as it is (kept afterwards).
+    /// Default: a temporary SQLite file, deleted afterwards.
+    #[arg(long, value_name = "URL", verbatim_doc_comment)]
+    pub db: Option<String>,
 
-options:
-  --db URL   postgres://user@host:port[/db]: benchmark in a fresh database on that server,
-             dropped afterwards; sqlite:path: use that file as it is (kept afterwards).
-             Default: a temporary SQLite file, deleted afterwards.
-  --n N      how many measured workflows, or messages for w5 (warm-up runs come on top)";
+    /// How many measured workflows, or messages for w5 (warm-up runs come on top)
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub n: Option<usize>,
+
+    /// Print this help
+    #[arg(short, long, action = ArgAction::HelpLong)]
+    help: Option<bool>,
+}
+
+impl Cli {
+    /// The run asked for, with `--n` defaulting to the workload's [`Workload::default_n`].
+    pub fn into_options(self) -> Options {
+        Options {
+            workload: self.workload,
+            db: self.db,
+            n: self.n.unwrap_or_else(|| self.workload.default_n()),
+        }
+    }
+}
+
+/// Parse `--n`: a positive integer.
+fn positive(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| "must be a positive integer".to_owned())
+}
 
 /// A benchmark workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// The doc comment of each variant is its `--help` line; the rest of the rationale is here:
+/// w1 measures the cost of a step, w2 throughput under concurrency, w4 the fixed cost of a
+/// workflow, and w5 the latency of `send` to `recv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
-    /// One workflow of ten no-op steps at a time: the cost of a step.
+    /// One workflow of 10 no-op steps at a time, N times (default 200)
     W1,
-    /// Many workflows of ten no-op steps at once: throughput under concurrency.
+    /// N workflows of 10 no-op steps started at once (default 1000)
     W2,
-    /// An empty workflow at a time: the fixed cost of a workflow.
+    /// An empty workflow, N times in a row (default 200)
     W4,
-    /// A message to a waiting workflow at a time: the latency of `send` to `recv`.
+    /// A message sent to a waiting workflow until its recv returns, N times (default 100)
     W5,
 }
 
 impl Workload {
-    /// The workload named on the command line.
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "w1" => Some(Self::W1),
-            "w2" => Some(Self::W2),
-            "w4" => Some(Self::W4),
-            "w5" => Some(Self::W5),
-            _ => None,
-        }
-    }
-
     /// The name used on the command line and in the report.
     pub fn name(self) -> &'static str {
         match self {
@@ -54,7 +79,7 @@ impl Workload {
     }
 
     /// Measured workflows when `--n` is not given.
-    fn default_n(self) -> usize {
+    pub fn default_n(self) -> usize {
         match self {
             Self::W1 | Self::W4 => 200,
             Self::W2 => 1000,
@@ -99,101 +124,82 @@ pub struct Options {
     pub n: usize,
 }
 
-/// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Run a benchmark.
-    Run(Options),
-    /// Print the usage text.
-    Help,
-}
-
-/// Parse the arguments after the program name. Flags take `--flag value` or `--flag=value`.
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, BenchError> {
-    let invalid = |why: String| BenchError::new("reading the command line", why);
-    let mut args = args.into_iter();
-    let mut workload = None;
-    let mut db = None;
-    let mut n = None;
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| invalid(format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--db" => db = Some(value()?),
-            "--n" => {
-                let text = value()?;
-                let parsed = text
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| {
-                        invalid(format!("--n must be a positive integer, not `{text}`"))
-                    })?;
-                n = Some(parsed);
-            }
-            _ if flag.starts_with('-') => return Err(invalid(format!("unknown option `{flag}`"))),
-            name if workload.is_none() => {
-                workload = Some(
-                    Workload::parse(name)
-                        .ok_or_else(|| invalid(format!("unknown workload `{name}`")))?,
-                );
-            }
-            extra => return Err(invalid(format!("unexpected argument `{extra}`"))),
-        }
-    }
-    let workload = workload.ok_or_else(|| invalid("no workload given".to_owned()))?;
-    Ok(Command::Run(Options {
-        workload,
-        db,
-        n: n.unwrap_or_else(|| workload.default_n()),
-    }))
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
-    fn parse_words(line: &str) -> Result<Command, BenchError> {
-        parse(line.split_whitespace().map(str::to_owned))
+    /// Parse a command line given as words after the program name.
+    fn parse_words(line: &str) -> Result<Options, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cairn-bench").chain(line.split_whitespace()))
+            .map(Cli::into_options)
+    }
+
+    /// clap's own consistency checks on the command definition pass.
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     /// A bare workload runs with its default count on the default database.
     #[test]
     fn a_bare_workload_takes_its_defaults() {
-        let command = parse_words("w2").expect("parses");
+        let options = parse_words("w2").expect("parses");
         assert_eq!(
-            command,
-            Command::Run(Options {
+            options,
+            Options {
                 workload: Workload::W2,
                 db: None,
                 n: 1000
-            })
+            }
         );
     }
 
     /// Flags are accepted before or after the workload, with a space or an `=`.
     #[test]
     fn flags_take_a_space_or_an_equals_sign() {
-        let command = parse_words("--n=5 w1 --db postgres://h/x").expect("parses");
+        let options = parse_words("--n=5 w1 --db postgres://h/x").expect("parses");
         assert_eq!(
-            command,
-            Command::Run(Options {
+            options,
+            Options {
                 workload: Workload::W1,
                 db: Some("postgres://h/x".to_owned()),
                 n: 5
-            })
+            }
         );
+        let options = parse_words("--db=sqlite:b.db w5 --n 7").expect("parses");
+        assert_eq!(
+            options,
+            Options {
+                workload: Workload::W5,
+                db: Some("sqlite:b.db".to_owned()),
+                n: 7
+            }
+        );
+    }
+
+    /// Every workload's command-line name is the one it reports under.
+    #[test]
+    fn workload_names_match_the_command_line() {
+        for workload in Workload::value_variants() {
+            let options = parse_words(workload.name()).expect("parses");
+            assert_eq!(options.workload, *workload);
+            assert_eq!(options.n, workload.default_n());
+        }
+    }
+
+    /// `-h` and `--help` both ask for the full help, which lists every workload and option.
+    #[test]
+    fn help_lists_the_workloads_and_options() {
+        for flag in ["-h", "--help"] {
+            let error = parse_words(flag).expect_err("help is reported as an early exit");
+            assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp);
+            let help = error.to_string();
+            for word in ["w1", "w2", "w4", "w5", "--db", "--n", "warm-up"] {
+                assert!(help.contains(word), "`{flag}` help lacks `{word}`:\n{help}");
+            }
+        }
     }
 
     /// Every malformed command line is refused rather than guessed at.
@@ -206,9 +212,16 @@ mod tests {
             "w1 --n",
             "w1 --n 0",
             "w1 --n ten",
+            "w1 --n -3",
             "w1 --fast",
+            "w1 --db",
         ] {
-            assert!(parse_words(line).is_err(), "accepted `{line}`");
+            let error = parse_words(line).expect_err(line);
+            assert_ne!(
+                error.kind(),
+                clap::error::ErrorKind::DisplayHelp,
+                "`{line}`"
+            );
         }
     }
 }

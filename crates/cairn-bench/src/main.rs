@@ -30,22 +30,24 @@ mod workloads;
 use std::process::ExitCode;
 
 use cairn::Cairn;
+use clap::Parser;
 
-use crate::cli::{Command, Options};
+use crate::cli::{Cli, Options};
 use crate::database::BenchDatabase;
 use crate::error::{BenchError, Context};
 use crate::report::Report;
 
 fn main() -> ExitCode {
-    let options = match cli::parse(std::env::args().skip(1)) {
-        Ok(Command::Run(options)) => options,
-        Ok(Command::Help) => {
-            println!("{}", cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
+    let options = match Cli::try_parse() {
+        Ok(cli) => cli.into_options(),
         Err(e) => {
-            eprintln!("cairn-bench: {e}\n\n{}", cli::USAGE);
-            return ExitCode::FAILURE;
+            // `--help` arrives here too: clap prints it to stdout, real errors to stderr.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let outcome = tokio::runtime::Builder::new_multi_thread()

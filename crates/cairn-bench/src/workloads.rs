@@ -216,7 +216,7 @@ async fn messages(
         }
         until_waiting(app, &receiver_id, round).await?;
         let sent = micros_since_epoch();
-        app.send(&receiver_id, Some("ping"), &round, None)
+        app.send(&receiver_id, "ping", &round)
             .await
             .context("sending a message")?;
         let received: u64 = app

@@ -8,9 +8,13 @@ use futures::Stream;
 
 use sha2::{Digest, Sha256};
 
+use crate::engine::comm::SendOptions;
+use crate::engine::context::{WorkflowContext, halting};
 use crate::engine::recovery;
 use crate::engine::registry;
 use crate::engine::runtime::Runtime;
+use crate::engine::state::AppState;
+use crate::engine::step::StepCall;
 use crate::engine::workflow::{self, StartOptions, WorkflowFn, WorkflowHandle};
 use crate::engine::{comm, control};
 use crate::error::{Error, Result};
@@ -38,6 +42,8 @@ pub struct CairnBuilder {
     store: StoreOptions,
     shutdown_grace: Duration,
     recover: bool,
+    state: AppState,
+    unique_executor_id: bool,
 }
 
 impl CairnBuilder {
@@ -50,7 +56,17 @@ impl CairnBuilder {
     }
 
     /// This process's executor id; recovery at launch resumes the workflows recorded under it.
-    /// Default: `$DBOS__VMID`, else `local` (as DBOS).
+    /// Two live processes of one application (by name) never share an id on one system
+    /// database, as two applications in one process do not: `launch()` holds it
+    /// (a Postgres advisory lock, or an OS lock on a file beside the SQLite database) for as
+    /// long as the application runs, and refuses to start a second process under it with
+    /// [`Error::ExecutorIdInUse`] — the second would recover the first one's in-flight
+    /// workflows and run their current steps again. Give every process its own id. A process
+    /// that dies frees its id at once, however it dies, so its replacement launches and
+    /// recovers its workflows (on Postgres, a host that vanished frees it when the server
+    /// notices the connection is gone: see the server's `tcp_keepalives_*` settings).
+    /// Default: `$DBOS__VMID`, else `local` (as DBOS; see
+    /// [`unique_executor_id_if_in_use`](Self::unique_executor_id_if_in_use)).
     pub fn executor_id(mut self, id: impl Into<String>) -> Self {
         self.executor_id = Some(id.into());
         self
@@ -99,8 +115,49 @@ impl CairnBuilder {
         self
     }
 
-    /// Open (creating and migrating if needed) the system database, record the application
-    /// version, and resume this executor's unfinished workflows.
+    /// When no executor id was chosen (neither [`executor_id`](Self::executor_id) nor
+    /// `$DBOS__VMID`) and a live process already runs as `local` on the same system
+    /// database, launch under a fresh id `local-<uuid>` (logged) instead of failing with
+    /// [`Error::ExecutorIdInUse`]. Meant for short-lived helpers beside a running service (a
+    /// script that starts or inspects workflows): workflows started under a fresh id are
+    /// recovered only by a process launched with that same id, so a long-running process
+    /// should set a stable id of its own instead. An id that was chosen is never replaced.
+    /// Default: false.
+    pub fn unique_executor_id_if_in_use(mut self, unique: bool) -> Self {
+        self.unique_executor_id = unique;
+        self
+    }
+
+    /// A value every workflow and step of the application can reach with
+    /// [`cairn::state::<T>()`](crate::state): a database pool, an HTTP client, configuration.
+    /// One value per type (several types may be given); giving a type again replaces its
+    /// value. Default: none.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// A value for the workflows started as instance `instance`
+    /// ([`StartOptions::with_instance`]): one workflow function, several configured
+    /// instances, as DBOS's configured class instances. [`cairn::state::<T>()`](crate::state)
+    /// returns the instance's value, else the application's. Giving any value configures the
+    /// instance; only configured instances can be started, and a recovered workflow of an
+    /// instance this process does not configure is left for a process that does.
+    /// Default: no instances.
+    pub fn instance_state<T: Send + Sync + 'static>(
+        mut self,
+        instance: impl Into<String>,
+        value: T,
+    ) -> Self {
+        self.state.insert_for(instance.into(), value);
+        self
+    }
+
+    /// Open (creating and migrating if needed) the system database, take the executor id,
+    /// record the application version, and resume this executor's unfinished workflows.
+    /// Fails with [`Error::DuplicateWorkflowName`] if two workflow functions share a name, and
+    /// with [`Error::ExecutorIdInUse`] if a live process already runs under the executor id
+    /// (see [`executor_id`](Self::executor_id)).
     pub async fn launch(self) -> Result<Cairn> {
         if self.app_name.trim().is_empty() {
             return Err(Error::InvalidArgument {
@@ -108,6 +165,7 @@ impl CairnBuilder {
                 reason: "must not be empty".to_owned(),
             });
         }
+        registry::check_unique_names()?;
         let url = match self.database_url {
             Some(url) => url,
             None => std::env::var(DATABASE_URL_ENV)
@@ -115,14 +173,11 @@ impl CairnBuilder {
                 .filter(|u| !u.is_empty())
                 .unwrap_or_else(|| format!("sqlite:///{}.sqlite", self.app_name)),
         };
-        let executor_id = self
-            .executor_id
-            .or_else(|| {
-                std::env::var(EXECUTOR_ID_ENV)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            })
-            .unwrap_or_else(|| "local".to_owned());
+        let chosen_executor_id = self.executor_id.or_else(|| {
+            std::env::var(EXECUTOR_ID_ENV)
+                .ok()
+                .filter(|v| !v.is_empty())
+        });
         let app_version = self
             .app_version
             .or_else(|| {
@@ -132,7 +187,23 @@ impl CairnBuilder {
             })
             .unwrap_or_else(|| default_app_version(&self.app_name));
         let store = store::open(&url, &self.store).await?;
-        let rt = Runtime::new(store, self.app_name, executor_id, app_version);
+        // Before recovery can touch the workflows recorded under the id.
+        let held = hold_executor_id(
+            &store,
+            &self.app_name,
+            chosen_executor_id,
+            self.unique_executor_id,
+            self.store.connect_timeout,
+        )
+        .await;
+        let executor_id = match held {
+            Ok(executor_id) => executor_id,
+            Err(error) => {
+                store.close().await;
+                return Err(error);
+            }
+        };
+        let rt = Runtime::new(store, self.app_name, executor_id, app_version, self.state);
         let version = RegisterAppVersion {
             version: rt.app_version.clone(),
             application_name: Some(rt.app_name.clone()),
@@ -157,18 +228,84 @@ impl CairnBuilder {
         let app = Cairn {
             rt,
             shutdown_grace: self.shutdown_grace,
-            dispatcher: Arc::new(std::sync::Mutex::new(None)),
+            background: Arc::new(std::sync::Mutex::new(Vec::new())),
         };
         if self.recover {
             let resumed = recovery::recover_pending(&app.rt).await?;
             if !resumed.is_empty() {
                 tracing::info!(count = resumed.len(), "resumed unfinished workflows");
             }
+            recovery::report_other_versions(&app.rt).await;
         }
         let dispatcher = tokio::spawn(recovery::dispatch_internal_queue(Arc::clone(&app.rt)));
-        *app.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher);
+        let watchdog = tokio::spawn(crate::engine::watchdog::watch(Arc::clone(&app.rt)));
+        app.background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([dispatcher, watchdog]);
+        crate::engine::runtime::register_launched(&app.rt);
         Ok(app)
     }
+}
+
+/// The executor id `launch()` runs as when none is chosen (as DBOS).
+const DEFAULT_EXECUTOR_ID: &str = "local";
+
+/// How long `launch()` keeps trying an executor id that is in use before it refuses: a
+/// process that has just died may still hold it for a moment (a server notices a closed
+/// socket promptly, not at once), and its replacement, started right away, should get it.
+const EXECUTOR_ID_GRACE: Duration = Duration::from_secs(2);
+
+/// Hold the executor id this process runs as (see [`CairnBuilder::executor_id`]) and
+/// answer it: the chosen one, else `local`, else (if allowed and `local` is in use) a
+/// fresh one. A held id is released when the store closes.
+async fn hold_executor_id(
+    store: &store::Store,
+    app_name: &str,
+    chosen: Option<String>,
+    unique_if_in_use: bool,
+    limit: Duration,
+) -> Result<String> {
+    let defaulted = chosen.is_none();
+    let executor_id = chosen.unwrap_or_else(|| DEFAULT_EXECUTOR_ID.to_owned());
+    let holder = match store
+        .lock_executor(app_name, &executor_id, EXECUTOR_ID_GRACE, limit)
+        .await?
+    {
+        store::LockAttempt::Taken(()) => return Ok(executor_id),
+        store::LockAttempt::InUse { holder } => holder,
+    };
+    if defaulted && unique_if_in_use {
+        let unique = format!("{executor_id}-{}", uuid::Uuid::new_v4().simple());
+        if let store::LockAttempt::Taken(()) = store
+            .lock_executor(app_name, &unique, Duration::ZERO, limit)
+            .await?
+        {
+            tracing::warn!(
+                app = app_name,
+                executor_id = %unique,
+                in_use = %executor_id,
+                holder = holder.as_deref().unwrap_or("unknown"),
+                "a live process runs as executor `{executor_id}` on this system database; this one runs as `{unique}`. Only a process launched with that id recovers the workflows started here: give each long-running process a stable id of its own (DBOS__VMID or CairnBuilder::executor_id)"
+            );
+            return Ok(unique);
+        }
+    }
+    let also = if defaulted {
+        ", or let a short-lived process run under a fresh id with CairnBuilder::unique_executor_id_if_in_use(true)"
+    } else {
+        ""
+    };
+    tracing::error!(
+        app = app_name,
+        executor_id = %executor_id,
+        holder = holder.as_deref().unwrap_or("unknown"),
+        "a live process runs as executor `{executor_id}` on this system database; refusing to launch a second one, which would recover its in-flight workflows and run their current steps again. Give each process its own executor id: set DBOS__VMID or CairnBuilder::executor_id{also}"
+    );
+    Err(Error::ExecutorIdInUse {
+        executor_id,
+        holder,
+    })
 }
 
 /// The default application version: see [`CairnBuilder::app_version`].
@@ -191,6 +328,22 @@ fn default_app_version(app_name: &str) -> String {
         .collect()
 }
 
+/// Refuse to start a child of a workflow on another application than the workflow's own: its
+/// start could not commit with the parent's checkpoint.
+fn same_application(parent: &WorkflowContext, rt: &Arc<Runtime>) -> Result<()> {
+    if Arc::ptr_eq(&parent.rt, rt) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument {
+        argument: "app",
+        reason: format!(
+            "workflow {} runs on another Cairn application; inside a workflow, start workflows \
+             with the application that runs it (or cairn::start_child_workflow)",
+            parent.workflow_id
+        ),
+    })
+}
+
 /// A launched Cairn application: start workflows, retrieve them, shut down.
 ///
 /// Cheap to clone; every clone is the same application.
@@ -198,8 +351,10 @@ fn default_app_version(app_name: &str) -> String {
 pub struct Cairn {
     rt: Arc<Runtime>,
     shutdown_grace: Duration,
-    /// Runs workflows resumed onto DBOS's internal queue (by `dbos workflow resume`).
-    dispatcher: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Background tasks, ended at shutdown: the dispatcher of DBOS's internal queue (where
+    /// `dbos workflow resume` puts work) and the watchdog stopping executions whose workflow
+    /// another process cancelled or took over.
+    background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Cairn {
@@ -224,42 +379,79 @@ impl Cairn {
             store: StoreOptions::default(),
             shutdown_grace: Duration::from_secs(5),
             recover: true,
+            state: AppState::default(),
+            unique_executor_id: false,
         }
     }
 
     /// Start a workflow with a random id and return a handle to it. The workflow runs in this
-    /// process as a task of its own.
-    pub async fn start<W, M>(&self, workflow: W, args: W::Args) -> Result<WorkflowHandle<W::Output>>
+    /// process as a task of its own. Called inside a workflow, it starts a child of that
+    /// workflow instead, exactly once across replays (as `DBOS.start_workflow` does).
+    pub fn start<W, M>(
+        &self,
+        workflow: W,
+        args: W::Args,
+    ) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send + use<W, M>
     where
         W: WorkflowFn<M>,
     {
         self.start_with(StartOptions::default(), workflow, args)
-            .await
     }
 
     /// Start a workflow with options. With [`StartOptions::workflow_id`] the id is an
-    /// idempotency key: if that workflow exists, its handle is returned and it does not run again.
-    pub async fn start_with<W, M>(
+    /// idempotency key: if that workflow exists, its handle is returned and it does not run
+    /// again. Called inside a workflow, it starts a child of that workflow (exactly once across
+    /// replays; the operation id is taken when this is called, so `join!` stays deterministic).
+    pub fn start_with<W, M>(
         &self,
         options: StartOptions,
         _workflow: W,
         args: W::Args,
-    ) -> Result<WorkflowHandle<W::Output>>
+    ) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send + use<W, M>
     where
         W: WorkflowFn<M>,
     {
-        let registration = workflow::registration_of::<W>()?;
-        let positional = W::encode_args(&args, registration.name)?;
-        let id = workflow::start_top_level(&self.rt, registration, positional, options).await?;
-        Ok(WorkflowHandle::new(Arc::clone(&self.rt), id))
+        let rt = Arc::clone(&self.rt);
+        let parent = WorkflowContext::current().map(|ctx| {
+            let id = ctx.next_id();
+            (ctx, id)
+        });
+        let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+        halting(halted, async move {
+            let registration = workflow::registration_of::<W>()?;
+            let positional = W::encode_args(&args, registration.name)?;
+            let started = match parent {
+                Some((parent, function_id)) => {
+                    same_application(&parent, &rt)?;
+                    workflow::start_child(&parent, function_id, registration, positional, options)
+                        .await?
+                }
+                None => workflow::start_top_level(&rt, registration, positional, options).await?,
+            };
+            Ok(WorkflowHandle::started(rt, started))
+        })
     }
 
-    /// Start a workflow and wait for its result.
-    pub async fn run<W, M>(&self, workflow: W, args: W::Args) -> Result<W::Output>
+    /// Start a workflow and wait for its result. Called inside a workflow, the start is a
+    /// child's and the wait is recorded (`DBOS.getResult`), both exactly once across replays.
+    pub fn run<W, M>(
+        &self,
+        workflow: W,
+        args: W::Args,
+    ) -> impl Future<Output = Result<W::Output>> + Send + use<W, M>
     where
         W: WorkflowFn<M>,
     {
-        self.start(workflow, args).await?.result().await
+        let start = self.start(workflow, args);
+        // Both operation ids are taken now, in call order.
+        let waiter = WorkflowContext::current().map(|ctx| {
+            let id = ctx.next_id();
+            (ctx, id)
+        });
+        async move {
+            let handle = start.await?;
+            workflow::result_of(Arc::clone(handle.runtime()), handle.id().to_owned(), waiter).await
+        }
     }
 
     /// A handle to any workflow by id (started here, elsewhere, or by another language).
@@ -304,16 +496,39 @@ impl Cairn {
             .collect())
     }
 
-    /// Send `message` to the workflow `destination` on `topic` from outside any workflow.
-    /// With `idempotency_key`, sending the same key to the same destination again is a no-op.
-    pub async fn send<T: serde::Serialize + ?Sized>(
+    /// Send `message` to the workflow `destination` on `topic` (a `&str`, or `None` for no
+    /// topic — the same convention as [`crate::send`] and [`crate::recv`]). Called inside a
+    /// workflow it is that workflow's durable send ([`crate::send`]: exactly once across
+    /// replays).
+    pub fn send<'a, T: serde::Serialize + ?Sized>(
         &self,
         destination: &str,
-        topic: Option<&str>,
+        topic: impl Into<Option<&'a str>>,
         message: &T,
-        idempotency_key: Option<&str>,
-    ) -> Result<()> {
-        comm::send_from_outside(&self.rt, destination, topic, message, idempotency_key).await
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.send_with(SendOptions::default(), destination, topic, message)
+    }
+
+    /// [`Cairn::send`] with options: with [`SendOptions::idempotency_key`], sending the same
+    /// key to the same destination again is a no-op (the key is ignored inside a workflow,
+    /// whose sends are exactly once anyway).
+    pub fn send_with<'a, T: serde::Serialize + ?Sized>(
+        &self,
+        options: SendOptions,
+        destination: &str,
+        topic: impl Into<Option<&'a str>>,
+        message: &T,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let topic: Option<&'a str> = topic.into();
+        let durable = WorkflowContext::current().map(|_| comm::send(destination, topic, message));
+        let outside = comm::prepare_send(destination, topic, message, options);
+        let rt = Arc::clone(&self.rt);
+        async move {
+            match durable {
+                Some(send) => send.await,
+                None => comm::send_prepared(&rt, outside?).await,
+            }
+        }
     }
 
     /// Read the event `key` of a workflow, waiting up to `timeout` for it to be set.
@@ -336,6 +551,7 @@ impl Cairn {
 
     /// Read a workflow's stream `key` in order, as it is written. The stream ends when the
     /// workflow closes it, or when the workflow has finished and every value has been read.
+    /// A workflow that does not exist yields [`Error::NotFound`] (as DBOS).
     pub fn read_stream<T>(
         &self,
         workflow_id: &str,
@@ -349,22 +565,60 @@ impl Cairn {
 
     /// Cancel a workflow: it becomes `CANCELLED`; if it runs in this process it is
     /// interrupted at once, elsewhere at its next durable operation. Returns whether it was
-    /// cancelled (`false`: it had already finished).
-    pub async fn cancel(&self, workflow_id: &str) -> Result<bool> {
-        Ok(!control::cancel(&self.rt, workflow_id, false)
-            .await?
-            .is_empty())
+    /// cancelled (`false`: it had already finished). Inside a workflow the call is a step
+    /// (`DBOS.cancelWorkflow`, as in DBOS), so a replay does not cancel again.
+    pub fn cancel(&self, workflow_id: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = workflow_id.to_owned();
+        let call = StepCall::begin("DBOS.cancelWorkflow");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                Ok(!control::cancel(&rt, &workflow_id, false).await?.is_empty())
+            })
+            .await
+        }
     }
 
-    /// Cancel a workflow and every workflow it started, transitively. Returns the ids cancelled.
-    pub async fn cancel_with_descendants(&self, workflow_id: &str) -> Result<Vec<String>> {
-        control::cancel(&self.rt, workflow_id, true).await
+    /// Cancel a workflow and every workflow it started, transitively. Returns the ids
+    /// cancelled. Inside a workflow the call is a step (`DBOS.cancelWorkflow`).
+    pub fn cancel_with_descendants(
+        &self,
+        workflow_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send + use<> {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = workflow_id.to_owned();
+        let call = StepCall::begin("DBOS.cancelWorkflow");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                control::cancel(&rt, &workflow_id, true).await
+            })
+            .await
+        }
     }
 
-    /// Resume a cancelled or failed workflow in this process; it continues from its last
-    /// checkpoint. Returns whether it was resumed (`false`: it is running or succeeded).
-    pub async fn resume(&self, workflow_id: &str) -> Result<bool> {
-        control::resume(&self.rt, workflow_id).await
+    /// Resume a workflow, as DBOS 3.4 does: unless it finished (`SUCCESS` or `ERROR`), it is
+    /// put back on DBOS's internal queue (`_dbos_internal_queue`) with its recovery attempts
+    /// reset, keeping its application version, and a process of that version — this one at
+    /// once, if it is — continues it from its last checkpoint. A finished workflow is left as
+    /// it is. Returns a handle to it either way; a missing id is [`Error::NotFound`]. Inside
+    /// a workflow the call is a step (`DBOS.resumeWorkflow`).
+    pub fn resume<T>(
+        &self,
+        workflow_id: &str,
+    ) -> impl Future<Output = Result<WorkflowHandle<T>>> + Send + use<T>
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
+    {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = workflow_id.to_owned();
+        let call = StepCall::begin("DBOS.resumeWorkflow");
+        async move {
+            call.run(Some(std::convert::identity), async {
+                control::resume(&rt, &workflow_id).await.map(drop)
+            })
+            .await?;
+            Ok(WorkflowHandle::new(rt, workflow_id))
+        }
     }
 
     /// Claim and resume this executor's unfinished workflows now (launch does it once).
@@ -398,13 +652,10 @@ impl Cairn {
     /// resume at the next launch.
     pub async fn shutdown(self) -> Result<()> {
         self.rt.begin_shutdown();
-        let dispatcher = self
-            .dispatcher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(dispatcher) = dispatcher {
-            let _ = dispatcher.await;
+        let background =
+            std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in background {
+            let _ = task.await;
         }
         if tokio::time::timeout(self.shutdown_grace, self.rt.idle())
             .await

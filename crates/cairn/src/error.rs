@@ -110,6 +110,21 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// Another live process (or another application in this one) runs under this executor id
+    /// on the same system database, so `launch()` refused to start a second: it would recover
+    /// the first one's in-flight workflows and run their current steps again. Give each
+    /// process its own id (`DBOS__VMID` or [`CairnBuilder::executor_id`](crate::CairnBuilder::executor_id)).
+    #[error(
+        "executor id `{executor_id}` is in use by a live process on this system database{}; give each process its own executor id (set DBOS__VMID or CairnBuilder::executor_id)",
+        holder.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
+    ExecutorIdInUse {
+        /// The id that is taken.
+        executor_id: String,
+        /// Who holds it, when the database can tell (a process id, a server session).
+        holder: Option<String>,
+    },
+
     /// The system database's schema is at a version Cairn cannot use.
     #[error("system database schema is at version {found}, Cairn needs {expected}: {hint}")]
     SchemaVersion {
@@ -235,6 +250,30 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+
+    /// Two workflow functions are registered under one name, so recovery could not tell
+    /// which one a stored workflow belongs to; `launch()` refuses to start.
+    #[error(
+        "two workflows are registered under the name `{name}`: `{first}` and `{second}`; give one another name with #[cairn::workflow(name = \"…\")]"
+    )]
+    DuplicateWorkflowName {
+        /// The stored name they share.
+        name: &'static str,
+        /// One function's Rust path.
+        first: &'static str,
+        /// The other's.
+        second: &'static str,
+    },
+
+    /// [`state`](crate::state) found no value of the requested type: none was given to the
+    /// builder (for the workflow's instance, nor for the whole application).
+    #[error("{}", crate::engine::state::missing_state_message(.type_name, .instance.as_deref()))]
+    MissingState {
+        /// The type asked for.
+        type_name: &'static str,
+        /// The instance the workflow runs as ([`StartOptions::with_instance`](crate::StartOptions::with_instance)), if any.
+        instance: Option<String>,
+    },
 }
 
 impl Error {
@@ -330,6 +369,7 @@ impl Error {
             Error::Application(_) => "Error",
             Error::Database { .. } => "DatabaseError",
             Error::Config(_) => "ConfigError",
+            Error::ExecutorIdInUse { .. } => "DBOSInitializationError",
             Error::SchemaVersion { .. } => "SchemaVersionError",
             Error::Decode { .. } => "DecodeError",
             Error::Serialize { .. } => "SerializeError",
@@ -340,12 +380,14 @@ impl Error {
             Error::Cancelled(_) => "DBOSWorkflowCancelledError",
             Error::TimedOut(_) => "DBOSAwaitedWorkflowCancelledError",
             Error::StepRetriesExhausted { .. } => "DBOSMaxStepRetriesExceeded",
-            Error::StepTimedOut { .. } => "StepTimeoutError",
+            Error::StepTimedOut { .. } => "DBOSStepTimeoutError",
             Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceededError",
             Error::OwnershipLost(_) => "DBOSWorkflowConflictIDError",
             Error::Shutdown => "ShutdownError",
             Error::NotInWorkflow(_) => "NotInWorkflowError",
             Error::InvalidArgument { .. } => "InvalidArgumentError",
+            Error::DuplicateWorkflowName { .. } => "DuplicateWorkflowNameError",
+            Error::MissingState { .. } => "MissingStateError",
         }
     }
 
@@ -384,6 +426,10 @@ impl<'de> Deserialize<'de> for Error {
 #[derive(Serialize, Deserialize)]
 enum Detail {
     Config(String),
+    ExecutorIdInUse {
+        executor_id: String,
+        holder: Option<String>,
+    },
     SchemaVersion {
         found: i64,
         expected: i64,
@@ -430,6 +476,13 @@ impl Detail {
     fn of(error: &Error) -> Option<Self> {
         Some(match error {
             Error::Config(a) => Detail::Config(a.clone()),
+            Error::ExecutorIdInUse {
+                executor_id,
+                holder,
+            } => Detail::ExecutorIdInUse {
+                executor_id: executor_id.clone(),
+                holder: holder.clone(),
+            },
             Error::SchemaVersion {
                 found,
                 expected,
@@ -498,13 +551,22 @@ impl Detail {
             | Error::Database { .. }
             | Error::Serialize { .. }
             | Error::NotInWorkflow(_)
-            | Error::InvalidArgument { .. } => return None,
+            | Error::InvalidArgument { .. }
+            | Error::DuplicateWorkflowName { .. }
+            | Error::MissingState { .. } => return None,
         })
     }
 
     fn into_error(self) -> Error {
         match self {
             Detail::Config(a) => Error::Config(a),
+            Detail::ExecutorIdInUse {
+                executor_id,
+                holder,
+            } => Error::ExecutorIdInUse {
+                executor_id,
+                holder,
+            },
             Detail::SchemaVersion {
                 found,
                 expected,
@@ -576,6 +638,22 @@ impl Error {
         match self {
             Error::Application(p) => Some(Error::Application(p.clone())),
             Error::NotInWorkflow(a) => Some(Error::NotInWorkflow(a)),
+            Error::DuplicateWorkflowName {
+                name,
+                first,
+                second,
+            } => Some(Error::DuplicateWorkflowName {
+                name,
+                first,
+                second,
+            }),
+            Error::MissingState {
+                type_name,
+                instance,
+            } => Some(Error::MissingState {
+                type_name,
+                instance: instance.clone(),
+            }),
             Error::InvalidArgument { argument, reason } => Some(Error::InvalidArgument {
                 argument,
                 reason: reason.clone(),

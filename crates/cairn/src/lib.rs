@@ -21,12 +21,17 @@
 //! - [Steps](#steps)
 //! - [Workflow ids and idempotency](#workflow-ids-and-idempotency)
 //! - [Child workflows and parallel steps](#child-workflows-and-parallel-steps)
+//! - [Application state and context](#application-state-and-context)
+//! - [What the macros check](#what-the-macros-check)
 //! - [Recovery](#recovery)
 //! - [Durable timers and deadlines](#durable-timers-and-deadlines)
 //! - [Cancellation and resume](#cancellation-and-resume)
 //! - [Messages, events and streams](#messages-events-and-streams)
 //! - [Changing deployed workflows](#changing-deployed-workflows)
+//! - [Rolling out new code](#rolling-out-new-code)
 //! - [When the database goes away](#when-the-database-goes-away)
+//! - [Logs and spans](#logs-and-spans)
+//! - [Coming from DBOS Python](#coming-from-dbos-python)
 //! - [Errors](#errors)
 //! - [Cargo features](#cargo-features)
 //!
@@ -96,7 +101,9 @@
 //!
 //! [`Cairn::start_with`] with [`StartOptions::id`] makes the id an idempotency key: starting an
 //! id that exists returns the existing workflow's handle and never runs it twice, even under
-//! concurrent starts. [`Cairn::retrieve`] returns a handle to any workflow.
+//! concurrent starts. [`WorkflowHandle::created`] says whether this call created it, so a
+//! caller can tell its own retry from another request that chose the same id.
+//! [`Cairn::retrieve`] returns a handle to any workflow.
 //!
 //! # Child workflows and parallel steps
 //!
@@ -105,6 +112,63 @@
 //! [`start_child_workflow`] returns a handle instead. Operation ids are taken when a durable
 //! operation is *called*, so steps started in a fixed order and awaited together (`join!`,
 //! `futures::future::join_all`) replay correctly.
+//!
+//! # Application state and context
+//!
+//! Values an application builds once — a database pool, an HTTP client, configuration — are
+//! given to the builder and read, typed, by any workflow or step with [`state()`], the way
+//! axum hands handlers their `State`; no globals. One value per type; [`Error::MissingState`]
+//! names a type that was not given.
+//!
+//! One workflow function can also run as several configured *instances* (DBOS's class
+//! instances): [`CairnBuilder::instance_state`] gives an instance its values,
+//! [`StartOptions::with_instance`] starts a workflow as that instance (recorded as DBOS's
+//! `config_name`), and [`state()`] then returns the instance's value before the
+//! application's. Children run as their parent's instance, and recovery gives each workflow
+//! its own instance again; a process that does not configure an instance leaves its
+//! workflows to one that does.
+//!
+//! [`workflow_id()`], [`instance()`], [`in_workflow()`], and inside a step body [`step_id()`]
+//! and [`step_attempt()`], say where code runs: `(workflow_id, step_id)` is stable across
+//! retries and recoveries, an idempotency key for calls to other systems.
+//!
+//! ```no_run
+//! use cairn::{Cairn, StartOptions};
+//!
+//! struct Payments { endpoint: String }
+//!
+//! #[cairn::step(max_attempts = 3)]
+//! async fn charge(order: u64) -> Result<String, cairn::Error> {
+//!     let payments = cairn::state::<Payments>()?; // this instance's, else the application's
+//!     let key = format!("{}/{}", cairn::workflow_id().unwrap_or_default(), cairn::step_id().unwrap_or(0));
+//!     Ok(format!("charged {order} at {} (idempotency key {key})", payments.endpoint))
+//! }
+//!
+//! #[cairn::workflow]
+//! async fn checkout(order: u64) -> Result<String, cairn::Error> {
+//!     charge(order).await
+//! }
+//!
+//! # async fn demo() -> cairn::Result<()> {
+//! let app = Cairn::builder("shop")
+//!     .state(Payments { endpoint: "https://pay.example".into() })
+//!     .instance_state("eu", Payments { endpoint: "https://eu.pay.example".into() })
+//!     .launch()
+//!     .await?;
+//! app.start_with(StartOptions::default().with_instance("eu"), checkout, 42).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What the macros check
+//!
+//! Mistakes that would only show at run time — or at recovery, much later — are compile
+//! errors that say what to write instead: a generic workflow (write one per type), a method
+//! taking `self` (use [`state()`]), a workflow argument that borrows (`&str`: take `String`)
+//! or is not serde, a return type that is not `Result<T, E>`, an error type that cannot be
+//! recorded ([`DurableError`]), an unknown option, and a function without
+//! `#[cairn::workflow]` passed to [`Cairn::start`] (only the macro's functions return a
+//! [`WorkflowFuture`]). Two workflows under one name make [`CairnBuilder::launch`] fail with
+//! [`Error::DuplicateWorkflowName`] naming both.
 //!
 //! # Recovery
 //!
@@ -123,16 +187,20 @@
 //! # Cancellation and resume
 //!
 //! [`Cairn::cancel`] (and [`Cairn::cancel_with_descendants`]) makes a workflow `CANCELLED`.
-//! In this process it is interrupted at once: its current wait (`sleep`, `recv`,
-//! `get_event`, a child's result) or cancellable step (`#[cairn::step(cancellable = true)]`)
-//! returns [`Error::Cancelled`]; elsewhere it stops at its next durable operation.
-//! [`Cairn::resume`] continues a cancelled or failed workflow from its last checkpoint.
+//! In this process it stops at once where it waits (`sleep`, `recv`, `get_event`, a child's
+//! result) or in a cancellable step (`#[cairn::step(cancellable = true)]`); a step that is
+//! not cancellable finishes and is recorded, and the workflow stops at its next durable
+//! operation. Its caller's [`WorkflowHandle::result`] returns [`Error::Cancelled`].
+//! [`Cairn::resume`] follows DBOS 3.4: a workflow that has not finished goes back on DBOS's
+//! internal queue with its recovery attempts reset, and a process of its application version
+//! (this one at once, if it can) continues it from its last checkpoint. To run a failed
+//! workflow's code again, fork it (coming with workflow management).
 //!
 //! # Messages, events and streams
 //!
 //! - [`send`] / [`recv`]: messages to a workflow by topic, FIFO, each consumed by exactly one
-//!   `recv`; `recv` waits up to a durable deadline. From outside, [`Cairn::send`] with an
-//!   optional idempotency key.
+//!   `recv`; `recv` waits up to a durable deadline. From outside, [`Cairn::send`] (and
+//!   [`Cairn::send_with`] with an idempotency key).
 //! - [`set_event`] / [`get_event`]: a workflow publishes key/value events (latest wins,
 //!   history kept); anyone reads them, waiting if needed ([`Cairn::get_event`],
 //!   [`Cairn::list_events`]).
@@ -161,6 +229,29 @@
 //! [`patch`] and [`deprecate_patch`] let new code branch old executions (started before a
 //! change) from new ones, with DBOS's semantics.
 //!
+//! # Rolling out new code
+//!
+//! Every workflow records the application version of the process that started it
+//! ([`CairnBuilder::app_version`]; by default a hash of the registered workflows' code), and
+//! recovery resumes only workflows of its own version and executor id, so an execution is
+//! never replayed against steps that changed under it. [`CairnBuilder::launch`] leaves this
+//! executor's `PENDING` workflows of other versions alone and says so in a warning (how many,
+//! of which versions, what to do). Two ways to roll out:
+//!
+//! - **Keep the old workers until they drain.** Start the new version's processes beside the
+//!   old ones, each under an executor id of its own (`DBOS__VMID`), send new work to them,
+//!   and stop each old process once its workflows are done (`dbos workflow list --status
+//!   PENDING --application-version <old>` is empty). An old process that dies before then is
+//!   restarted with its old code and executor id, and recovers its own workflows.
+//! - **Fork onto the new version.** For an execution the new code can continue, cancel it and
+//!   fork it from a step: `dbos workflow cancel <id>`, then `dbos workflow fork <id> --step <n>
+//!   --application-version <new>`. The fork is a new workflow that keeps the original's
+//!   recorded steps before `<n>`; a running Cairn process of the new version dequeues it from
+//!   DBOS's internal queue within five seconds, and those steps do not run again.
+//!
+//! For changes that only add a branch, [`patch`] lets new code replay old executions; keep the
+//! old version string (`DBOS__APPVERSION`) while old executions remain so recovery picks them up.
+//!
 //! # When the database goes away
 //!
 //! A database outage is waited out, never turned into a workflow's failure: every durable
@@ -173,12 +264,53 @@
 //! waits up to [`CairnBuilder::connect_timeout`] for a database that is not up yet.
 //! [`Error::is_transient`] tells these failures apart where a public call returns one.
 //!
+//! # Logs and spans
+//!
+//! Cairn reports through [`tracing`](https://docs.rs/tracing); install any subscriber to see
+//! it. Without one, spans and lines cost next to nothing.
+//!
+//! - A `workflow` span (`workflow_id`, `name`, `origin`: `start`, `child`, `recovery` or
+//!   `queue`) covers each execution in this process, and a `step` span (`workflow_id`,
+//!   `name`, `function_id`, `attempt`) each step inside it. A child's span nests under its
+//!   parent's; a top-level workflow's span is a root that *follows from* the caller's span,
+//!   so a request that started a long workflow is not held open until it ends.
+//! - `warn`: a workflow failed (with its id and error), a step is retrying or out of attempts
+//!   (with its workflow id), launch left other versions' workflows alone. `info`: a workflow
+//!   recovered or dequeued, cancelled, timed out, or taken over by another execution.
+//!   `debug`: a workflow started or succeeded (at a thousand workflows a second, `info` lines
+//!   for those would drown the ones that need attention).
+//!
 //! # Errors
 //!
 //! Every public call returns [`Result`]. A panicking workflow or step is recorded as that
 //! workflow's error (name `Panic`), never a crash of the process. A workflow's or step's own
 //! error is recorded with its value and read back as the same value on replay (see
 //! [Steps](#steps)); [`Error::application_error`] reads it from a handle's result.
+//!
+//! # Coming from DBOS Python
+//!
+//! | DBOS Python | Cairn | What differs, and why |
+//! |---|---|---|
+//! | `@DBOS.workflow()` | [`#[cairn::workflow]`](macro@workflow) on an `async fn … -> Result<T, E>` | Arguments, output and error are serde types stored as `portable_json` (not pickle), so every DBOS language reads them; the error's value is recorded and a replay returns the same `E`. |
+//! | `@DBOS.step(retries_allowed=True, max_attempts=3)` | [`#[cairn::step(max_attempts = 3)]`](macro@step); [`run_step`] for a closure | Retries are on when `max_attempts > 1` (default 1). `timeout_ms`, `should_retry` and `cancellable` are Cairn's. |
+//! | `DBOS.start_workflow(f, *args)` | [`Cairn::start`] → [`WorkflowHandle<T>`] | Arguments are one value, `()` or a tuple. Inside a workflow it starts a child exactly once, as DBOS does ([`start_child_workflow`] too). |
+//! | calling `f(*args)` | `f(args).await` | Inside a workflow: a child, waited for. Outside, after launch: a durable workflow with a generated id when `E: From<cairn::Error>` (a cancellation needs somewhere to go), else a plain call that says so in the log; [`Cairn::run`] is always durable. |
+//! | `with SetWorkflowID(id):` | [`Cairn::start_with`] with [`StartOptions::id`] | An option instead of a context manager; [`WorkflowHandle::created`] says whether the start created the workflow. |
+//! | `DBOS.retrieve_workflow(id)` | [`Cairn::retrieve`] | The caller names the output type. |
+//! | `DBOS.send` / `DBOS.recv` | [`send`], [`Cairn::send`], [`Cairn::send_with`] / [`recv`] | A topic is a `&str` or `None`; `recv` takes its timeout explicitly (DBOS defaults to 60 s). |
+//! | `DBOS.set_event` / `DBOS.get_event` | [`set_event`] / [`get_event`], [`Cairn::get_event`], [`Cairn::list_events`] | |
+//! | `DBOS.write_stream` / `DBOS.read_stream` | [`write_stream`], [`close_stream`] / [`Cairn::read_stream`] | Reading is an async `futures::Stream`. |
+//! | `DBOS.sleep(seconds)` | [`sleep`] | |
+//! | `DBOS.workflow_id`, `DBOS.step_id`, `DBOS.step_status.current_attempt` | [`workflow_id()`], [`step_id()`], [`step_attempt()`] | `step_attempt()` counts from 1; DBOS's from 0. |
+//! | `DBOS.cancel_workflow` / `DBOS.resume_workflow` | [`Cairn::cancel`], [`Cairn::cancel_with_descendants`] / [`Cairn::resume`] | As DBOS 3.4: resume goes through `_dbos_internal_queue` and keeps the workflow's version. |
+//! | `DBOS.fork_workflow` | not yet in Cairn's API | `dbos workflow fork` works on Cairn's database (see [Rolling out new code](#rolling-out-new-code)). |
+//! | `DBOSClient` | not yet in Rust | A launched [`Cairn`] does by id what a client does (retrieve, send, events, streams, cancel, resume); DBOS's own clients work on Cairn's database. |
+//! | `Queue(..).enqueue(..)` | coming | Cairn already dequeues DBOS's internal queue (resumes, forks). |
+//! | `@DBOS.scheduled(cron)` | coming | |
+//! | configured class instances (`config_name`) | [`CairnBuilder::instance_state`], [`StartOptions::with_instance`], [`state()`] | One function, several configured instances, without classes. |
+//! | `DBOS.patch` / `DBOS.deprecate_patch` | [`patch`] / [`deprecate_patch`] | |
+//! | `DBOS(config=…)`, `DBOS.launch()`, `DBOS.destroy()` | [`Cairn::builder`] (`.database_url`, `.app_version`, `.executor_id`), [`CairnBuilder::launch`], [`Cairn::shutdown`] | No global `DBOS` object and no YAML file: an application value (cheap to clone) and DBOS's environment variables. Workflow code finds its context without it. |
+//! | `DBOS.logger`, OpenTelemetry | `tracing` spans and lines | See [Logs and spans](#logs-and-spans); export comes later. |
 //!
 //! # Cargo features
 //!
@@ -198,8 +330,10 @@ mod status;
 pub(crate) mod store;
 
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
-pub use engine::comm::{close_stream, get_event, recv, send, set_event, write_stream};
+pub use engine::comm::{SendOptions, close_stream, get_event, recv, send, set_event, write_stream};
 pub use engine::control::{deprecate_patch, patch, wait_all, wait_first};
+pub use engine::registry::WorkflowFuture;
+pub use engine::state::{in_workflow, instance, state, step_attempt, step_id, workflow_id};
 pub use engine::step::{StepOptions, run_step, run_step_with};
 pub use engine::timer::sleep;
 pub use engine::workflow::{
@@ -222,6 +356,11 @@ pub use cairn_macros::workflow;
 /// `should_retry = path::to::fn` (a `fn(&E) -> bool`; default: retry every error).
 pub use cairn_macros::step;
 
+/// The README's examples, compiled as doctests so they never drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// The default recovery attempts before a workflow is dead-lettered.
 pub const DEFAULT_MAX_RECOVERY_ATTEMPTS: u32 = 100;
 
@@ -229,10 +368,11 @@ pub const DEFAULT_MAX_RECOVERY_ATTEMPTS: u32 = 100;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::engine::convert::{ConvertError, NoConversion, ResultParts, ViaFrom};
-    pub use crate::engine::registry::WorkflowRegistration;
+    pub use crate::engine::registry::{
+        RecordedArg, RecoveredArg, WorkflowRegistration, decode_arg, encode_arg, workflow_future,
+    };
     pub use crate::engine::step::StepCall;
     pub use crate::engine::workflow::{WorkflowCall, finish};
-    pub use crate::serialization::{decode_arg, encode_arg};
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use serde_json::Value;

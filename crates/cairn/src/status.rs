@@ -117,6 +117,9 @@ pub struct WorkflowStatus {
     pub recovery_attempts: i64,
     /// The parent workflow, for a child.
     pub parent_workflow_id: Option<String>,
+    /// The configured instance it runs as ([`StartOptions::with_instance`](crate::StartOptions::with_instance);
+    /// DBOS's `config_name`), if any.
+    pub instance: Option<String>,
     /// The value format of its stored inputs and outputs (`portable_json` for Cairn's).
     pub serialization: Option<String>,
     /// The stored inputs, raw.
@@ -145,6 +148,7 @@ impl WorkflowStatus {
             completed_at_ms: row.completed_at,
             recovery_attempts: row.recovery_attempts.unwrap_or(0),
             parent_workflow_id: row.parent_workflow_id,
+            instance: row.config_name,
             serialization: row.serialization,
             raw_input: row.inputs,
             raw_output: row.output,

@@ -224,7 +224,16 @@ impl Workload {
         for (n, _) in &handles {
             let id = self.id(*n);
             let key = format!("go-{id}");
-            if let Err(error) = self.app.send(&id, Some("go"), n, Some(&key)).await {
+            if let Err(error) = self
+                .app
+                .send_with(
+                    cairn::SendOptions::idempotency_key(key.as_str()),
+                    &id,
+                    "go",
+                    n,
+                )
+                .await
+            {
                 self.fail(format!("app.send(go to {id}) failed: {error}"));
             }
         }

@@ -44,16 +44,14 @@ async fn messages_arrive_in_order_on_their_topic(db: &TestDb) {
         .await
         .unwrap();
     for n in 1..=2 {
-        app.send("inbox-1", Some("mail"), &format!("early-{n}"), None)
+        app.send("inbox-1", "mail", &format!("early-{n}"))
             .await
             .unwrap();
     }
-    app.send("inbox-1", Some("other"), &"elsewhere", None)
-        .await
-        .unwrap();
+    app.send("inbox-1", "other", &"elsewhere").await.unwrap();
     common::wait_reached(&k).await;
     for n in 1..=2 {
-        app.send("inbox-1", Some("mail"), &format!("late-{n}"), None)
+        app.send("inbox-1", "mail", &format!("late-{n}"))
             .await
             .unwrap();
     }
@@ -69,10 +67,7 @@ async fn messages_arrive_in_order_on_their_topic(db: &TestDb) {
         Some("1"),
         "only the message on the other topic is left"
     );
-    let missing = app
-        .send("nobody", Some("mail"), &1, None)
-        .await
-        .unwrap_err();
+    let missing = app.send("nobody", "mail", &1).await.unwrap_err();
     assert!(
         matches!(missing, cairn::Error::NotFound(ref id) if id == "nobody"),
         "{missing:?}"
@@ -147,11 +142,16 @@ async fn sends_are_exactly_once(db: &TestDb) {
         .await
         .unwrap();
     for _ in 0..3 {
-        app.send("rx", Some("mail"), &"keyed", Some("key-1"))
-            .await
-            .unwrap();
+        app.send_with(
+            cairn::SendOptions::idempotency_key("key-1"),
+            "rx",
+            "mail",
+            &"keyed",
+        )
+        .await
+        .unwrap();
     }
-    app.send("rx", Some("mail"), &"last", None).await.unwrap();
+    app.send("rx", "mail", &"last").await.unwrap();
     let received = app
         .retrieve::<Vec<String>>(receiver.id())
         .await
@@ -281,7 +281,25 @@ async fn durable_operations_outside_workflows_are_refused(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+/// Reading the stream of a workflow that does not exist is a typed "no such workflow"
+/// error, not an empty stream.
+async fn reading_the_stream_of_a_missing_workflow_is_not_found(db: &TestDb) {
+    let app = db.launch().await;
+    let mut reader = Box::pin(app.read_stream::<u32>("no-such-workflow", "s"));
+    let first = reader.next().await.expect("one item");
+    assert!(
+        matches!(&first, Err(cairn::Error::NotFound(id)) if id == "no-such-workflow"),
+        "{first:?}"
+    );
+    assert!(
+        reader.next().await.is_none(),
+        "the stream ends after the error"
+    );
+    app.shutdown().await.unwrap();
+}
+
 both_backends!(
+    reading_the_stream_of_a_missing_workflow_is_not_found,
     messages_arrive_in_order_on_their_topic,
     recv_returns_none_at_its_deadline,
     sends_are_exactly_once,

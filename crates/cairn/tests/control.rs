@@ -152,16 +152,24 @@ async fn cancel_interrupts_and_resume_continues(db: &TestDb) {
     );
     assert!(!app.cancel(handle.id()).await.unwrap(), "already cancelled");
 
-    assert!(app.resume(handle.id()).await.unwrap());
-    app.send(handle.id(), Some("go"), &"resumed", None)
-        .await
-        .unwrap();
-    assert_eq!(handle.result().await.unwrap(), "resumed");
+    let version = handle.status().await.unwrap().app_version;
+    let resumed = app.resume::<String>(handle.id()).await.unwrap();
+    app.send(handle.id(), "go", &"resumed").await.unwrap();
+    assert_eq!(resumed.result().await.unwrap(), "resumed");
     assert_eq!(counted(&k), 1, "the checkpointed step did not run again");
-    assert!(
-        !app.resume(handle.id()).await.unwrap(),
-        "a successful workflow is not resumed"
-    );
+    let status = handle.status().await.unwrap();
+    assert_eq!(status.recovery_attempts, 1, "resume resets the attempts");
+    assert_eq!(status.app_version, version, "resume keeps the version");
+    assert_eq!(status.queue_name.as_deref(), Some("_dbos_internal_queue"));
+
+    // As in DBOS 3.4, a finished workflow is left alone: a handle, nothing re-run.
+    let again = app.resume::<String>(handle.id()).await.unwrap();
+    assert_eq!(again.result().await.unwrap(), "resumed");
+    assert_eq!(handle.status().await.unwrap().state, WorkflowState::Success);
+    assert!(matches!(
+        app.resume::<String>("no-such-workflow").await,
+        Err(Error::NotFound(_))
+    ));
     app.shutdown().await.unwrap();
 }
 
@@ -189,7 +197,7 @@ async fn a_workflow_resumed_by_dbos_tools_runs_here(db: &TestDb) {
         handle.id()
     ))
     .await;
-    app.send(handle.id(), Some("go"), &"from the queue", None)
+    app.send(handle.id(), "go", &"from the queue")
         .await
         .unwrap();
     assert_eq!(handle.result().await.unwrap(), "from the queue");
@@ -491,7 +499,59 @@ async fn a_cancelled_wait_never_returns_into_the_workflow(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+/// Runs until its gate opens, whatever happens to its workflow meanwhile.
+#[cairn::step]
+async fn finishes_anyway(key: String) -> Result<u32, AppError> {
+    count(&key);
+    common::reached(&key);
+    common::until_released(&key).await;
+    Ok(7)
+}
+
+#[cairn::step]
+async fn after(key: String) -> Result<(), AppError> {
+    count(&format!("{key}/after"));
+    Ok(())
+}
+
+#[cairn::workflow]
+async fn cancelled_mid_step(key: String) -> Result<u32, AppError> {
+    let n = finishes_anyway(key.clone()).await?;
+    after(key).await?;
+    Ok(n)
+}
+
+/// A step that is not cancellable and finishes after its workflow was cancelled has its
+/// outcome recorded; the cancellation takes effect at the next durable operation, and a
+/// resume continues after the step without running it again.
+async fn a_step_finishing_after_a_cancel_is_recorded(db: &TestDb) {
+    let app = db.launch().await;
+    let k = format!("finish-anyway@{}", db.url);
+    let handle = app.start(cancelled_mid_step, k.clone()).await.unwrap();
+    common::wait_reached(&k).await;
+    assert!(app.cancel(handle.id()).await.unwrap());
+    common::release(&k);
+    assert!(matches!(handle.result().await, Err(Error::Cancelled(_))));
+    assert_eq!(
+        app.status(handle.id()).await.unwrap().state,
+        WorkflowState::Cancelled
+    );
+    // Resuming waits for the cancelled execution here to stop (after recording the step).
+    let resumed = app.resume::<u32>(handle.id()).await.unwrap();
+    assert_eq!(resumed.result().await.unwrap(), 7);
+    assert_eq!(counted(&k), 1, "the recorded step did not run again");
+    assert_eq!(
+        counted(&format!("{k}/after")),
+        1,
+        "the next step ran once, after the resume"
+    );
+    let steps = app.list_steps(handle.id()).await.unwrap();
+    assert_eq!(steps[0].raw_output.as_deref(), Some("7"));
+    app.shutdown().await.unwrap();
+}
+
 both_backends!(
+    a_step_finishing_after_a_cancel_is_recorded,
     a_cancelled_wait_never_returns_into_the_workflow,
     steps_retry_and_fail_well,
     cancel_interrupts_and_resume_continues,

@@ -387,7 +387,7 @@ async fn kill_a_waiting_receiver(db: &TestDb) -> (Harness, i64, Child, i64) {
 async fn a_restarted_recv_receives_a_message_sent_after_the_crash(db: &TestDb) {
     let (h, waiting, worker, _) = kill_a_waiting_receiver(db).await;
     h.app
-        .send(WORKFLOW_ID, Some("t"), "after the crash", None)
+        .send(WORKFLOW_ID, "t", "after the crash")
         .await
         .expect("send");
     h.wait_exit(worker).await;

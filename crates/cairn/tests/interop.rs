@@ -194,7 +194,7 @@ async fn a_workflow_resumed_with_the_dbos_cli_continues_in_cairn(db: &TestDb) {
     ));
 
     run_cli(&["workflow", "resume", "-s", &dbos_url(db), handle.id()]).await;
-    app.send(handle.id(), Some("reply"), &"welcome back", None)
+    app.send(handle.id(), "reply", &"welcome back")
         .await
         .expect("send");
     assert_eq!(

@@ -171,9 +171,7 @@ async fn dbos_client_reads_cairn_events_and_streams(db: &TestDb) {
         "DBOS read the stream to its end while the workflow still ran"
     );
 
-    app.send(&id, Some("done"), &"done", None)
-        .await
-        .expect("send");
+    app.send(&id, "done", &"done").await.expect("send");
     let done = tokio::time::timeout(Duration::from_secs(60), handle.result())
         .await
         .expect("the workflow finishes")
@@ -214,7 +212,7 @@ async fn dbos_client_cancels_a_cairn_workflow(db: &TestDb) {
     let cancelled = run_python("comm.py", &["cancel", &url, &id]).await;
     assert_eq!(cancelled["status"], json!("CANCELLED"), "{cancelled:#}");
 
-    app.send(&id, Some("never"), &"wake up", None)
+    app.send(&id, "never", &"wake up")
         .await
         .expect("send after the cancel");
     let result = tokio::time::timeout(Duration::from_secs(30), handle.result())

@@ -592,7 +592,7 @@ async fn an_over_long_id_is_refused_with_a_short_typed_error(db: &TestDb) {
     );
     assert!(message.contains("100000 bytes"), "{message}");
     let error = app
-        .send("some-workflow", Some(long.as_str()), &1, None)
+        .send("some-workflow", long.as_str(), &1)
         .await
         .unwrap_err();
     assert!(

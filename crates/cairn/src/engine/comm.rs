@@ -13,16 +13,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::context::{WorkflowContext, halting};
+use super::context::{WorkflowContext, current_step, halting};
 use super::notify::{Channel, FALLBACK_RECHECK, Subscription};
 use super::runtime::{Runtime, now_ms};
 use super::timer::{durable_deadline, until};
 use super::workflow::check_key;
 use crate::error::{Error, Result};
 use crate::serialization;
+use crate::status::WorkflowState;
 use crate::store::{
     ConsumeMessage, GetEvent, GetWorkflow, HasMessage, ListEvents, NULL_TOPIC, NewMessage,
-    ReadStream, RecordOutcome, SendMessage, SetEvent, Stored, WriteStream,
+    ReadStream, RecordOutcome, SendMessage, SetEvent, SetEventFromStep, Stored, WriteStream,
+    WriteStreamFromStep,
 };
 
 const SEND: &str = "DBOS.send";
@@ -43,6 +45,15 @@ fn operation() -> Option<(Arc<WorkflowContext>, i32)> {
     })
 }
 
+/// Inside a step body: the enclosing workflow and the step's operation id. A write made there
+/// is a plain call, as in DBOS: no checkpoint of its own (the step's checkpoint records the
+/// step), `function_id` = the step's, guarded by the workflow's ownership. A re-run step
+/// (a retry, or recovery before its checkpoint) writes again.
+fn step_caller() -> Option<(Arc<WorkflowContext>, i32)> {
+    let (function_id, _) = current_step()?;
+    WorkflowContext::ambient().map(|ctx| (ctx, function_id))
+}
+
 fn topic_of(topic: Option<&str>) -> String {
     topic.unwrap_or(NULL_TOPIC).to_owned()
 }
@@ -51,18 +62,22 @@ fn topic_of(topic: Option<&str>) -> String {
 
 /// Send `message` to the workflow `destination` on `topic` (`None`: no topic), from inside a
 /// workflow: exactly once across replays, committed with the sender's checkpoint.
-/// Outside workflows use [`crate::Cairn::send`].
+/// Outside workflows use [`crate::Cairn::send`]. Inside a step it is a plain send (no
+/// checkpoint): a re-run step sends again.
 pub fn send<'a, T: Serialize + ?Sized>(
     destination: &str,
     topic: impl Into<Option<&'a str>>,
     message: &T,
 ) -> impl Future<Output = Result<()>> + Send {
-    let target = operation();
+    let (step, target) = (step_caller(), operation());
     let topic = topic_of(topic.into());
     let destination = destination.to_owned();
     let payload = serialization::encode(message, || format!("a message to {destination}"));
     let halted = target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
     halting(halted, async move {
+        if let Some((ctx, _)) = step {
+            return send_from_step(&ctx, destination, topic, payload?).await;
+        }
         let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::send"))?;
         ctx.check_running()?;
         check_key("destination", &destination)?;
@@ -92,33 +107,54 @@ pub fn send<'a, T: Serialize + ?Sized>(
     })
 }
 
-/// Send from outside a workflow; with an idempotency key, sending again is a no-op.
-pub(crate) async fn send_from_outside<T: Serialize + ?Sized>(
-    rt: &Runtime,
+/// Options for [`Cairn::send_with`](crate::Cairn::send_with).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SendOptions {
+    /// Makes the send idempotent: a second send with the same key to the same destination is
+    /// a no-op (stored as DBOS does, `message_uuid = "<key>::<destination>"`). Default: none.
+    pub idempotency_key: Option<String>,
+}
+
+impl SendOptions {
+    /// Options with an idempotency key.
+    pub fn idempotency_key(key: impl Into<String>) -> Self {
+        Self {
+            idempotency_key: Some(key.into()),
+        }
+    }
+}
+
+/// A message from outside a workflow, checked and encoded when the send is called.
+pub(crate) fn prepare_send<T: Serialize + ?Sized>(
     destination: &str,
     topic: Option<&str>,
     message: &T,
-    idempotency_key: Option<&str>,
-) -> Result<()> {
+    options: SendOptions,
+) -> Result<NewMessage> {
     check_key("destination", destination)?;
     check_key("topic", topic.unwrap_or(NULL_TOPIC))?;
-    let message = NewMessage {
+    Ok(NewMessage {
         destination_id: destination.to_owned(),
         topic: topic_of(topic),
-        message: serialization::encode(message, || format!("a message to {destination}"))?,
-        message_uuid: match idempotency_key {
+        message: serialization::encode(message, || "a message".to_owned())?,
+        message_uuid: match options.idempotency_key {
             Some(key) => format!("{key}::{destination}"),
             None => uuid::Uuid::new_v4().to_string(),
         },
-    };
-    let topic = message.topic.clone();
+    })
+}
+
+/// Send a prepared message from outside a workflow.
+pub(crate) async fn send_prepared(rt: &Runtime, message: NewMessage) -> Result<()> {
+    let (destination, topic) = (message.destination_id.clone(), message.topic.clone());
     rt.store
         .run(SendMessage {
             message,
             sender: None,
         })
         .await?;
-    rt.notifier.announce(Channel::Message, destination, &topic);
+    rt.notifier.announce(Channel::Message, &destination, &topic);
     Ok(())
 }
 
@@ -211,19 +247,58 @@ where
     }
 }
 
+/// [`send`] from inside a step: a fresh message, no checkpoint.
+async fn send_from_step(
+    ctx: &WorkflowContext,
+    destination: String,
+    topic: String,
+    payload: String,
+) -> Result<()> {
+    check_key("destination", &destination)?;
+    check_key("topic", &topic)?;
+    let message = NewMessage {
+        destination_id: destination.clone(),
+        topic: topic.clone(),
+        message: payload,
+        message_uuid: uuid::Uuid::new_v4().to_string(),
+    };
+    let sent = SendMessage {
+        message,
+        sender: None,
+    };
+    ctx.durable(sent).await?;
+    ctx.rt
+        .notifier
+        .announce(Channel::Message, &destination, &topic);
+    Ok(())
+}
+
 // ---- Events ------------------------------------------------------------------------------
 
 /// Publish the event `key` of the calling workflow (the latest value wins; every value is
-/// kept in the history). Exactly once across replays.
+/// kept in the history). Exactly once across replays. Inside a step it is a plain call (no
+/// checkpoint), recorded at the step's operation id: a re-run step sets it again.
 pub fn set_event<T: Serialize + ?Sized>(
     key: &str,
     value: &T,
 ) -> impl Future<Output = Result<()>> + Send + use<T> {
-    let target = operation();
+    let (step, target) = (step_caller(), operation());
     let key = key.to_owned();
     let payload = serialization::encode(value, || format!("the value of event {key}"));
     let halted = target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
     halting(halted, async move {
+        if let Some((ctx, function_id)) = step {
+            check_key("key", &key)?;
+            let set = SetEventFromStep {
+                workflow_id: ctx.workflow_id.clone(),
+                owner_xid: ctx.owner_xid.clone(),
+                function_id,
+                key: key.clone(),
+                value: payload?,
+            };
+            let outcome = ctx.durable(set).await?;
+            return announce_from_step(&ctx, outcome, SET_EVENT, Channel::Event, &key);
+        }
         let (ctx, function_id) = target.ok_or(Error::NotInWorkflow("cairn::set_event"))?;
         ctx.check_running()?;
         check_key("key", &key)?;
@@ -346,22 +421,69 @@ pub(crate) async fn list_events(
 
 // ---- Streams -----------------------------------------------------------------------------
 
-/// Append `value` to the calling workflow's stream `key`. Exactly once across replays.
+/// Append `value` to the calling workflow's stream `key`. Exactly once across replays. Inside
+/// a step it is a plain call (no checkpoint): a re-run step appends the value again
+/// (at-least-once, like the step itself).
 pub fn write_stream<T: Serialize + ?Sized>(
     key: &str,
     value: &T,
 ) -> impl Future<Output = Result<()>> + Send + use<T> {
-    let target = operation();
+    let (step, target) = (step_caller(), operation());
     let key = key.to_owned();
     let payload = serialization::encode(value, || format!("a value of stream {key}"));
-    async move { append(target, WRITE_STREAM, key, payload).await }
+    async move {
+        match step {
+            Some(step) => append_from_step(step, WRITE_STREAM, key, payload).await,
+            None => append(target, WRITE_STREAM, key, payload).await,
+        }
+    }
 }
 
 /// Close the calling workflow's stream `key`: readers end after the values written so far.
+/// Inside a step it is a plain call, like [`write_stream`].
 pub fn close_stream(key: &str) -> impl Future<Output = Result<()>> + Send + use<> {
-    let target = operation();
+    let (step, target) = (step_caller(), operation());
     let key = key.to_owned();
-    async move { append(target, CLOSE_STREAM, key, Ok(STREAM_CLOSED.to_owned())).await }
+    let closed = Ok(STREAM_CLOSED.to_owned());
+    async move {
+        match step {
+            Some(step) => append_from_step(step, CLOSE_STREAM, key, closed).await,
+            None => append(target, CLOSE_STREAM, key, closed).await,
+        }
+    }
+}
+
+/// [`write_stream`] / [`close_stream`] from inside step `function_id`.
+async fn append_from_step(
+    (ctx, function_id): (Arc<WorkflowContext>, i32),
+    name: &'static str,
+    key: String,
+    payload: Result<String>,
+) -> Result<()> {
+    check_key("key", &key)?;
+    let write = WriteStreamFromStep {
+        workflow_id: ctx.workflow_id.clone(),
+        owner_xid: ctx.owner_xid.clone(),
+        function_id,
+        key: key.clone(),
+        value: payload?,
+    };
+    let outcome = ctx.durable(write).await?;
+    announce_from_step(&ctx, outcome, name, Channel::Stream, &key)
+}
+
+/// Announce a write made from inside a step, or — when the execution no longer owns the
+/// workflow and nothing was written — halt it and return why, to the step body.
+fn announce_from_step(
+    ctx: &WorkflowContext,
+    outcome: RecordOutcome,
+    name: &str,
+    channel: Channel,
+    key: &str,
+) -> Result<()> {
+    ctx.settle(outcome, name)?;
+    ctx.rt.notifier.announce(channel, &ctx.workflow_id, key);
+    Ok(())
 }
 
 async fn append(
@@ -507,9 +629,11 @@ impl Reader {
             .store
             .run(GetWorkflow::of(&self.workflow_id))
             .await?;
-        Ok(match row.and_then(|r| r.status) {
-            Some(status) => status.is_terminal(),
-            None => true,
-        })
+        match row {
+            Some(row) => Ok(row.status.as_ref().is_some_and(WorkflowState::is_terminal)),
+            // As DBOS: reading the stream of a workflow that does not exist is an error, not
+            // an empty stream.
+            None => Err(Error::NotFound(self.workflow_id.clone())),
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 
-use super::runtime::{Runtime, now_ms};
+use super::runtime::{Interrupted, Interruption, Runtime, now_ms};
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
@@ -18,7 +18,26 @@ use crate::store::{Checkpoint, Op, RecordOutcome, RecordStep, StepRecord};
 
 tokio::task_local! {
     static CURRENT: Arc<WorkflowContext>;
-    static IN_STEP: bool;
+    static IN_STEP: StepFrame;
+}
+
+/// The step body running in this task: its operation id, and which attempt this is.
+struct StepFrame {
+    function_id: i32,
+    /// From 1; a retrying step moves it on before each attempt.
+    attempt: std::cell::Cell<u32>,
+}
+
+/// The operation id and attempt of the step body running in this task, if one is.
+pub(crate) fn current_step() -> Option<(i32, u32)> {
+    IN_STEP
+        .try_with(|frame| (frame.function_id, frame.attempt.get()))
+        .ok()
+}
+
+/// Record that the step body running in this task starts attempt `attempt`.
+pub(crate) fn set_step_attempt(attempt: u32) {
+    let _ = IN_STEP.try_with(|frame| frame.attempt.set(attempt));
 }
 
 /// One execution of one workflow.
@@ -39,21 +58,26 @@ pub(crate) struct WorkflowContext {
     /// drops a halted workflow's body only between step bodies (a step that is not
     /// cancellable finishes first).
     progress: tokio::sync::watch::Sender<Progress>,
-    /// Flips to `true` when the workflow is cancelled (or times out) while executing here.
-    cancelled: tokio::sync::watch::Receiver<bool>,
+    /// Set when the execution is interrupted here: the workflow was cancelled (or timed out),
+    /// taken over elsewhere, or the application is shutting down.
+    cancelled: Interrupted,
     /// The workflow's deadline, epoch milliseconds; inherited by its children.
     pub deadline_ms: Option<i64>,
+    /// The configured instance it runs as (`config_name`); inherited by its children.
+    pub instance: Option<String>,
 }
 
 impl WorkflowContext {
+    #[allow(clippy::too_many_arguments)] // one per part of an execution, each named at the call
     pub(crate) fn new(
         rt: Arc<Runtime>,
         workflow_id: String,
         name: &'static str,
         owner_xid: String,
         recorded: Vec<Checkpoint>,
-        cancelled: tokio::sync::watch::Receiver<bool>,
+        cancelled: Interrupted,
         deadline_ms: Option<i64>,
+        instance: Option<String>,
     ) -> Arc<Self> {
         Arc::new(Self {
             rt,
@@ -66,6 +90,7 @@ impl WorkflowContext {
             progress: tokio::sync::watch::Sender::new(Progress::default()),
             cancelled,
             deadline_ms,
+            instance,
         })
     }
 
@@ -75,16 +100,18 @@ impl WorkflowContext {
         let mut cancelled = self.cancelled.clone();
         tokio::select! {
             value = wait => Ok(value),
-            _ = cancelled.wait_for(|c| *c) => Err(self.halt(self.interruption())),
+            _ = cancelled.wait_for(Option::is_some) => Err(self.halt(self.interruption())),
         }
     }
 
-    /// Why an interruption happened: shutdown, or cancellation.
+    /// Why an interruption happened: shutdown, the workflow taken over, or cancellation.
     fn interruption(&self) -> Error {
         if self.rt.is_shutting_down() {
-            Error::Shutdown
-        } else {
-            Error::Cancelled(self.workflow_id.clone())
+            return Error::Shutdown;
+        }
+        match *self.cancelled.borrow() {
+            Some(Interruption::OwnershipLost) => Error::OwnershipLost(self.workflow_id.clone()),
+            _ => Error::Cancelled(self.workflow_id.clone()),
         }
     }
 
@@ -96,9 +123,15 @@ impl WorkflowContext {
     /// The workflow context of the calling task, unless the caller is inside a step (where
     /// durable operations are plain calls) or outside any workflow.
     pub(crate) fn current() -> Option<Arc<Self>> {
-        if IN_STEP.try_with(|in_step| *in_step).unwrap_or(false) {
+        if IN_STEP.try_with(|_| ()).is_ok() {
             return None;
         }
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
+    /// The workflow context of the calling task, in workflow code and in its step bodies
+    /// alike (for what code may read about where it runs: ids, state).
+    pub(crate) fn ambient() -> Option<Arc<Self>> {
         CURRENT.try_with(Arc::clone).ok()
     }
 
@@ -107,9 +140,13 @@ impl WorkflowContext {
         CURRENT.scope(self, body).await
     }
 
-    /// Run a step body: durable operations inside it are plain calls.
-    pub(crate) async fn step_scope<F: Future>(body: F) -> F::Output {
-        IN_STEP.scope(true, body).await
+    /// Run the body of step `function_id`: durable operations inside it are plain calls.
+    pub(crate) async fn step_scope<F: Future>(function_id: i32, body: F) -> F::Output {
+        let frame = StepFrame {
+            function_id,
+            attempt: std::cell::Cell::new(1),
+        };
+        IN_STEP.scope(frame, body).await
     }
 
     /// Hand out the next operation id.
@@ -162,7 +199,7 @@ impl WorkflowContext {
         if self.rt.is_shutting_down() {
             return Err(self.halt(Error::Shutdown));
         }
-        if *self.cancelled.borrow() {
+        if self.cancelled.borrow().is_some() {
             return Err(self.halt(self.interruption()));
         }
         Ok(())

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::context::{WorkflowContext, halting};
-use super::registry;
+use super::recovery::INTERNAL_QUEUE;
 use super::runtime::{Runtime, now_ms};
-use super::workflow::{WorkflowHandle, spawn_execution};
+use super::workflow::WorkflowHandle;
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
@@ -49,50 +49,32 @@ pub(crate) async fn cancel(
     Ok(cancelled)
 }
 
-/// Resume a cancelled or failed workflow here: it continues from its last checkpoint.
-/// Returns whether it was resumed (`false`: it is running or finished successfully).
+/// Resume a workflow as DBOS 3.4 does: unless it finished (`SUCCESS` or `ERROR`), it goes back
+/// on DBOS's internal queue with its recovery attempts reset, keeping its application version,
+/// and whichever process of that version dequeues it continues it from its last checkpoint
+/// (this one at once, if it can). Returns whether it was put back (`false`: it had finished).
 pub(crate) async fn resume(rt: &Arc<Runtime>, workflow_id: &str) -> Result<bool> {
-    // A cancelled execution may still be unwinding here; let it go before the new one starts.
+    // An execution still running here would race the resumed one: let it stop first.
     if let Some(mut slot) = rt.local_outcome(workflow_id) {
         rt.interrupt(workflow_id);
         let _ = slot.wait_for(Option::is_some).await;
     }
-    let owner = uuid::Uuid::new_v4().to_string();
     let resumed = rt
         .store
         .run(ResumeWorkflow {
             workflow_id: workflow_id.to_owned(),
-            executor_id: rt.executor_id.clone(),
-            app_version: rt.app_version.clone(),
-            new_owner: owner.clone(),
+            queue_name: INTERNAL_QUEUE.to_owned(),
             now_ms: now_ms(),
         })
         .await?;
-    let Some(resumed) = resumed else {
-        return match rt.store.run(GetWorkflow::of(workflow_id)).await? {
-            Some(_) => Ok(false),
-            None => Err(Error::NotFound(workflow_id.to_owned())),
-        };
-    };
-    let row = resumed.row;
-    let name = row.name.clone().unwrap_or_default();
-    let registration = registry::by_name(&name).ok_or(Error::NotRegistered(name))?;
-    let args = serialization::decode_inputs(
-        row.inputs.as_deref(),
-        row.serialization.as_deref(),
-        workflow_id,
-    )?;
-    let deadline = row.workflow_deadline_epoch_ms;
-    spawn_execution(
-        rt,
-        registration,
-        workflow_id.to_owned(),
-        owner,
-        args,
-        resumed.checkpoints,
-        deadline,
-    );
-    Ok(true)
+    match resumed {
+        None => Err(Error::NotFound(workflow_id.to_owned())),
+        Some(true) => {
+            rt.wake_dispatcher();
+            Ok(true)
+        }
+        Some(false) => Ok(false),
+    }
 }
 
 /// Whether a workflow has finished, checking this process first.

@@ -54,6 +54,11 @@ impl<E> NoConversion<E> for ConvertError<E> {
 }
 
 /// The parts of a `Result` type, so the macros can name a function's error type.
+#[diagnostic::on_unimplemented(
+    message = "a Cairn workflow or step must return `Result<T, E>`, not `{Self}`",
+    label = "not a `Result`",
+    note = "E is recorded when the function fails: `cairn::Error`, or your own error type deriving `serde::Serialize`, `serde::Deserialize` and implementing `Display`"
+)]
 pub trait ResultParts {
     /// The error type.
     type Err;

@@ -9,6 +9,8 @@ pub(crate) mod notify;
 pub(crate) mod recovery;
 pub(crate) mod registry;
 pub(crate) mod runtime;
+pub(crate) mod state;
 pub(crate) mod step;
 pub(crate) mod timer;
+pub(crate) mod watchdog;
 pub(crate) mod workflow;

@@ -95,6 +95,11 @@ impl Notifier {
     pub(crate) fn announce_all(&self) {
         self.anything.notify_waiters();
     }
+
+    /// Completes at the next [`Notifier::announce_all`] after it is first polled.
+    pub(crate) async fn changed(&self) {
+        self.anything.notified().await;
+    }
 }
 
 /// One waiter's interest in a key. Create the [`Subscription::notified`] future *before*

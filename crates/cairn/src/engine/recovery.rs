@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::registry;
 use super::runtime::{Runtime, now_ms};
 use super::step::encode_error;
-use super::workflow::spawn_execution;
+use super::workflow::{NewExecution, Origin, spawn_execution};
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
@@ -30,11 +30,49 @@ pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
         .await?;
     let mut resumed = Vec::with_capacity(reclaimed.len());
     for workflow in reclaimed {
-        if let Some(id) = execute_claimed(rt, &owner, workflow).await? {
+        if let Some(id) = execute_claimed(rt, &owner, workflow, Origin::Recovered).await? {
             resumed.push(id);
         }
     }
     Ok(resumed)
+}
+
+/// Log how many of this executor's `PENDING` workflows belong to other application versions.
+/// Recovery here leaves them alone (their code may have changed); they wait for a process of
+/// their version with this executor id, or for an operator to move them. Advisory: a failure
+/// to count is logged, not returned.
+pub(crate) async fn report_other_versions(rt: &Runtime) {
+    let count = crate::store::CountPendingElsewhere {
+        executor_id: rt.executor_id.clone(),
+        app_version: rt.app_version.clone(),
+        application_name: Some(rt.app_name.clone()),
+    };
+    let versions = match rt.store.run(count).await {
+        Ok(versions) => versions,
+        Err(error) => {
+            tracing::warn!(%error, "could not count the pending workflows of other application versions");
+            return;
+        }
+    };
+    let total: i64 = versions.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return;
+    }
+    let listed: Vec<String> = versions
+        .iter()
+        .map(|(version, n)| format!("{}: {n}", version.as_deref().unwrap_or("none")))
+        .collect();
+    tracing::warn!(
+        count = total,
+        executor_id = %rt.executor_id,
+        app_version = %rt.app_version,
+        other_versions = %listed.join(", "),
+        "{total} PENDING workflows of this executor belong to other application versions and are \
+         left alone. To finish them, run their version's code under this executor id until they \
+         drain; or cancel each and fork it onto this version \
+         (`dbos workflow fork <id> --step <n> --application-version {}`)",
+        rt.app_version
+    );
 }
 
 /// Execute a workflow this process has just claimed (by recovery or from a queue) under
@@ -44,6 +82,7 @@ pub(crate) async fn execute_claimed(
     rt: &Arc<Runtime>,
     owner: &str,
     workflow: Reclaimed,
+    origin: Origin,
 ) -> Result<Option<String>> {
     let row = workflow.row;
     let id = row.workflow_id.clone();
@@ -51,6 +90,15 @@ pub(crate) async fn execute_claimed(
         tracing::warn!(workflow_id = %id, name = ?row.name, "cannot run a workflow whose function is not registered in this program");
         return Ok(None);
     };
+    // Its state comes from its instance: left for a process that configures it (as DBOS).
+    let unconfigured = row
+        .config_name
+        .as_deref()
+        .filter(|i| !rt.state.has_instance(i));
+    if let Some(instance) = unconfigured {
+        tracing::warn!(workflow_id = %id, instance, "cannot run a workflow of an instance this program does not configure (CairnBuilder::instance_state)");
+        return Ok(None);
+    }
     let attempts = row.recovery_attempts.unwrap_or(0);
     if attempts > i64::from(registration.max_recovery_attempts) + 1 {
         tracing::error!(workflow_id = %id, attempts, "workflow exceeded its recovery attempts; moved to MAX_RECOVERY_ATTEMPTS_EXCEEDED");
@@ -73,17 +121,23 @@ pub(crate) async fn execute_claimed(
             return Ok(None);
         }
     };
-    tracing::info!(workflow_id = %id, name = registration.name, attempts, "executing claimed workflow");
-    let deadline = row.workflow_deadline_epoch_ms;
-    spawn_execution(
-        rt,
-        registration,
-        id.clone(),
-        owner.to_owned(),
+    let name = registration.name;
+    match origin {
+        Origin::Dequeued => {
+            tracing::info!(workflow_id = %id, name, queue = ?row.queue_name, attempts, "workflow dequeued")
+        }
+        _ => tracing::info!(workflow_id = %id, name, attempts, "workflow recovered"),
+    }
+    let execution = NewExecution {
+        workflow_id: id.clone(),
+        owner_xid: owner.to_owned(),
         args,
-        workflow.checkpoints,
-        deadline,
-    );
+        recorded: workflow.checkpoints,
+        deadline_ms: row.workflow_deadline_epoch_ms,
+        instance: row.config_name,
+        origin,
+    };
+    spawn_execution(rt, registration, execution);
     Ok(Some(id))
 }
 
@@ -122,6 +176,7 @@ pub(crate) async fn dispatch_internal_queue(rt: Arc<Runtime>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(INTERNAL_QUEUE_POLL) => {}
+            _ = rt.dispatch_requested() => {}
             _ = rt.shutdown_requested() => {}
         }
     }
@@ -140,7 +195,7 @@ async fn dispatch_once(rt: &Arc<Runtime>) -> Result<()> {
         limit: 100,
     };
     for workflow in rt.store.run(ClaimEnqueued(claim)).await? {
-        execute_claimed(rt, &owner, workflow).await?;
+        execute_claimed(rt, &owner, workflow, Origin::Dequeued).await?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
 use super::notify::Notifier;
+use super::state::AppState;
 use crate::error::PortableError;
 use crate::store::Store;
 
@@ -19,6 +20,38 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The applications launched in this process and not shut down, for direct workflow calls
+/// outside any workflow (which need an application to run on).
+static LAUNCHED: Mutex<Vec<std::sync::Weak<Runtime>>> = Mutex::new(Vec::new());
+
+/// Which applications a direct workflow call outside a workflow could run on.
+pub(crate) enum Launched {
+    /// None is launched: the call is a plain call of the function.
+    None,
+    /// Exactly one: the call runs as a durable workflow on it.
+    One(Arc<Runtime>),
+    /// Several: the call cannot choose.
+    Several,
+}
+
+/// Remember a launched application (until it shuts down).
+pub(crate) fn register_launched(rt: &Arc<Runtime>) {
+    let mut launched = LAUNCHED.lock().unwrap_or_else(|p| p.into_inner());
+    launched.retain(|weak| weak.strong_count() > 0);
+    launched.push(Arc::downgrade(rt));
+}
+
+/// The applications launched in this process that are not shutting down.
+pub(crate) fn launched() -> Launched {
+    let mut launched = LAUNCHED.lock().unwrap_or_else(|p| p.into_inner());
+    launched.retain(|weak| weak.upgrade().is_some_and(|rt| !rt.is_shutting_down()));
+    match launched.as_slice() {
+        [] => Launched::None,
+        [one] => one.upgrade().map_or(Launched::None, Launched::One),
+        _ => Launched::Several,
+    }
 }
 
 /// How a workflow executing in this process ended, as its local waiters learn it.
@@ -33,12 +66,43 @@ pub(crate) enum LocalOutcome {
 
 type OutcomeSlot = watch::Receiver<Option<LocalOutcome>>;
 
-/// A workflow executing in this process: where its outcome arrives, and how to stop it.
+/// Why an execution here was interrupted at its waits and cancellable steps (the first
+/// reason given stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interruption {
+    /// The workflow was cancelled (or timed out), here or by anyone in the database.
+    Cancelled,
+    /// The workflow is no longer this execution's: finished, resumed or claimed elsewhere.
+    OwnershipLost,
+    /// The application is shutting down; the workflow stays `PENDING` for recovery.
+    Shutdown,
+}
+
+/// Where an execution learns that it was interrupted, and why.
+pub(crate) type Interrupted = watch::Receiver<Option<Interruption>>;
+
+/// A workflow executing in this process: its ownership token, where its outcome arrives, and
+/// how to stop it.
 struct Running {
+    /// The token every write of this execution is guarded by.
+    owner: String,
     outcome: OutcomeSlot,
     abort: Option<AbortHandle>,
-    /// Flipped to `true` to interrupt the execution's waits and cancellable steps.
-    cancel: watch::Sender<bool>,
+    /// Set to interrupt the execution's waits and cancellable steps.
+    interrupt: watch::Sender<Option<Interruption>>,
+}
+
+impl Running {
+    /// Interrupt the execution for `reason`, unless it already was.
+    fn interrupt(&self, reason: Interruption) {
+        self.interrupt.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(reason);
+            }
+            first
+        });
+    }
 }
 
 /// The shared state of one launched application.
@@ -47,15 +111,22 @@ pub(crate) struct Runtime {
     pub app_name: String,
     pub executor_id: String,
     pub app_version: String,
+    /// The values given to the builder, for `cairn::state`.
+    pub state: AppState,
     /// Wake-ups for durable waits.
     pub notifier: Arc<Notifier>,
     shutting_down: AtomicBool,
     /// Workflows executing in this process, by id, with the channel their outcome arrives on.
-    running: Mutex<HashMap<String, Running>>,
+    /// The last execution of an id is its current one; any before it were superseded (the
+    /// workflow was claimed again, here) and are unwinding.
+    running: Mutex<HashMap<String, Vec<Running>>>,
     in_flight: AtomicUsize,
     idle: Notify,
     /// Woken when shutdown begins, for background loops.
     shutdown: Notify,
+    /// Woken when this process put work on DBOS's internal queue (a resume), so the
+    /// dispatcher claims it now rather than at its next poll.
+    dispatch: Notify,
 }
 
 impl Runtime {
@@ -64,18 +135,21 @@ impl Runtime {
         app_name: String,
         executor_id: String,
         app_version: String,
+        state: AppState,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             app_name,
             executor_id,
             app_version,
+            state,
             notifier: Arc::new(Notifier::default()),
             shutting_down: AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             shutdown: Notify::new(),
+            dispatch: Notify::new(),
         })
     }
 
@@ -85,6 +159,16 @@ impl Runtime {
         if !self.is_shutting_down() {
             notified.await;
         }
+    }
+
+    /// Ask the internal-queue dispatcher to look now (a permit is kept if it is busy).
+    pub(crate) fn wake_dispatcher(&self) {
+        self.dispatch.notify_one();
+    }
+
+    /// Completes when [`Runtime::wake_dispatcher`] was called.
+    pub(crate) async fn dispatch_requested(&self) {
+        self.dispatch.notified().await;
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -97,66 +181,120 @@ impl Runtime {
         self.store.stop_retrying();
         self.shutdown.notify_waiters();
         // Waiting workflows stop at their wait; they stay PENDING for the next launch.
-        for running in self.running().values() {
-            running.cancel.send_replace(true);
+        for running in self.running().values().flatten() {
+            running.interrupt(Interruption::Shutdown);
         }
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Running>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register a workflow about to execute here; its outcome is published on the sender.
-    pub(crate) fn track(self: &Arc<Self>, workflow_id: &str) -> (Execution, watch::Receiver<bool>) {
+    /// The current execution of a workflow here, if any.
+    fn current<'a>(
+        running: &'a HashMap<String, Vec<Running>>,
+        workflow_id: &str,
+    ) -> Option<&'a Running> {
+        running
+            .get(workflow_id)
+            .and_then(|executions| executions.last())
+    }
+
+    /// Register a workflow about to execute here under the ownership token `owner`; its
+    /// outcome is published on the sender. An earlier execution of the same workflow still
+    /// here is superseded (the workflow was claimed again, so it is no longer that one's):
+    /// it is interrupted and left to unwind.
+    pub(crate) fn track(
+        self: &Arc<Self>,
+        workflow_id: &str,
+        owner: &str,
+    ) -> (Execution, Interrupted) {
         let (sender, receiver) = watch::channel(None);
-        let (cancel, cancelled) = watch::channel(false);
+        let (interrupt, interrupted) = watch::channel(None);
         let running = Running {
+            owner: owner.to_owned(),
             outcome: receiver,
             abort: None,
-            cancel,
+            interrupt,
         };
-        self.running().insert(workflow_id.to_owned(), running);
+        {
+            let mut all = self.running();
+            let executions = all.entry(workflow_id.to_owned()).or_default();
+            for earlier in executions.iter() {
+                earlier.interrupt(Interruption::OwnershipLost);
+            }
+            executions.push(running);
+        }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let execution = Execution {
             rt: Arc::clone(self),
             workflow_id: workflow_id.to_owned(),
+            owner: owner.to_owned(),
             sender,
         };
-        (execution, cancelled)
+        (execution, interrupted)
     }
 
-    /// Interrupt a workflow executing here at its current wait or cancellable step.
+    /// Interrupt a workflow executing here (every execution of it) at its current wait or
+    /// cancellable step: it was cancelled.
     pub(crate) fn interrupt(&self, workflow_id: &str) {
-        if let Some(running) = self.running().get(workflow_id) {
-            running.cancel.send_replace(true);
+        for running in self.running().get(workflow_id).into_iter().flatten() {
+            running.interrupt(Interruption::Cancelled);
         }
     }
 
-    /// The outcome channel and the interruption flag of a workflow executing here, if it is.
-    pub(crate) fn local_execution(
-        &self,
-        workflow_id: &str,
-    ) -> Option<(OutcomeSlot, watch::Receiver<bool>)> {
-        self.running()
+    /// Interrupt the execution of `workflow_id` holding `owner` for `reason`, if it is still
+    /// here (not one that took its place since).
+    pub(crate) fn interrupt_execution(&self, workflow_id: &str, owner: &str, reason: Interruption) {
+        let running = self.running();
+        let found = running
             .get(workflow_id)
-            .map(|r| (r.outcome.clone(), r.cancel.subscribe()))
+            .into_iter()
+            .flatten()
+            .find(|r| r.owner == owner);
+        if let Some(running) = found {
+            running.interrupt(reason);
+        }
+    }
+
+    /// The workflows executing here that have not been interrupted, each with its
+    /// execution's ownership token (what the watchdog checks against the database).
+    pub(crate) fn uninterrupted_executions(&self) -> Vec<(String, String)> {
+        self.running()
+            .iter()
+            .flat_map(|(id, executions)| executions.iter().map(move |r| (id, r)))
+            .filter(|(_, r)| r.interrupt.borrow().is_none())
+            .map(|(id, r)| (id.clone(), r.owner.clone()))
+            .collect()
+    }
+
+    /// The outcome channel and the interruption flag of a workflow executing here, if it is.
+    pub(crate) fn local_execution(&self, workflow_id: &str) -> Option<(OutcomeSlot, Interrupted)> {
+        Self::current(&self.running(), workflow_id)
+            .map(|r| (r.outcome.clone(), r.interrupt.subscribe()))
     }
 
     /// The outcome channel of a workflow executing in this process, if it is.
     pub(crate) fn local_outcome(&self, workflow_id: &str) -> Option<OutcomeSlot> {
-        self.running().get(workflow_id).map(|r| r.outcome.clone())
+        Self::current(&self.running(), workflow_id).map(|r| r.outcome.clone())
     }
 
-    /// Remember how to abort a tracked workflow's task.
-    pub(crate) fn set_abort(&self, workflow_id: &str, abort: AbortHandle) {
-        if let Some(running) = self.running().get_mut(workflow_id) {
+    /// Remember how to abort the task of a tracked execution.
+    pub(crate) fn set_abort(&self, workflow_id: &str, owner: &str, abort: AbortHandle) {
+        let mut running = self.running();
+        let found = running
+            .get_mut(workflow_id)
+            .into_iter()
+            .flatten()
+            .find(|r| r.owner == owner);
+        if let Some(running) = found {
             running.abort = Some(abort);
         }
     }
 
     /// Abort every workflow task still executing here (they stay `PENDING` for recovery).
     pub(crate) fn abort_all(&self) {
-        for running in self.running().values() {
+        for running in self.running().values().flatten() {
             if let Some(abort) = &running.abort {
                 abort.abort();
             }
@@ -190,6 +328,8 @@ impl Runtime {
 pub(crate) struct Execution {
     rt: Arc<Runtime>,
     workflow_id: String,
+    /// Its ownership token, which tells it from other executions of the same workflow.
+    owner: String,
     sender: watch::Sender<Option<LocalOutcome>>,
 }
 
@@ -202,7 +342,15 @@ impl Execution {
 
 impl Drop for Execution {
     fn drop(&mut self) {
-        self.rt.running().remove(&self.workflow_id);
+        {
+            let mut running = self.rt.running();
+            if let Some(executions) = running.get_mut(&self.workflow_id) {
+                executions.retain(|r| r.owner != self.owner);
+                if executions.is_empty() {
+                    running.remove(&self.workflow_id);
+                }
+            }
+        }
         if self.sender.borrow().is_none() {
             self.sender.send_replace(Some(LocalOutcome::Interrupted));
         }

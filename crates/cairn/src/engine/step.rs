@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use super::context::WorkflowContext;
 use super::runtime::now_ms;
@@ -149,8 +150,11 @@ impl StepCall {
         let Some((ctx, function_id)) = self.target else {
             return body.await;
         };
+        let span = step_span(self.name, &ctx, function_id);
         let body = async { (catch_panic(body).await, None) };
-        checkpointed(self.name, ctx, function_id, body, false, convert).await
+        checkpointed(self.name, ctx, function_id, body, false, convert)
+            .instrument(span)
+            .await
     }
 
     /// Run a step body with options (retries, per-attempt timeout, cancellable), retrying
@@ -168,15 +172,8 @@ impl StepCall {
         F: Future<Output = Result<T, E>>,
     {
         let cancellable = options.cancellable;
-        let in_workflow = self.target.is_some();
-        let attempts = attempts(
-            self.name,
-            options,
-            convert,
-            in_workflow,
-            should_retry,
-            attempt,
-        );
+        let workflow = self.target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+        let attempts = attempts(self.name, options, convert, workflow, should_retry, attempt);
         let Some((ctx, function_id)) = self.target else {
             return match (attempts.await.0, convert) {
                 (Ok(result), _) => result,
@@ -188,8 +185,22 @@ impl StepCall {
                 }
             };
         };
-        checkpointed(self.name, ctx, function_id, attempts, cancellable, convert).await
+        let span = step_span(self.name, &ctx, function_id);
+        checkpointed(self.name, ctx, function_id, attempts, cancellable, convert)
+            .instrument(span)
+            .await
     }
+}
+
+/// The span of a step called from a workflow. `attempt` counts up as a retrying step retries.
+fn step_span(name: &'static str, ctx: &WorkflowContext, function_id: i32) -> tracing::Span {
+    tracing::info_span!(
+        "step",
+        workflow_id = %ctx.workflow_id,
+        name,
+        function_id,
+        attempt = 1u32
+    )
 }
 
 /// Run a step's body (unless replaying) and checkpoint its outcome before returning it. An
@@ -220,18 +231,21 @@ where
         };
     }
     let started = now_ms();
-    let running = async {
-        let _running = ctx.step_running();
-        WorkflowContext::step_scope(body).await
-    };
+    // Counted as running until its outcome is recorded, so a halted workflow is dropped only
+    // after a step that finished has been recorded.
+    let running = ctx.step_running();
+    let body = WorkflowContext::step_scope(function_id, body);
     let outcome = if cancellable {
         // A cancellation interrupts the body itself; nothing is recorded.
-        match ctx.interruptible(running).await {
+        match ctx.interruptible(body).await {
             Ok(outcome) => outcome,
-            Err(_) => return stop().await,
+            Err(_) => {
+                drop(running);
+                return stop().await;
+            }
         }
     } else {
-        running.await
+        body.await
     };
     let (outcome, exhausted) = outcome;
     let mut record = ctx.step_record(function_id, name, started);
@@ -286,9 +300,12 @@ where
         record.error = Some(encode_error(&failure.to_portable()));
         let _ = ctx.record(record).await;
         ctx.halt(failure);
+        drop(running);
         return stop().await;
     }
-    if ctx.record(record).await.is_err() {
+    let recorded = ctx.record(record).await;
+    drop(running);
+    if recorded.is_err() {
         return stop().await;
     }
     match settled {
@@ -311,12 +328,12 @@ enum Settled<T, E> {
 /// The attempts of a retrying step: each attempt's own error is retried while `should_retry`
 /// allows and attempts remain; the last one's is the outcome. Inside a workflow a panic or a
 /// timed-out attempt counts as a failed attempt too; outside one, panics propagate and the
-/// timeout applies only where it converts into `E`.
+/// timeout applies only where it converts into `E`. `workflow` is the calling workflow, if any.
 async fn attempts<T, E, F>(
     name: &'static str,
     options: StepOptions,
     convert: Convert<E>,
-    in_workflow: bool,
+    workflow: Option<Arc<WorkflowContext>>,
     should_retry: impl Fn(&E) -> bool,
     mut attempt: impl FnMut() -> F,
 ) -> Attempt<T, E>
@@ -324,6 +341,10 @@ where
     E: DurableError,
     F: Future<Output = Result<T, E>>,
 {
+    let in_workflow = workflow.is_some();
+    let workflow_id = workflow
+        .as_deref()
+        .map(|ctx| tracing::field::display(ctx.workflow_id.as_str()));
     let timeout = options.timeout.filter(|_| in_workflow || convert.is_some());
     let mut tries = 1;
     loop {
@@ -356,7 +377,7 @@ where
         };
         if tries >= options.max_attempts {
             if tries > 1 {
-                tracing::warn!(step = name, attempts = tries, error = %failure, "step failed on every attempt");
+                tracing::warn!(workflow_id, step = name, attempts = tries, error = %failure, "step failed on every attempt");
             }
             return match outcome {
                 // A failure of Cairn's on the last of several attempts: say so.
@@ -372,9 +393,14 @@ where
             };
         }
         let wait = options.delay_after(tries);
-        tracing::warn!(step = name, attempt = tries, error = %failure, "step failed; retrying in {wait:?}");
+        tracing::warn!(workflow_id, step = name, attempt = tries, error = %failure, "step failed; retrying in {wait:?}");
         tokio::time::sleep(wait).await;
         tries += 1;
+        if in_workflow {
+            // The current span is this step's (see `step_span`).
+            tracing::Span::current().record("attempt", tries);
+            super::context::set_step_attempt(tries);
+        }
     }
 }
 

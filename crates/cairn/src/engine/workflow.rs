@@ -1,7 +1,6 @@
 //! Starting workflows, executing them, and waiting for their outcome.
 
 use std::any::TypeId;
-use std::fmt::Display;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -11,24 +10,32 @@ use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::context::{WorkflowContext, halting};
-use super::registry::{self, WorkflowRegistration};
-use super::runtime::{LocalOutcome, Runtime, now_ms};
+use super::registry::{self, WorkflowFuture, WorkflowRegistration};
+use super::runtime::{Launched, LocalOutcome, Runtime, now_ms};
 use super::step::{Convert, encode_error};
 use crate::error::{DurableError, Error, PortableError, Result};
 use crate::serialization;
 use crate::status::{WorkflowState, WorkflowStatus};
 use crate::store::{
-    CancelWorkflows, CompleteWorkflow, GetWorkflow, InsertOutcome, InsertWorkflow, NewWorkflow,
-    RecordOutcome, StartChild,
+    CancelWorkflows, Checkpoint, CompleteWorkflow, GetWorkflow, InsertOutcome, InsertWorkflow,
+    NewWorkflow, RecordOutcome, StartChild,
 };
 
 /// A function annotated with `#[cairn::workflow]`, seen through its argument types.
 ///
-/// Implemented for every async function of up to eight arguments; `Marker` is the tuple of
-/// argument types and is inferred. `Args` is the single argument itself, `()` for none, or a
-/// tuple for two or more: `app.start(checkout, 42)`, `app.start(transfer, (from, to, 100))`.
+/// Implemented for every `#[cairn::workflow]` function of up to eight arguments (it returns a
+/// [`WorkflowFuture`], which only the macro's functions do, so passing any other function to
+/// `start` is a compile error); `Marker` is the tuple of argument types and is inferred.
+/// `Args` is the single argument itself, `()` for none, or a tuple for two or more:
+/// `app.start(checkout, 42)`, `app.start(transfer, (from, to, 100))`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[cairn::workflow]` function",
+    label = "not a workflow",
+    note = "annotate the function with #[cairn::workflow] (workflows take up to eight arguments)"
+)]
 pub trait WorkflowFn<Marker>: Copy + Send + Sync + 'static {
     /// The arguments, as passed to `start`.
     type Args: Send;
@@ -44,7 +51,7 @@ macro_rules! impl_workflow_fn {
         impl<Func, Fut, T, E, $($arg),*> WorkflowFn<($($arg,)*)> for Func
         where
             Func: Fn($($arg),*) -> Fut + Copy + Send + Sync + 'static,
-            Fut: Future<Output = std::result::Result<T, E>>,
+            Fut: WorkflowFuture<Output = std::result::Result<T, E>>,
             T: Serialize + DeserializeOwned + Send + 'static,
             $($arg: Serialize + Send,)*
         {
@@ -99,6 +106,12 @@ pub struct StartOptions {
     /// runs by then (the deadline is recorded). Its children inherit the deadline.
     /// Default: none.
     pub timeout: Option<Duration>,
+    /// The configured instance the workflow runs as (recorded as DBOS's `config_name`): its
+    /// code gets that instance's values from [`cairn::state`](crate::state), here and after
+    /// recovery. The instance must be configured with
+    /// [`CairnBuilder::instance_state`](crate::CairnBuilder::instance_state). Default: none
+    /// for a top-level workflow; a child runs as its parent's instance.
+    pub instance: Option<String>,
 }
 
 impl StartOptions {
@@ -118,6 +131,41 @@ impl StartOptions {
         self.timeout = Some(timeout);
         self
     }
+
+    /// Set [`StartOptions::instance`].
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+}
+
+/// Refuse an instance this process does not configure: it could not give the workflow its
+/// state, nor recover it.
+fn check_instance(rt: &Runtime, instance: &str) -> Result<()> {
+    // `config_name` is a `varchar(255)` in DBOS's Postgres schema.
+    if instance.is_empty() || instance.chars().count() > 255 {
+        return Err(Error::InvalidArgument {
+            argument: "instance",
+            reason: "must be 1 to 255 characters long".to_owned(),
+        });
+    }
+    if !rt.state.has_instance(instance) {
+        return Err(Error::InvalidArgument {
+            argument: "instance",
+            reason: format!(
+                "no instance `{instance}` is configured; configure it with \
+                 `Cairn::builder(..).instance_state(\"{instance}\", value)`"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// What a start did: the workflow's id, and whether this call created it (`false`: the id
+/// existed, and nothing new runs).
+pub(crate) struct Started {
+    pub workflow_id: String,
+    pub created: bool,
 }
 
 /// Start a workflow from outside any workflow: insert it, and execute it here if it is new.
@@ -126,7 +174,7 @@ pub(crate) async fn start_top_level(
     registration: &'static WorkflowRegistration,
     args: Vec<Value>,
     options: StartOptions,
-) -> Result<String> {
+) -> Result<Started> {
     if rt.is_shutting_down() {
         return Err(Error::Shutdown);
     }
@@ -137,7 +185,10 @@ pub(crate) async fn start_top_level(
         }
         None => uuid::Uuid::new_v4().to_string(),
     };
-    let new = new_workflow(
+    if let Some(instance) = &options.instance {
+        check_instance(rt, instance)?;
+    }
+    let mut new = new_workflow(
         rt,
         registration,
         &workflow_id,
@@ -146,20 +197,25 @@ pub(crate) async fn start_top_level(
         options.timeout,
         None,
     )?;
+    new.config_name = options.instance;
     let inserted = rt.store.run(InsertWorkflow(new.clone())).await?;
-    execute_if_new(rt, registration, new, args, inserted)?;
-    Ok(workflow_id)
+    let created = execute_if_new(rt, registration, new, args, inserted, Origin::Started)?;
+    Ok(Started {
+        workflow_id,
+        created,
+    })
 }
 
 /// Start a child workflow as the parent's operation `function_id`: the child's rows and the
 /// parent's checkpoint commit together, so across replays the child starts exactly once.
+/// `created` is whether this call inserted the child (`false` on replay).
 pub(crate) async fn start_child(
     parent: &Arc<WorkflowContext>,
     function_id: i32,
     registration: &'static WorkflowRegistration,
     args: Vec<Value>,
     options: StartOptions,
-) -> Result<String> {
+) -> Result<Started> {
     parent.check_running()?;
     let workflow_id = match options.workflow_id {
         Some(id) => {
@@ -170,10 +226,17 @@ pub(crate) async fn start_child(
     };
     if let Some(checkpoint) = parent.recorded(function_id) {
         parent.check_name(checkpoint, registration.name)?;
-        return Ok(checkpoint.child_workflow_id.clone().unwrap_or(workflow_id));
+        let workflow_id = checkpoint.child_workflow_id.clone().unwrap_or(workflow_id);
+        return Ok(Started {
+            workflow_id,
+            created: false,
+        });
     }
     let rt = &parent.rt;
-    let new = new_workflow(
+    if let Some(instance) = &options.instance {
+        check_instance(rt, instance)?;
+    }
+    let mut new = new_workflow(
         rt,
         registration,
         &workflow_id,
@@ -182,6 +245,7 @@ pub(crate) async fn start_child(
         options.timeout,
         parent.deadline_ms,
     )?;
+    new.config_name = options.instance.or_else(|| parent.instance.clone());
     let mut record = parent.step_record(function_id, registration.name, now_ms());
     record.child_workflow_id = Some(workflow_id.clone());
     let start = StartChild {
@@ -194,37 +258,48 @@ pub(crate) async fn start_child(
     };
     if let RecordOutcome::Duplicate(existing) = &recorded {
         parent.check_name(existing, registration.name)?;
-        return Ok(existing.child_workflow_id.clone().unwrap_or(workflow_id));
+        let workflow_id = existing.child_workflow_id.clone().unwrap_or(workflow_id);
+        return Ok(Started {
+            workflow_id,
+            created: false,
+        });
     }
     parent.settle(recorded, registration.name)?;
-    execute_if_new(rt, registration, new, args, inserted)?;
-    Ok(workflow_id)
+    let created = execute_if_new(rt, registration, new, args, inserted, Origin::Child)?;
+    Ok(Started {
+        workflow_id,
+        created,
+    })
 }
 
-/// Execute a workflow here if its insert created it; an existing id must be the same workflow
-/// (it is not run again: it is running, finished, or left for recovery).
+/// Execute a workflow here if its insert created it, and say whether it did; an existing id
+/// must be the same workflow (it is not run again: it is running, finished, or left for
+/// recovery).
 fn execute_if_new(
     rt: &Arc<Runtime>,
     registration: &'static WorkflowRegistration,
     new: NewWorkflow,
     args: Vec<Value>,
     inserted: InsertOutcome,
-) -> Result<()> {
+    origin: Origin,
+) -> Result<bool> {
     match inserted {
         InsertOutcome::Inserted => {
-            let deadline = new.deadline_epoch_ms;
-            spawn_execution(
-                rt,
-                registration,
-                new.id,
-                new.creator_xid,
+            let execution = NewExecution {
+                workflow_id: new.id,
+                owner_xid: new.creator_xid,
                 args,
-                Vec::new(),
-                deadline,
-            );
-            Ok(())
+                recorded: Vec::new(),
+                deadline_ms: new.deadline_epoch_ms,
+                instance: new.config_name,
+                origin,
+            };
+            spawn_execution(rt, registration, execution);
+            Ok(true)
         }
-        InsertOutcome::Existing { name, .. } => check_same_workflow(&new.id, name, registration),
+        InsertOutcome::Existing { name, .. } => {
+            check_same_workflow(&new.id, name, registration).map(|()| false)
+        }
     }
 }
 
@@ -284,6 +359,7 @@ fn new_workflow(
         parent_workflow_id,
         timeout_ms,
         deadline_epoch_ms,
+        config_name: None,
         now_ms: now,
     })
 }
@@ -303,17 +379,81 @@ fn check_same_workflow(
     }
 }
 
-/// Execute a workflow in this process as a task of its own.
+/// Why an execution starts in this process: its span's `origin` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A new top-level workflow this process just inserted.
+    Started,
+    /// A new child workflow, started by a workflow executing here.
+    Child,
+    /// An unfinished workflow of this executor, reclaimed by recovery.
+    Recovered,
+    /// A workflow claimed from a queue (a resume or a fork goes through DBOS's internal queue).
+    Dequeued,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Started => "start",
+            Origin::Child => "child",
+            Origin::Recovered => "recovery",
+            Origin::Dequeued => "queue",
+        }
+    }
+}
+
+/// An execution to start in this process.
+pub(crate) struct NewExecution {
+    pub workflow_id: String,
+    /// The ownership token every write of the execution is guarded by.
+    pub owner_xid: String,
+    /// The workflow's positional arguments.
+    pub args: Vec<Value>,
+    /// Checkpoints recorded by earlier executions (none for a new workflow).
+    pub recorded: Vec<Checkpoint>,
+    /// The workflow's deadline, epoch milliseconds.
+    pub deadline_ms: Option<i64>,
+    /// The instance it runs as (`config_name`).
+    pub instance: Option<String>,
+    pub origin: Origin,
+}
+
+/// Execute a workflow in this process as a task of its own, inside a `workflow` span. A
+/// child's span nests under its parent's; any other execution's span is a root that follows
+/// from the caller's, so a caller's span (a request's) need not stay open while it runs.
 pub(crate) fn spawn_execution(
     rt: &Arc<Runtime>,
     registration: &'static WorkflowRegistration,
-    workflow_id: String,
-    owner_xid: String,
-    args: Vec<Value>,
-    recorded: Vec<crate::store::Checkpoint>,
-    deadline_ms: Option<i64>,
+    execution: NewExecution,
 ) {
-    let (execution, cancelled) = rt.track(&workflow_id);
+    let NewExecution {
+        workflow_id,
+        owner_xid,
+        args,
+        recorded,
+        deadline_ms,
+        instance,
+        origin,
+    } = execution;
+    let caller = tracing::Span::current();
+    let parent = if origin == Origin::Child {
+        caller.id()
+    } else {
+        None
+    };
+    let span = tracing::info_span!(
+        parent: parent.clone(),
+        "workflow",
+        workflow_id = %workflow_id,
+        name = registration.name,
+        origin = origin.as_str(),
+    );
+    if parent.is_none() {
+        span.follows_from(&caller);
+    }
+    let (execution, cancelled) = rt.track(&workflow_id, &owner_xid);
+    let owner = owner_xid.clone();
     let ctx = WorkflowContext::new(
         Arc::clone(rt),
         workflow_id.clone(),
@@ -322,12 +462,20 @@ pub(crate) fn spawn_execution(
         recorded,
         cancelled,
         deadline_ms,
+        instance,
     );
-    let task = tokio::spawn(async move {
-        let outcome = execute(&ctx, registration, args).await;
-        execution.publish(outcome);
-    });
-    rt.set_abort(&workflow_id, task.abort_handle());
+    let task = tokio::spawn(
+        async move {
+            // Recovered and dequeued executions are logged where they are claimed.
+            if matches!(origin, Origin::Started | Origin::Child) {
+                tracing::debug!(workflow_id = %ctx.workflow_id, name = ctx.name, "workflow started");
+            }
+            let outcome = execute(&ctx, registration, args).await;
+            execution.publish(outcome);
+        }
+        .instrument(span),
+    );
+    rt.set_abort(&workflow_id, &owner, task.abort_handle());
 }
 
 /// Run the body and write its outcome; a panic is the workflow's error, an interruption
@@ -368,7 +516,7 @@ async fn execute(
     }
     let outcome = match (halt, outcome) {
         (Some(halt), _) if halt.is_interruption() => {
-            tracing::debug!(workflow_id = %ctx.workflow_id, name = ctx.name, reason = %halt, "workflow execution stopped");
+            log_interruption(ctx, &halt);
             return LocalOutcome::Interrupted;
         }
         (Some(halt), _) => Err(halt.to_portable()),
@@ -389,12 +537,53 @@ async fn execute(
         now_ms: now_ms(),
     };
     match ctx.rt.store.run(CompleteWorkflow(completion)).await {
-        Ok(true) => LocalOutcome::Finished(outcome),
-        Ok(false) => LocalOutcome::Interrupted,
+        Ok(true) => {
+            log_outcome(ctx, &outcome);
+            LocalOutcome::Finished(outcome)
+        }
+        Ok(false) => {
+            // Not ours to complete any more: cancelled (seen here) or settled elsewhere.
+            match ctx.check_running() {
+                Err(reason) if reason.is_interruption() => log_interruption(ctx, &reason),
+                _ => {
+                    tracing::debug!(workflow_id = %ctx.workflow_id, name = ctx.name, "workflow outcome not recorded: the workflow was settled elsewhere")
+                }
+            }
+            LocalOutcome::Interrupted
+        }
         Err(error) => {
             tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not record the workflow's outcome; it stays PENDING for recovery");
             LocalOutcome::Interrupted
         }
+    }
+}
+
+/// The line for a finished workflow. Success is `debug`: at a thousand workflows a second,
+/// `info` lines for every start and success would drown the ones that need attention.
+fn log_outcome(ctx: &WorkflowContext, outcome: &Result<String, PortableError>) {
+    match outcome {
+        Ok(_) => {
+            tracing::debug!(workflow_id = %ctx.workflow_id, name = ctx.name, "workflow succeeded");
+        }
+        Err(error) => tracing::warn!(
+            workflow_id = %ctx.workflow_id,
+            name = ctx.name,
+            error = %format_args!("{}: {}", error.name, error.message),
+            "workflow failed"
+        ),
+    }
+}
+
+/// The line for an execution that stopped without recording an outcome: cancelled, taken
+/// over by another execution, or stopped by shutdown (it stays `PENDING` for recovery).
+fn log_interruption(ctx: &WorkflowContext, reason: &Error) {
+    let (workflow_id, name) = (&ctx.workflow_id, ctx.name);
+    match reason {
+        Error::Cancelled(_) => tracing::info!(%workflow_id, name, "workflow cancelled"),
+        Error::OwnershipLost(_) => {
+            tracing::info!(%workflow_id, name, "workflow taken over by another execution; stopped here")
+        }
+        _ => tracing::debug!(%workflow_id, name, reason = %reason, "workflow execution stopped"),
     }
 }
 
@@ -405,7 +594,11 @@ async fn cancel_timed_out(ctx: &WorkflowContext) {
         now_ms: now_ms(),
     };
     match ctx.rt.store.run(cancel).await {
-        Ok(_) => tracing::info!(workflow_id = %ctx.workflow_id, "workflow timed out; cancelled"),
+        // Logged once, by whichever of the deadline and the executor cancels it.
+        Ok(cancelled) if cancelled.is_empty() => {}
+        Ok(_) => {
+            tracing::info!(workflow_id = %ctx.workflow_id, name = ctx.name, "workflow timed out; cancelled")
+        }
         Err(error) => {
             tracing::error!(workflow_id = %ctx.workflow_id, %error, "could not cancel a timed-out workflow")
         }
@@ -437,7 +630,7 @@ pub(crate) async fn wait_outcome(rt: &Arc<Runtime>, workflow_id: &str) -> Result
             .filter(|_| !interrupted_here);
         if let Some((mut slot, mut interrupted)) = local {
             let wait_interrupt = async {
-                let _ = interrupted.wait_for(|i| *i).await;
+                let _ = interrupted.wait_for(Option::is_some).await;
             };
             let outcome = tokio::select! {
                 outcome = slot.wait_for(Option::is_some) => outcome.ok().and_then(|o| o.clone()),
@@ -541,6 +734,7 @@ fn decode_outcome<T: DeserializeOwned>(workflow_id: &str, outcome: Outcome) -> R
 pub struct WorkflowHandle<T> {
     workflow_id: String,
     rt: Arc<Runtime>,
+    created: bool,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -549,6 +743,7 @@ impl<T> Clone for WorkflowHandle<T> {
         Self {
             workflow_id: self.workflow_id.clone(),
             rt: Arc::clone(&self.rt),
+            created: self.created,
             _output: PhantomData,
         }
     }
@@ -558,6 +753,7 @@ impl<T> std::fmt::Debug for WorkflowHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkflowHandle")
             .field("workflow_id", &self.workflow_id)
+            .field("created", &self.created)
             .finish()
     }
 }
@@ -567,13 +763,31 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
         Self {
             workflow_id,
             rt,
+            created: false,
             _output: PhantomData,
+        }
+    }
+
+    /// A handle from a start, which knows whether the start created the workflow.
+    pub(crate) fn started(rt: Arc<Runtime>, started: Started) -> Self {
+        Self {
+            created: started.created,
+            ..Self::new(rt, started.workflow_id)
         }
     }
 
     /// The workflow's id.
     pub fn id(&self) -> &str {
         &self.workflow_id
+    }
+
+    /// Whether the call that returned this handle created the workflow. `false` when a start
+    /// found its id taken (a retry of the same request, or another request that chose the
+    /// same id: the existing workflow is returned and nothing new runs), for a handle from
+    /// [`Cairn::retrieve`](crate::Cairn::retrieve), and inside a workflow when a child start
+    /// is replayed (an earlier execution created the child).
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     pub(crate) fn runtime(&self) -> &Arc<Runtime> {
@@ -598,12 +812,22 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
     /// Wait for the workflow to finish and return its output, or its error as
     /// [`Error::Application`] (also [`Error::Cancelled`], [`Error::MaxRecoveryAttemptsExceeded`]).
     pub fn result(&self) -> impl Future<Output = Result<T>> + Send + 'static {
-        let rt = Arc::clone(&self.rt);
-        let workflow_id = self.workflow_id.clone();
         let caller = WorkflowContext::current().map(|ctx| {
             let id = ctx.next_id();
             (ctx, id)
         });
+        result_of(Arc::clone(&self.rt), self.workflow_id.clone(), caller)
+    }
+}
+
+/// A workflow's result; inside a workflow (`caller`: its context and the operation id taken
+/// for it, at call time) recorded as `DBOS.getResult`.
+pub(crate) fn result_of<T: DeserializeOwned + Send + 'static>(
+    rt: Arc<Runtime>,
+    workflow_id: String,
+    caller: Option<(Arc<WorkflowContext>, i32)>,
+) -> impl Future<Output = Result<T>> + Send + 'static {
+    {
         let halted = caller.as_ref().map(|(ctx, _)| Arc::clone(ctx));
         halting(halted, async move {
             let Some((ctx, function_id)) = caller else {
@@ -636,7 +860,20 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
 #[doc(hidden)]
 pub struct WorkflowCall<W> {
     child: Option<ChildStart>,
+    /// Outside any workflow (and not in a step): the application the call runs on, if one is
+    /// launched, and the arguments.
+    outside: Outside,
     _workflow: PhantomData<W>,
+}
+
+/// Where a direct call outside any workflow runs.
+enum Outside {
+    /// Inside a workflow or a step, or with no application launched: no durable start.
+    Plain,
+    /// On the one launched application, with these arguments.
+    On(Arc<Runtime>, Result<Vec<Value>>),
+    /// Several applications are launched: which one is ambiguous.
+    Ambiguous,
 }
 
 struct ChildStart {
@@ -648,17 +885,35 @@ struct ChildStart {
 impl<W: 'static> WorkflowCall<W> {
     /// Take the operation id now (at call time) if called from a workflow.
     pub fn begin(_workflow: W, encode: impl FnOnce(&str) -> Result<Vec<Value>>) -> Self {
-        let child = WorkflowContext::current().map(|parent| {
-            let function_id = parent.next_id();
-            let args = registration_of::<W>().and_then(|r| encode(r.name));
-            ChildStart {
+        let Some(parent) = WorkflowContext::current() else {
+            // Inside a step body a workflow function is a plain call, as every durable
+            // operation is there.
+            let outside = if super::context::current_step().is_some() {
+                Outside::Plain
+            } else {
+                match super::runtime::launched() {
+                    Launched::None => Outside::Plain,
+                    Launched::One(rt) => {
+                        Outside::On(rt, registration_of::<W>().and_then(|r| encode(r.name)))
+                    }
+                    Launched::Several => Outside::Ambiguous,
+                }
+            };
+            return Self {
+                child: None,
+                outside,
+                _workflow: PhantomData,
+            };
+        };
+        let function_id = parent.next_id();
+        let args = registration_of::<W>().and_then(|r| encode(r.name));
+        Self {
+            child: Some(ChildStart {
                 parent,
                 function_id,
                 args,
-            }
-        });
-        Self {
-            child,
+            }),
+            outside: Outside::Plain,
             _workflow: PhantomData,
         }
     }
@@ -677,7 +932,7 @@ impl<W: 'static> WorkflowCall<W> {
         E: DurableError,
     {
         let Some(child) = self.child else {
-            return body.await;
+            return run_outside::<W, T, E>(self.outside, convert, body).await;
         };
         let parent = &child.parent;
         let waited = async {
@@ -689,29 +944,19 @@ impl<W: 'static> WorkflowCall<W> {
                 child.args?,
                 StartOptions::default(),
             )
-            .await?;
+            .await?
+            .workflow_id;
             let outcome = parent
                 .interruptible(wait_outcome(&parent.rt, &id))
                 .await??;
             Ok::<_, Error>((id, outcome))
         };
-        let failure = match waited.await {
-            Ok((id, outcome)) => match outcome.result {
-                Ok(text) => match serialization::decode::<T>(
-                    &text,
-                    outcome.serialization.as_deref(),
-                    &id,
-                    "workflow_output.output",
-                ) {
-                    Ok(value) => return Ok(value),
-                    Err(undecodable) => undecodable,
-                },
-                Err(portable) => match serialization::typed_error::<E>(portable.clone()) {
-                    Some(Ok(typed)) => return Err(typed),
-                    Some(Err(_)) | None => Error::from_portable(portable),
-                },
-            },
-            Err(error) => error,
+        let failure = match waited
+            .await
+            .and_then(|(id, outcome)| typed_outcome(&id, outcome))
+        {
+            Ok(typed) => return typed,
+            Err(failure) => failure,
         };
         if parent.check_running().is_ok() {
             if let Some(convert) = convert {
@@ -722,6 +967,89 @@ impl<W: 'static> WorkflowCall<W> {
         // Halted: the executor drops the parent's body from here.
         std::future::pending().await
     }
+}
+
+/// A direct call of a workflow function outside any workflow. With one application
+/// launched in this process it runs as a durable workflow there (a generated id, as DBOS's
+/// `my_workflow()`) and the call waits for its outcome — when the error type can hold
+/// Cairn's own failures (`E: From<cairn::Error>`: a cancelled workflow, a start the database
+/// refused). Otherwise, with no application launched, or with several (ambiguous: use
+/// `app.run`), it is a plain call of the function, and the last two cases log a warning once.
+async fn run_outside<W: 'static, T, E>(
+    outside: Outside,
+    convert: Convert<E>,
+    body: impl Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, E>
+where
+    T: DeserializeOwned,
+    E: DurableError,
+{
+    let (rt, args) = match (outside, convert) {
+        (Outside::On(rt, args), Some(_)) => (rt, args),
+        (Outside::Plain, _) => return body.await,
+        (Outside::On(..), None) => {
+            warn_plain_once(
+                "a workflow function called outside any workflow runs as a plain call: its \
+                 error type has no From<cairn::Error> to report a cancellation with; use \
+                 app.run(workflow, args) to run it durably",
+            );
+            return body.await;
+        }
+        (Outside::Ambiguous, _) => {
+            warn_plain_once(
+                "a workflow function called outside any workflow runs as a plain call: \
+                 several Cairn applications are launched in this process; use \
+                 app.run(workflow, args) to say which one runs it",
+            );
+            return body.await;
+        }
+    };
+    let durable = async {
+        let registration = registration_of::<W>()?;
+        let started = start_top_level(&rt, registration, args?, StartOptions::default()).await?;
+        let outcome = wait_outcome(&rt, &started.workflow_id).await?;
+        Ok::<_, Error>((started.workflow_id, outcome))
+    };
+    let failure = match durable
+        .await
+        .and_then(|(id, outcome)| typed_outcome(&id, outcome))
+    {
+        Ok(typed) => return typed,
+        Err(failure) => failure,
+    };
+    match convert {
+        Some(convert) => Err(convert(failure)),
+        // Unreachable: a call without a conversion ran as a plain call above.
+        None => unreachable!("a durable direct call without a conversion: {failure}"),
+    }
+}
+
+/// A finished workflow's outcome as its function's types: its output, or the typed error it
+/// returned. `Err` for what `E` cannot hold: an output that does not decode, or an error of
+/// Cairn's or of another type.
+fn typed_outcome<T: DeserializeOwned, E: DurableError>(
+    workflow_id: &str,
+    outcome: Outcome,
+) -> Result<std::result::Result<T, E>> {
+    match outcome.result {
+        Ok(text) => serialization::decode::<T>(
+            &text,
+            outcome.serialization.as_deref(),
+            workflow_id,
+            "workflow_output.output",
+        )
+        .map(Ok),
+        Err(portable) => match serialization::typed_error::<E>(portable.clone()) {
+            Some(Ok(typed)) => Ok(Err(typed)),
+            Some(Err(_)) | None => Err(Error::from_portable(portable)),
+        },
+    }
+}
+
+/// Log `message` once per process.
+fn warn_plain_once(message: &'static str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| tracing::warn!("{message}"));
 }
 
 /// Start a workflow from inside a workflow, as a child: its id is `<parent id>-<operation id>`
@@ -757,14 +1085,14 @@ where
             parent.ok_or(Error::NotInWorkflow("cairn::start_child_workflow"))?;
         let registration = registration_of::<W>()?;
         let positional = W::encode_args(&args, registration.name)?;
-        let id = start_child(&parent, function_id, registration, positional, options).await?;
-        Ok(WorkflowHandle::new(Arc::clone(&parent.rt), id))
+        let started = start_child(&parent, function_id, registration, positional, options).await?;
+        Ok(WorkflowHandle::started(Arc::clone(&parent.rt), started))
     })
 }
 
 /// Decode arguments, run a workflow body and encode its outcome (used by generated code).
 #[doc(hidden)]
-pub async fn finish<T: Serialize, E: Serialize + Display + 'static>(
+pub async fn finish<T: Serialize, E: DurableError>(
     workflow: &'static str,
     body: impl Future<Output = std::result::Result<T, E>>,
 ) -> std::result::Result<String, PortableError> {

@@ -47,6 +47,8 @@ pub(crate) struct NewWorkflow {
     pub parent_workflow_id: Option<String>,
     pub timeout_ms: Option<i64>,
     pub deadline_epoch_ms: Option<i64>,
+    /// The instance the workflow runs as (`config_name`, DBOS's configured class instance).
+    pub config_name: Option<String>,
     /// Epoch milliseconds, used for `created_at`, `updated_at` and (for `PENDING`) `started_at_epoch_ms`.
     pub now_ms: i64,
 }
@@ -193,6 +195,48 @@ pub(crate) const NULL_TOPIC: &str = "__null__topic__";
 /// Where a backend delivers change announcements: `(channel, payload)`.
 pub(crate) type ChangeSink = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// What trying to take an executor id's liveness lock found (see [`Store::lock_executor`]).
+#[derive(Debug)]
+pub(crate) enum LockAttempt<G> {
+    /// This store holds it now.
+    Taken(G),
+    /// A live process (or another application of this one) holds it; `holder` says which,
+    /// when the backend can tell.
+    InUse { holder: Option<String> },
+}
+
+impl<G> LockAttempt<G> {
+    fn map<H>(self, f: impl FnOnce(G) -> H) -> LockAttempt<H> {
+        match self {
+            LockAttempt::Taken(held) => LockAttempt::Taken(f(held)),
+            LockAttempt::InUse { holder } => LockAttempt::InUse { holder },
+        }
+    }
+}
+
+/// A held executor lock, released when the store closes (or, less politely, dropped).
+#[derive(Debug)]
+enum HeldLock {
+    #[cfg(feature = "postgres")]
+    Session(postgres::liveness::LockSession),
+    #[cfg(feature = "sqlite")]
+    File(sqlite::liveness::LockFile),
+}
+
+impl HeldLock {
+    async fn release(self) {
+        match self {
+            #[cfg(feature = "postgres")]
+            HeldLock::Session(session) => session.release().await,
+            #[cfg(feature = "sqlite")]
+            HeldLock::File(file) => drop(file),
+        }
+    }
+}
+
+/// How often a lock in use is tried again during [`Store::lock_executor`]'s grace period.
+const LOCK_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// An operation as the engine runs it: available on every backend compiled in.
 #[cfg(all(feature = "sqlite", feature = "postgres"))]
 pub(crate) trait Op: Operation + sqlite::OnSqlite + postgres::OnPostgres {}
@@ -218,6 +262,8 @@ compile_error!(
 pub(crate) struct Store {
     backend: Backend,
     retry: retry::Retry,
+    /// The executor id this store holds for its process, if any (see [`Store::lock_executor`]).
+    executor_lock: std::sync::Mutex<Option<HeldLock>>,
 }
 
 /// The backend a URL selected.
@@ -287,7 +333,72 @@ impl Store {
         }
     }
 
-    /// Release connections and background threads.
+    /// Take the liveness lock of `executor_id` of application `app_name`, and hold it until
+    /// the store closes (one lock per store: taking another releases the first). Postgres: a
+    /// session-level advisory lock on a connection of its own, re-taken after the connection
+    /// is lost; SQLite: an OS lock on a file beside the database (none for an in-memory one).
+    /// Either is released by the server or the kernel when the holding process dies, so an
+    /// id [`LockAttempt::InUse`] has a live holder. A holder that has just died can still
+    /// show for a moment (a server notices a closed socket promptly, not at once): an id in
+    /// use is tried again for `grace` before it is reported. Transient failures are retried
+    /// for `limit`.
+    pub(crate) async fn lock_executor(
+        &self,
+        app_name: &str,
+        executor_id: &str,
+        grace: std::time::Duration,
+        limit: std::time::Duration,
+    ) -> Result<LockAttempt<()>> {
+        let what = format!("taking the lock of executor id {executor_id}");
+        let started = std::time::Instant::now();
+        loop {
+            let attempt = self
+                .retry
+                .run_for(limit, &what, || {
+                    self.try_lock_executor(app_name, executor_id)
+                })
+                .await?;
+            match attempt {
+                LockAttempt::Taken(held) => {
+                    let previous = std::mem::replace(
+                        &mut *self.executor_lock.lock().unwrap_or_else(|p| p.into_inner()),
+                        held,
+                    );
+                    if let Some(previous) = previous {
+                        previous.release().await;
+                    }
+                    return Ok(LockAttempt::Taken(()));
+                }
+                LockAttempt::InUse { holder } if started.elapsed() >= grace => {
+                    return Ok(LockAttempt::InUse { holder });
+                }
+                LockAttempt::InUse { .. } => tokio::time::sleep(LOCK_RECHECK).await,
+            }
+        }
+    }
+
+    /// One attempt at an executor lock, on the backend the URL chose.
+    async fn try_lock_executor(
+        &self,
+        app_name: &str,
+        executor_id: &str,
+    ) -> Result<LockAttempt<Option<HeldLock>>> {
+        Ok(match &self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(db) => db
+                .try_lock_executor(app_name, executor_id)
+                .await?
+                .map(|session| Some(HeldLock::Session(session))),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(db) => db
+                .try_lock_executor(app_name, executor_id)
+                .await?
+                .map(|file| file.map(HeldLock::File)),
+        })
+    }
+
+    /// Release connections and background threads, and the executor lock last (after every
+    /// write of this process has ended).
     pub(crate) async fn close(&self) {
         self.retry.stop();
         match &self.backend {
@@ -295,6 +406,14 @@ impl Store {
             Backend::Postgres(db) => db.close().await,
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(db) => db.close().await,
+        }
+        let held = self
+            .executor_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(held) = held {
+            held.release().await;
         }
     }
 }
@@ -332,7 +451,11 @@ pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Store> {
             || open_backend(url, options),
         )
         .await?;
-    Ok(Store { backend, retry })
+    Ok(Store {
+        backend,
+        retry,
+        executor_lock: std::sync::Mutex::new(None),
+    })
 }
 
 /// One attempt at opening the backend a URL names.

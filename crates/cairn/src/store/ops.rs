@@ -67,7 +67,10 @@ impl Operation for StartChild {
 }
 
 /// Write a checkpoint, guarded by ownership (see [`StepRecord::owner_xid`]): `Recorded`,
-/// `Duplicate` (the existing checkpoint, unchanged) or `NotOwner`.
+/// `Duplicate` (the existing checkpoint, unchanged) or `NotOwner`. A step that began before
+/// its workflow was cancelled (`CANCELLED`, `owner_xid` cleared, `updated_at` — the cancel's
+/// time — at or after the record's `started_at_epoch_ms`) is recorded too: its body ran, so a
+/// resume must not run it again. One that began after the cancel is `NotOwner`.
 ///
 /// Retry safety: a re-run after an unseen commit finds its own checkpoint: `Duplicate` with
 /// the same name, which the engine accepts.
@@ -401,26 +404,23 @@ impl Operation for Descendants {
     }
 }
 
-/// Resume a `CANCELLED`, `ERROR`, `MAX_RECOVERY_ATTEMPTS_EXCEEDED` or `ENQUEUED` workflow here:
-/// status `PENDING`, `owner_xid = new_owner`, `executor_id`, `application_version`,
-/// `recovery_attempts = 1`, `started_at_epoch_ms = now_ms`, `queue_name` NULL,
-/// `workflow_deadline_epoch_ms = now_ms + workflow_timeout_ms` (NULL without a timeout),
-/// `completed_at` NULL, `updated_at = now_ms`. Answers it with its checkpoints, or `None` if it
-/// does not exist or is `PENDING`/`SUCCESS` (nothing to resume).
-///
-/// Retry safety: a workflow already `PENDING` with `owner_xid = new_owner` was resumed by
-/// this very call, committed unseen: it is answered as resumed.
+/// Resume a workflow as DBOS 3.4 does: unless it finished (`SUCCESS` or `ERROR`), it goes
+/// back to `ENQUEUED` on `queue_name` (DBOS's `_dbos_internal_queue` by default) with
+/// `owner_xid`, `deduplication_id`, `started_at_epoch_ms`, `workflow_deadline_epoch_ms` and
+/// `completed_at` cleared, `recovery_attempts = 0` and `updated_at = now_ms`, keeping its
+/// executor and application version; whichever process dequeues it continues it from its
+/// checkpoints. Answers `None` if it does not exist, `Some(true)` if it was put back,
+/// `Some(false)` if it had finished. Retry-safe: a re-run finds it `ENQUEUED` and puts it back
+/// again, the same row.
 #[derive(Debug, Clone)]
 pub(crate) struct ResumeWorkflow {
     pub workflow_id: String,
-    pub executor_id: String,
-    pub app_version: String,
-    pub new_owner: String,
+    pub queue_name: String,
     pub now_ms: i64,
 }
 
 impl Operation for ResumeWorkflow {
-    type Output = Option<Reclaimed>;
+    type Output = Option<bool>;
     fn describe(&self) -> String {
         format!("resuming workflow {}", self.workflow_id)
     }
@@ -442,5 +442,110 @@ impl Operation for ClaimEnqueued {
     type Output = Vec<Reclaimed>;
     fn describe(&self) -> String {
         format!("claiming workflows of queue {}", self.0.queue_name)
+    }
+}
+
+/// The status and owner of each of these workflows, in one round trip (one statement, however
+/// many ids): what the engine checks, about once a second, for the workflows executing in this
+/// process, to stop those cancelled, finished, resumed or taken over elsewhere. A workflow
+/// that does not exist is absent from the answer; the order is unspecified. An empty list
+/// answers nothing without a round trip.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecutionStates {
+    pub workflow_ids: Vec<String>,
+}
+
+/// One workflow's row as [`ExecutionStates`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExecutionState {
+    pub workflow_id: String,
+    pub status: Option<crate::status::WorkflowState>,
+    pub owner_xid: Option<String>,
+}
+
+impl Operation for ExecutionStates {
+    type Output = Vec<ExecutionState>;
+    fn describe(&self) -> String {
+        match self.workflow_ids.as_slice() {
+            [one] => format!("reading the status of workflow {one}"),
+            many => format!("reading the status of {} workflows", many.len()),
+        }
+    }
+}
+
+/// Count this executor's `PENDING` workflows of *other* application versions (a NULL version
+/// included), rows of this application or of none, as [`ReclaimPending`] selects them: the
+/// ones recovery leaves alone. Answers `(application_version, count)` per version, most
+/// first. A read: retry-safe.
+#[derive(Debug, Clone)]
+pub(crate) struct CountPendingElsewhere {
+    pub executor_id: String,
+    pub app_version: String,
+    pub application_name: Option<String>,
+}
+
+impl Operation for CountPendingElsewhere {
+    type Output = Vec<(Option<String>, i64)>;
+    fn describe(&self) -> String {
+        format!(
+            "counting the pending workflows of executor {} under versions other than {}",
+            self.executor_id, self.app_version
+        )
+    }
+}
+
+/// From inside the body of step `function_id`, in one transaction guarded by the workflow's
+/// ownership (`PENDING` with `owner_xid`): upsert `workflow_events(key) = value` and
+/// `workflow_events_history(function_id, key, value)`. No checkpoint of its own: the step's
+/// checkpoint records the step. Answers `Recorded`, or `NotOwner` (with the status found) and
+/// writes nothing. Never `Duplicate`. Postgres announces it on `dbos_workflow_events_channel`
+/// with payload `workflow_id::key`.
+///
+/// Retry safety: a re-run (after an unseen commit, or a re-run of the step) writes the same
+/// value again: idempotent.
+#[derive(Debug, Clone)]
+pub(crate) struct SetEventFromStep {
+    pub workflow_id: String,
+    pub owner_xid: String,
+    pub function_id: i32,
+    pub key: String,
+    pub value: String,
+}
+
+impl Operation for SetEventFromStep {
+    type Output = RecordOutcome;
+    fn describe(&self) -> String {
+        format!(
+            "setting event {} from step {} of workflow {}",
+            self.key, self.function_id, self.workflow_id
+        )
+    }
+}
+
+/// From inside the body of step `function_id`, in one transaction guarded by the workflow's
+/// ownership (`PENDING` with `owner_xid`): append `value` to the stream `key` at the next dense
+/// offset with `function_id`. No checkpoint of its own. Answers `Recorded`, or `NotOwner` (with
+/// the status found) and writes nothing. Never `Duplicate`. Postgres announces it on
+/// `dbos_streams_channel` with payload `workflow_id::key`.
+///
+/// Retry safety: none beyond the step's own: a re-run after an unseen commit (or a re-run of
+/// the step) appends the value again, so a stream written from a step is at-least-once, as
+/// in DBOS.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteStreamFromStep {
+    pub workflow_id: String,
+    pub owner_xid: String,
+    pub function_id: i32,
+    pub key: String,
+    pub value: String,
+}
+
+impl Operation for WriteStreamFromStep {
+    type Output = RecordOutcome;
+    fn describe(&self) -> String {
+        format!(
+            "writing to stream {} from step {} of workflow {}",
+            self.key, self.function_id, self.workflow_id
+        )
     }
 }

@@ -131,6 +131,7 @@ impl TestDb {
                     for suffix in ["", "-wal", "-shm"] {
                         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
                     }
+                    remove_executor_lock_files(file);
                 }
             }
             Backend::Postgres => {
@@ -142,6 +143,20 @@ impl TestDb {
                     ))
                     .await;
             }
+        }
+    }
+}
+
+/// Remove the executor lock files Cairn leaves beside a SQLite database
+/// (`<file>.executor-<id>-<hash>.lock`).
+pub fn remove_executor_lock_files(file: &std::path::Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.executor-", name.to_string_lossy());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

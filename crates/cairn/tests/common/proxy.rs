@@ -139,7 +139,7 @@ impl Proxy {
                 let pause = rng.between(every_ms / 2, every_ms + every_ms / 2);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 round += 1;
-                let all = round % 10 == 0;
+                let all = round.is_multiple_of(10);
                 for cut in shared.live().values() {
                     if all {
                         cut.send_replace(Cut::Now);

@@ -17,13 +17,11 @@ fn cancel(ids: &[&str], now_ms: i64) -> CancelWorkflows {
     }
 }
 
-/// Resume `workflow_id` on executor `exec-2`, version `v2`, as `new_owner`.
-fn resume(workflow_id: &str, new_owner: &str, now_ms: i64) -> ResumeWorkflow {
+/// Resume `workflow_id` onto DBOS's internal queue at `now_ms`.
+fn resume(workflow_id: &str, now_ms: i64) -> ResumeWorkflow {
     ResumeWorkflow {
         workflow_id: workflow_id.to_owned(),
-        executor_id: "exec-2".to_owned(),
-        app_version: "v2".to_owned(),
-        new_owner: new_owner.to_owned(),
+        queue_name: "_dbos_internal_queue".to_owned(),
         now_ms,
     }
 }
@@ -139,9 +137,10 @@ conformance! {
         assert!(descendants(db, "nowhere").await.is_empty());
     }
 
-    /// A cancelled workflow resumes here: `PENDING` under the new owner, executor and version,
-    /// one attempt, started now, a fresh deadline from its timeout, with its checkpoints.
-    async fn resuming_a_cancelled_workflow_restarts_it_here(db) {
+    /// A cancelled workflow is put back as DBOS 3.4 does: `ENQUEUED` on the internal queue,
+    /// owner, deadline and start time cleared, attempts reset, its executor, version and
+    /// checkpoints kept; its old owner can no longer write.
+    async fn resuming_a_cancelled_workflow_enqueues_it_as_dbos_does(db) {
         let mut wf = workflow("w", WorkflowState::Pending);
         (wf.timeout_ms, wf.deadline_epoch_ms) = (Some(60_000), Some(T0 + 60_000));
         db.run(InsertWorkflow(wf)).await;
@@ -149,50 +148,33 @@ conformance! {
         db.run(cancel(&["w"], T0 + 1_000)).await;
 
         let now = T0 + 100_000;
-        let resumed = db.run(resume("w", "new-owner", now)).await.expect("resumed");
-        let row = &resumed.row;
-        assert_eq!(row.status, Some(WorkflowState::Pending));
-        assert_eq!(row.owner_xid.as_deref(), Some("new-owner"));
-        assert_eq!(row.executor_id.as_deref(), Some("exec-2"));
-        assert_eq!(row.application_version.as_deref(), Some("v2"));
-        assert_eq!(row.recovery_attempts, Some(1));
-        assert_eq!(row.started_at_epoch_ms, Some(now));
-        assert_eq!(row.workflow_deadline_epoch_ms, Some(now + 60_000));
-        assert_eq!((row.queue_name.as_deref(), row.completed_at), (None, None));
+        assert_eq!(db.run(resume("w", now)).await, Some(true));
+        let row = db.row("w").await;
+        assert_eq!(row.status, Some(WorkflowState::Enqueued));
+        assert_eq!(row.queue_name.as_deref(), Some("_dbos_internal_queue"));
+        assert_eq!(row.owner_xid, None);
+        assert_eq!(row.recovery_attempts, Some(0));
+        assert_eq!(
+            (row.started_at_epoch_ms, row.workflow_deadline_epoch_ms, row.completed_at),
+            (None, None, None)
+        );
+        assert_eq!(row.workflow_timeout_ms, Some(60_000), "the timeout stays for the next run");
         assert_eq!(row.updated_at, now);
+        assert_eq!(row.executor_id.as_deref(), Some("local"));
+        assert_eq!(row.application_version.as_deref(), Some("v1"));
         assert_eq!(row.inputs.as_deref(), Some(INPUTS));
-        assert_eq!(function_ids(&resumed.checkpoints), [1]);
-        assert_eq!(resumed.checkpoints[0].output.as_deref(), Some("\"out1\""));
-        assert_eq!(db.row("w").await, resumed.row);
-        assert_eq!(db.run(RecordStep(step("w", "new-owner", 2))).await, RecordOutcome::Recorded);
         assert!(matches!(
-            db.run(RecordStep(step("w", "owner-w", 3))).await,
+            db.run(RecordStep(step("w", "owner-w", 2))).await,
             RecordOutcome::NotOwner { .. }
         ));
     }
 
-    /// Resume has nothing to do for a running (`PENDING`), successful or missing workflow, and
-    /// leaves it as it is.
-    async fn resume_leaves_running_finished_and_missing_workflows_alone(db) {
-        db.pending(&["running", "done"]).await;
-        assert!(db.run(CompleteWorkflow(completion("done", "owner-done"))).await);
-        assert!(db.run(resume("running", "other", T0 + 5)).await.is_none());
-        assert!(db.run(resume("done", "other", T0 + 5)).await.is_none());
-        assert!(db.run(resume("missing", "other", T0 + 5)).await.is_none());
-        let running = db.row("running").await;
-        assert_eq!(
-            (running.status, running.owner_xid.as_deref()),
-            (Some(WorkflowState::Pending), Some("owner-running"))
-        );
-        let done = db.row("done").await;
-        assert_eq!((done.status, done.owner_xid), (Some(WorkflowState::Success), None));
-    }
-
-    /// Failed, dead-lettered and enqueued workflows resume too (an enqueued one leaves its
-    /// queue); without a timeout there is no deadline.
-    async fn resume_restarts_failed_dead_lettered_and_enqueued_workflows(db) {
-        db.pending(&["failed", "dead"]).await;
+    /// Finished workflows (`SUCCESS`, `ERROR`) are left as they are; a missing one answers
+    /// `None`; a running, dead-lettered or enqueued one is put back on the queue.
+    async fn resume_leaves_finished_workflows_alone_and_enqueues_the_rest(db) {
+        db.pending(&["running", "done", "failed", "dead"]).await;
         db.run(InsertWorkflow(workflow("queued", WorkflowState::Enqueued))).await;
+        assert!(db.run(CompleteWorkflow(completion("done", "owner-done"))).await);
         let failure = Completion {
             status: WorkflowState::Error,
             output: None,
@@ -208,21 +190,17 @@ conformance! {
             })
             .await
         );
-        for id in ["failed", "dead", "queued"] {
-            let resumed = db
-                .run(resume(id, &format!("new-{id}"), T0 + 10))
-                .await
-                .unwrap_or_else(|| panic!("{id} was not resumed"));
-            let row = resumed.row;
-            assert_eq!(row.status, Some(WorkflowState::Pending), "{id}");
-            assert_eq!(row.owner_xid, Some(format!("new-{id}")), "{id}");
-            assert_eq!(row.recovery_attempts, Some(1), "{id}");
-            assert_eq!(
-                (row.queue_name, row.workflow_deadline_epoch_ms, row.completed_at),
-                (None, None, None),
-                "{id}"
-            );
-            assert!(resumed.checkpoints.is_empty());
+        assert_eq!(db.run(resume("done", T0 + 5)).await, Some(false));
+        assert_eq!(db.run(resume("failed", T0 + 5)).await, Some(false));
+        assert_eq!(db.run(resume("missing", T0 + 5)).await, None);
+        assert_eq!(db.row("done").await.status, Some(WorkflowState::Success));
+        assert_eq!(db.row("failed").await.status, Some(WorkflowState::Error));
+        for id in ["running", "dead", "queued"] {
+            assert_eq!(db.run(resume(id, T0 + 10)).await, Some(true), "{id}");
+            let row = db.row(id).await;
+            assert_eq!(row.status, Some(WorkflowState::Enqueued), "{id}");
+            assert_eq!(row.queue_name.as_deref(), Some("_dbos_internal_queue"), "{id}");
+            assert_eq!((row.owner_xid, row.recovery_attempts), (None, Some(0)), "{id}");
         }
     }
 

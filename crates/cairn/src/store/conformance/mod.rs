@@ -70,6 +70,7 @@ macro_rules! conformance {
 
 mod comm;
 mod control;
+mod liveness;
 mod retry_safety;
 mod workflows;
 
@@ -191,6 +192,14 @@ impl TestStore {
             Raw::Sqlite { path } => {
                 for suffix in ["", "-wal", "-shm", "-journal"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                // Executor lock files beside it (`<file>.executor-<id>-<hash>.lock`).
+                let prefix = format!("{}.executor-", path.display());
+                let beside = path.parent().and_then(|dir| std::fs::read_dir(dir).ok());
+                for entry in beside.into_iter().flatten().flatten() {
+                    if entry.path().display().to_string().starts_with(&prefix) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
                 }
             }
             #[cfg(feature = "postgres")]
@@ -422,6 +431,7 @@ pub(crate) fn workflow(id: &str, status: WorkflowState) -> NewWorkflow {
         parent_workflow_id: None,
         timeout_ms: None,
         deadline_epoch_ms: None,
+        config_name: None,
         now_ms: T0,
     }
 }

@@ -12,13 +12,11 @@ use crate::store::{
     ResumeWorkflow, SendMessage, SetEvent, StartChild, WriteStream,
 };
 
-/// Resume `w` here as `new_owner`.
-fn resume(new_owner: &str) -> ResumeWorkflow {
+/// Resume `w` onto the internal queue.
+fn resume() -> ResumeWorkflow {
     ResumeWorkflow {
         workflow_id: "w".to_owned(),
-        executor_id: "exec-2".to_owned(),
-        app_version: "v2".to_owned(),
-        new_owner: new_owner.to_owned(),
+        queue_name: "_dbos_internal_queue".to_owned(),
         now_ms: T0 + 10_000,
     }
 }
@@ -155,21 +153,17 @@ conformance! {
         assert_eq!((row.status, row.output.as_deref()), (Some(WorkflowState::Success), Some("\"done\"")));
     }
 
-    /// A resume re-run with the same new owner answers the workflow again, as resumed; a resume
-    /// by anyone else finds it running and answers nothing.
-    async fn re_running_a_resume_with_the_same_owner_answers_the_workflow_again(db) {
+    /// A resume re-run after an unseen commit finds the workflow enqueued and answers the
+    /// same: put back, the same row.
+    async fn re_running_a_resume_answers_the_same(db) {
         db.pending(&["w"]).await;
         db.run(RecordStep(step("w", "owner-w", 1))).await;
         db.run(crate::store::CancelWorkflows { workflow_ids: strings(&["w"]), now_ms: T0 + 1 }).await;
-        let first = db.run(resume("new-owner")).await.expect("resumed");
-        let again = db.run(resume("new-owner")).await.expect("resumed again");
-        assert_eq!(again.row.status, Some(WorkflowState::Pending));
-        assert_eq!(again.row.owner_xid.as_deref(), Some("new-owner"));
-        assert_eq!(again.row.recovery_attempts, Some(1));
-        assert_eq!(again.row, first.row);
-        assert_eq!(again.checkpoints, first.checkpoints);
-        assert!(db.run(resume("someone-else")).await.is_none());
-        assert_eq!(db.row("w").await.owner_xid.as_deref(), Some("new-owner"));
+        assert_eq!(db.run(resume()).await, Some(true));
+        let first = db.row("w").await;
+        assert_eq!(db.run(resume()).await, Some(true));
+        assert_eq!(db.row("w").await, first);
+        assert_eq!(first.status, Some(WorkflowState::Enqueued));
     }
 
     /// A claim re-run with the same new owner answers the rows the first run claimed, and

@@ -35,7 +35,8 @@ static RECORD_STEPS: Sql = Sql(|q| {
                  child_workflow_id, started_at, completed_at, application_name)), \
          owned AS ( \
              SELECT i.* FROM input i JOIN {q}.workflow_status s ON s.workflow_uuid = i.workflow_uuid \
-             WHERE s.status = 'PENDING' AND s.owner_xid = i.owner_xid \
+             WHERE (s.status = 'PENDING' AND s.owner_xid = i.owner_xid \
+                 OR s.status = 'CANCELLED' AND s.owner_xid IS NULL AND s.updated_at >= i.started_at) \
              FOR SHARE OF s) \
          INSERT INTO {q}.operation_outputs (workflow_uuid, function_id, function_name, output, error, \
              child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, \

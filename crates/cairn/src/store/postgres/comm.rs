@@ -11,12 +11,13 @@ use tokio_postgres::error::SqlState;
 
 use super::sql::{Sql, checkpoint_insert};
 use super::{
-    ATTEMPTS, Describe, OnPostgres, Param, PostgresStore, anomaly, col, failed, step_params,
+    ATTEMPTS, Describe, OnPostgres, Param, PostgresStore, anomaly, col, failed, state_at,
+    step_params,
 };
 use crate::error::{Error, Result};
 use crate::store::{
     ConsumeMessage, GetEvent, HasMessage, ListEvents, ReadStream, RecordOutcome, SendMessage,
-    SetEvent, StepRecord, Stored, WriteStream,
+    SetEvent, SetEventFromStep, StepRecord, Stored, WriteStream, WriteStreamFromStep,
 };
 
 /// How a write's statement runs.
@@ -368,4 +369,112 @@ fn keyed_value_params<'a>(
 ) -> [Param<'a>; 12] {
     let [a, b, c, d, e, f, g, h, i, j] = step_params(rec);
     [a, b, c, d, e, f, g, h, i, j, key, value]
+}
+
+/// `$1` workflow, `$2` owner: the workflow's row while this owner holds it `PENDING`, locked
+/// against a takeover until commit (the guard of a write made from inside a step).
+fn owned(q: &str) -> String {
+    format!(
+        "own AS (SELECT 1 FROM {q}.workflow_status \
+             WHERE workflow_uuid = $1::text AND status = 'PENDING' AND owner_xid = $2::text \
+             FOR SHARE)"
+    )
+}
+
+/// The end of a from-step write: `(written, the workflow's status, _)`; `n` is the
+/// announcement, counted so it runs.
+fn owned_outcome(q: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM own), \
+             (SELECT status FROM {q}.workflow_status WHERE workflow_uuid = $1::text), \
+             (SELECT count(*) FROM n)"
+    )
+}
+
+/// `$1` workflow, `$2` owner, `$3` the step's function id, `$4` key, `$5` value: the value and
+/// its history entry, only while the owner holds the workflow; announces `workflow::key`.
+static SET_EVENT_FROM_STEP: Sql = Sql(|q| {
+    format!(
+        "WITH {}, \
+         ev AS ( \
+             INSERT INTO {q}.workflow_events (workflow_uuid, key, value, serialization) \
+             SELECT $1::text, $4::text, $5::text, 'portable_json' FROM own \
+             ON CONFLICT (workflow_uuid, key) \
+             DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization), \
+         hist AS ( \
+             INSERT INTO {q}.workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
+             SELECT $1::text, $3::int4, $4::text, $5::text, 'portable_json' FROM own \
+             ON CONFLICT (workflow_uuid, function_id, key) \
+             DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization), \
+         n AS (SELECT pg_notify('dbos_workflow_events_channel', $1::text || '::' || $4::text) FROM own) \
+         {}",
+        owned(q),
+        owned_outcome(q)
+    )
+});
+
+impl OnPostgres for SetEventFromStep {
+    /// One statement: the ownership guard, value, history and announcement.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<RecordOutcome> {
+        let params: [Param<'_>; 5] = [
+            &self.workflow_id,
+            &self.owner_xid,
+            &self.function_id,
+            &self.key,
+            &self.value,
+        ];
+        let rows = run(db, &SET_EVENT_FROM_STEP, &params, &Mode::Statement, self).await?;
+        from_step_outcome(rows, self)
+    }
+}
+
+/// `$1` workflow, `$2` owner, `$3` the step's function id, `$4` key, `$5` value at the next
+/// offset, only while the owner holds the workflow; announces `workflow::key`. Run after
+/// `STREAM_LOCK` in the same transaction.
+static WRITE_STREAM_FROM_STEP: Sql = Sql(|q| {
+    format!(
+        "WITH {}, \
+         st AS ( \
+             INSERT INTO {q}.streams (workflow_uuid, key, value, \"offset\", function_id, serialization) \
+             SELECT $1::text, $4::text, $5::text, \
+                 (SELECT COALESCE(MAX(\"offset\") + 1, 0) FROM {q}.streams \
+                  WHERE workflow_uuid = $1::text AND key = $4::text), \
+                 $3::int4, 'portable_json' FROM own \
+             RETURNING 1), \
+         n AS (SELECT pg_notify('dbos_streams_channel', $1::text || '::' || $4::text) FROM st) \
+         {}",
+        owned(q),
+        owned_outcome(q)
+    )
+});
+
+impl OnPostgres for WriteStreamFromStep {
+    /// One transaction holding the stream's advisory lock (as [`WriteStream`]), so offsets
+    /// stay dense and distinct with concurrent writers.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<RecordOutcome> {
+        let params: [Param<'_>; 5] = [
+            &self.workflow_id,
+            &self.owner_xid,
+            &self.function_id,
+            &self.key,
+            &self.value,
+        ];
+        let mode = Mode::Locked(&STREAM_LOCK, [&self.workflow_id, &self.key]);
+        let rows = run(db, &WRITE_STREAM_FROM_STEP, &params, &mode, self).await?;
+        from_step_outcome(rows, self)
+    }
+}
+
+/// `Recorded` if a from-step write landed, else `NotOwner` with the status it found.
+fn from_step_outcome(rows: Vec<Row>, op: &dyn Describe) -> Result<RecordOutcome> {
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| anomaly(op, "the statement returned no row"))?;
+    if col::<bool>(&row, 0)? {
+        return Ok(RecordOutcome::Recorded);
+    }
+    Ok(RecordOutcome::NotOwner {
+        status: state_at(&row, 1)?,
+    })
 }

@@ -19,6 +19,7 @@ mod comm;
 mod connect;
 mod error;
 mod listen;
+pub(crate) mod liveness;
 mod recovery;
 mod sql;
 mod tls;
@@ -84,6 +85,8 @@ pub(crate) struct PostgresStore {
     /// The `LISTEN` connections of `watch_changes`, stopped by `close`. Boxed: the driver's
     /// configuration it holds would make the store (and `store::Backend`) large.
     listeners: Box<listen::Listeners>,
+    /// Where executor lock sessions connect (boxed for the same reason).
+    liveness: Box<liveness::Liveness>,
 }
 
 impl PostgresStore {
@@ -134,6 +137,7 @@ impl PostgresStore {
             pool,
             sql,
             listeners: Box::new(listen::Listeners::new(&target)),
+            liveness: Box::new(liveness::Liveness::new(&target, &options.schema)),
         })
     }
 
@@ -303,11 +307,11 @@ impl<'a> Derived<'a> {
     }
 }
 
-/// The sixteen parameters of a new workflow: `$1` id, `$2` status, `$3` name, `$4` queue,
+/// The seventeen parameters of a new workflow: `$1` id, `$2` status, `$3` name, `$4` queue,
 /// `$5` executor, `$6` version, `$7` application, `$8` now, `$9` recovery attempts, `$10`
 /// timeout, `$11` deadline, `$12` parent, `$13` creator, `$14` owner, `$15` started at, `$16`
-/// inputs.
-fn workflow_params<'a>(wf: &'a NewWorkflow, d: &'a Derived<'a>) -> [Param<'a>; 16] {
+/// inputs, `$17` instance (`config_name`).
+fn workflow_params<'a>(wf: &'a NewWorkflow, d: &'a Derived<'a>) -> [Param<'a>; 17] {
     [
         &wf.id,
         &d.status,
@@ -325,6 +329,7 @@ fn workflow_params<'a>(wf: &'a NewWorkflow, d: &'a Derived<'a>) -> [Param<'a>; 1
         &d.owner_xid,
         &d.started_at_epoch_ms,
         &wf.inputs,
+        &wf.config_name,
     ]
 }
 

@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use super::sql::{LIST_CHECKPOINTS, Sql, WORKFLOW_COLUMNS, workflow_joins};
-use super::{OnPostgres, PostgresStore, checkpoint_at, col, workflow_row};
+use super::sql::{Sql, WORKFLOW_COLUMNS, workflow_joins};
+use super::{OnPostgres, PostgresStore, col};
 use crate::error::Result;
 use crate::store::{
     CancelWorkflows, ClaimEnqueued, DeadLetter, Descendants, ReclaimPending, Reclaimed,
@@ -242,58 +242,58 @@ impl OnPostgres for Descendants {
     }
 }
 
-/// `$1` workflow, `$2` executor, `$3` version, `$4` new owner, `$5` now: the resumed row, or
-/// the row this very resume took in an attempt that committed unseen (`PENDING` under the new
-/// owner).
+/// `$1` workflow, `$2` queue, `$3` now: `(resumed, exists)`.
 static RESUME: Sql = Sql(|q| {
     format!(
         "WITH upd AS ( \
              UPDATE {q}.workflow_status \
-             SET status = 'PENDING', owner_xid = $4, executor_id = $2, application_version = $3, \
-                 recovery_attempts = 1, started_at_epoch_ms = $5::int8, queue_name = NULL, \
-                 workflow_deadline_epoch_ms = $5::int8 + workflow_timeout_ms, completed_at = NULL, \
-                 updated_at = $5 \
-             WHERE workflow_uuid = $1 \
-                 AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'ENQUEUED') \
-             RETURNING *), \
-         s AS ( \
-             SELECT * FROM upd \
-             UNION ALL \
-             SELECT * FROM {q}.workflow_status \
-             WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $4 \
-                 AND NOT EXISTS (SELECT 1 FROM upd)) \
-         SELECT {WORKFLOW_COLUMNS} FROM s {}",
-        workflow_joins(q)
+             SET status = 'ENQUEUED', owner_xid = NULL, queue_name = $2::text, recovery_attempts = 0, \
+                 workflow_deadline_epoch_ms = NULL, deduplication_id = NULL, started_at_epoch_ms = NULL, \
+                 completed_at = NULL, updated_at = $3::int8 \
+             WHERE workflow_uuid = $1::text AND status NOT IN ('SUCCESS', 'ERROR') \
+             RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM upd), \
+             EXISTS (SELECT 1 FROM {q}.workflow_status WHERE workflow_uuid = $1::text)"
     )
 });
 
 impl OnPostgres for ResumeWorkflow {
-    /// Two round trips: the guarded update (returning the row) and, if it landed, the
-    /// checkpoints.
-    async fn on_postgres(&self, db: &PostgresStore) -> Result<Option<Reclaimed>> {
-        let rows = db
-            .query(
+    /// One statement: the guarded update and whether the row exists.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Option<bool>> {
+        let row = db
+            .query_row(
                 &RESUME,
-                &[
-                    &self.workflow_id,
-                    &self.executor_id,
-                    &self.app_version,
-                    &self.new_owner,
-                    &self.now_ms,
-                ],
+                &[&self.workflow_id, &self.queue_name, &self.now_ms],
                 self,
             )
             .await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let row = workflow_row(row)?;
-        let checkpoints = db
-            .query(&LIST_CHECKPOINTS, &[&self.workflow_id], self)
-            .await?
-            .iter()
-            .map(|row| checkpoint_at(row, 0))
-            .collect::<Result<_>>()?;
-        Ok(Some(Reclaimed { row, checkpoints }))
+        let (resumed, exists): (bool, bool) = (col(&row, 0)?, col(&row, 1)?);
+        Ok(exists.then_some(resumed))
+    }
+}
+
+/// `$1` executor, `$2` version, `$3` application name or NULL: `(version, count)` per version.
+static COUNT_PENDING_ELSEWHERE: Sql = Sql(|q| {
+    format!(
+        "SELECT application_version, count(*) FROM {q}.workflow_status \
+         WHERE status = 'PENDING' AND executor_id = $1 AND application_version IS DISTINCT FROM $2 \
+             AND ($3::text IS NULL OR application_name = $3::text OR application_name IS NULL) \
+         GROUP BY application_version ORDER BY 2 DESC, 1"
+    )
+});
+
+impl OnPostgres for crate::store::CountPendingElsewhere {
+    /// One grouped read.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<(Option<String>, i64)>> {
+        let rows = db
+            .query(
+                &COUNT_PENDING_ELSEWHERE,
+                &[&self.executor_id, &self.app_version, &self.application_name],
+                self,
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
+            .collect()
     }
 }

@@ -59,11 +59,12 @@ pub(super) const WORKFLOW_COLUMNS: &str = "s.workflow_uuid, s.status, s.name, s.
 pub(super) const CHECKPOINT_COLUMNS: &str = "function_id, function_name, output, error, child_workflow_id, serialization, \
      started_at_epoch_ms, completed_at_epoch_ms";
 
-/// The columns of a new status row, in the order of `workflow_params`' `$1`…`$15`.
+/// The columns of a new status row, in the order of `workflow_params`' `$1`…`$15`, then
+/// `serialization` and `priority`, then `$17`.
 pub(super) const NEW_STATUS_COLUMNS: &str = "workflow_uuid, status, name, queue_name, executor_id, application_version, \
      application_name, created_at, updated_at, recovery_attempts, workflow_timeout_ms, \
      workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, owner_xid, \
-     started_at_epoch_ms, serialization, priority";
+     started_at_epoch_ms, serialization, priority, config_name";
 
 /// The ownership-guarded checkpoint insert (`$1` workflow, `$2` owner, `$3` function id, `$4`
 /// name, `$6` error, `$7` child, `$8` started, `$9` completed, `$10` application name; see
@@ -71,6 +72,21 @@ pub(super) const NEW_STATUS_COLUMNS: &str = "workflow_uuid, status, name, queue_
 /// Inserts nothing when the workflow is not `PENDING` under this owner or the checkpoint
 /// exists.
 pub(super) fn checkpoint_insert(q: &str, output: &str) -> String {
+    checkpoint_insert_if(q, output, OWNER_GUARD)
+}
+
+/// Who may write a checkpoint: its owner, while the workflow is `PENDING`.
+const OWNER_GUARD: &str = "status = 'PENDING' AND owner_xid = $2::text";
+
+/// Who may write a step's checkpoint: its owner while the workflow is `PENDING`, or a step
+/// that began (`$8`, its start) before its workflow was cancelled (`updated_at`, the cancel's
+/// time, with the owner cleared): its body ran, so its outcome is kept and a resume does not
+/// run it again. A step that begins after the cancel is refused.
+pub(super) const STEP_GUARD: &str = "(status = 'PENDING' AND owner_xid = $2::text \
+     OR status = 'CANCELLED' AND owner_xid IS NULL AND updated_at >= $8::int8)";
+
+/// [`checkpoint_insert`] under another guard on the workflow's row.
+pub(super) fn checkpoint_insert_if(q: &str, output: &str, guard: &str) -> String {
     format!(
         "INSERT INTO {q}.operation_outputs (workflow_uuid, function_id, function_name, output, error, \
              child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, \
@@ -78,7 +94,7 @@ pub(super) fn checkpoint_insert(q: &str, output: &str) -> String {
          SELECT $1::text, $3::int4, $4::text, {output}, $6::text, $7::text, $8::int8, $9::int8, \
              'portable_json', $10::text, $9::int8 \
          WHERE EXISTS (SELECT 1 FROM {q}.workflow_status \
-             WHERE workflow_uuid = $1::text AND status = 'PENDING' AND owner_xid = $2::text FOR SHARE) \
+             WHERE workflow_uuid = $1::text AND {guard} FOR SHARE) \
          ON CONFLICT (workflow_uuid, function_id) DO NOTHING"
     )
 }

@@ -12,14 +12,13 @@ use std::collections::HashSet;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::ops::{self, get_workflow, with_checkpoints};
+use super::ops;
 use super::{OnSqlite, failed};
 use crate::error::{Error, Result};
-use crate::status::WorkflowState;
 use crate::store::{
     CancelWorkflows, ConsumeMessage, Descendants, GetEvent, HasMessage, ListEvents, Operation,
-    PORTABLE_JSON, ReadStream, Reclaimed, RecordOutcome, ResumeWorkflow, SendMessage, SetEvent,
-    StepRecord, Stored, WriteStream,
+    PORTABLE_JSON, ReadStream, RecordOutcome, ResumeWorkflow, SendMessage, SetEvent,
+    SetEventFromStep, StepRecord, Stored, WriteStream, WriteStreamFromStep,
 };
 
 impl OnSqlite for SendMessage {
@@ -29,10 +28,10 @@ impl OnSqlite for SendMessage {
     /// savepoint, so the sender's checkpoint is not written either.
     fn on_sqlite(&self, conn: &Connection) -> Result<RecordOutcome> {
         let (msg, fail) = (&self.message, failed(self));
-        if let Some(rec) = &self.sender {
-            if let Some(outcome) = refused(conn, rec).map_err(&fail)? {
-                return Ok(outcome);
-            }
+        if let Some(rec) = &self.sender
+            && let Some(outcome) = refused(conn, rec).map_err(&fail)?
+        {
+            return Ok(outcome);
         }
         let destination_exists: bool = conn
             .prepare_cached(
@@ -126,29 +125,13 @@ impl OnSqlite for SetEvent {
         if let Some(outcome) = refused(conn, rec).map_err(&fail)? {
             return Ok(outcome);
         }
-        conn.prepare_cached(
-            "INSERT INTO workflow_events (workflow_uuid, key, value, serialization) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (workflow_uuid, key) DO UPDATE SET value = excluded.value, \
-             serialization = excluded.serialization",
+        put_event(
+            conn,
+            &rec.workflow_id,
+            rec.function_id,
+            &self.key,
+            &self.value,
         )
-        .and_then(|mut stmt| {
-            stmt.execute(params![rec.workflow_id, self.key, self.value, PORTABLE_JSON])
-        })
-        .map_err(&fail)?;
-        conn.prepare_cached(
-            "INSERT INTO workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (workflow_uuid, function_id, key) \
-             DO UPDATE SET value = excluded.value, serialization = excluded.serialization",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                rec.workflow_id,
-                rec.function_id,
-                self.key,
-                self.value,
-                PORTABLE_JSON
-            ])
-        })
         .map_err(&fail)?;
         ops::record_step(conn, rec).map_err(&fail)
     }
@@ -201,20 +184,13 @@ impl OnSqlite for WriteStream {
         if let Some(outcome) = refused(conn, rec).map_err(&fail)? {
             return Ok(outcome);
         }
-        conn.prepare_cached(
-            "INSERT INTO streams (workflow_uuid, key, value, \"offset\", function_id, serialization) \
-             SELECT ?1, ?2, ?3, COALESCE(MAX(\"offset\") + 1, 0), ?4, ?5 FROM streams \
-             WHERE workflow_uuid = ?1 AND key = ?2",
+        append_to_stream(
+            conn,
+            &rec.workflow_id,
+            rec.function_id,
+            &self.key,
+            &self.value,
         )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                rec.workflow_id,
-                self.key,
-                self.value,
-                rec.function_id,
-                PORTABLE_JSON
-            ])
-        })
         .map_err(&fail)?;
         ops::record_step(conn, rec).map_err(&fail)
     }
@@ -302,37 +278,28 @@ impl OnSqlite for Descendants {
 impl OnSqlite for ResumeWorkflow {
     const WRITES: bool = true;
 
-    /// The row is read back after the `UPDATE` and answered when `new_owner` holds it: that
-    /// is true after this resume, and after a first attempt that committed unseen.
-    fn on_sqlite(&self, conn: &Connection) -> Result<Option<Reclaimed>> {
+    /// The guarded update, then (only when it changed nothing) whether the row exists.
+    fn on_sqlite(&self, conn: &Connection) -> Result<Option<bool>> {
         let fail = failed(self);
-        conn.prepare_cached(
-            "UPDATE workflow_status SET status = 'PENDING', owner_xid = ?2, executor_id = ?3, \
-             application_version = ?4, recovery_attempts = 1, started_at_epoch_ms = ?5, queue_name = NULL, \
-             workflow_deadline_epoch_ms = CASE WHEN workflow_timeout_ms IS NULL THEN NULL \
-             ELSE ?5 + workflow_timeout_ms END, completed_at = NULL, updated_at = ?5 \
-             WHERE workflow_uuid = ?1 \
-             AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'ENQUEUED')",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                self.workflow_id,
-                self.new_owner,
-                self.executor_id,
-                self.app_version,
-                self.now_ms
-            ])
-        })
-        .map_err(&fail)?;
-        match get_workflow(conn, &self.workflow_id).map_err(&fail)? {
-            Some(row)
-                if row.status == Some(WorkflowState::Pending)
-                    && row.owner_xid.as_deref() == Some(self.new_owner.as_str()) =>
-            {
-                with_checkpoints(conn, row).map(Some).map_err(&fail)
-            }
-            _ => Ok(None),
+        let resumed = conn
+            .prepare_cached(
+                "UPDATE workflow_status SET status = 'ENQUEUED', owner_xid = NULL, queue_name = ?2, \
+                 recovery_attempts = 0, workflow_deadline_epoch_ms = NULL, deduplication_id = NULL, \
+                 started_at_epoch_ms = NULL, completed_at = NULL, updated_at = ?3 \
+                 WHERE workflow_uuid = ?1 AND status NOT IN ('SUCCESS', 'ERROR')",
+            )
+            .and_then(|mut stmt| stmt.execute(params![self.workflow_id, self.queue_name, self.now_ms]))
+            .map_err(&fail)?;
+        if resumed > 0 {
+            return Ok(Some(true));
         }
+        let exists: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM workflow_status WHERE workflow_uuid = ?1)",
+            )
+            .and_then(|mut stmt| stmt.query_row([&self.workflow_id], |row| row.get(0)))
+            .map_err(&fail)?;
+        Ok(exists.then_some(false))
     }
 }
 
@@ -359,4 +326,92 @@ fn epoch_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl OnSqlite for SetEventFromStep {
+    const WRITES: bool = true;
+
+    /// The ownership check, then the event: the writer serializes, so nothing takes the
+    /// workflow over in between.
+    fn on_sqlite(&self, conn: &Connection) -> Result<RecordOutcome> {
+        let fail = failed(self);
+        if let Some(lost) =
+            ops::ownership_lost(conn, &self.workflow_id, &self.owner_xid).map_err(&fail)?
+        {
+            return Ok(lost);
+        }
+        put_event(
+            conn,
+            &self.workflow_id,
+            self.function_id,
+            &self.key,
+            &self.value,
+        )
+        .map_err(&fail)?;
+        Ok(RecordOutcome::Recorded)
+    }
+}
+
+impl OnSqlite for WriteStreamFromStep {
+    const WRITES: bool = true;
+
+    /// The ownership check, then the value at the next offset (unique: the writer serializes).
+    fn on_sqlite(&self, conn: &Connection) -> Result<RecordOutcome> {
+        let fail = failed(self);
+        if let Some(lost) =
+            ops::ownership_lost(conn, &self.workflow_id, &self.owner_xid).map_err(&fail)?
+        {
+            return Ok(lost);
+        }
+        append_to_stream(
+            conn,
+            &self.workflow_id,
+            self.function_id,
+            &self.key,
+            &self.value,
+        )
+        .map_err(&fail)?;
+        Ok(RecordOutcome::Recorded)
+    }
+}
+
+/// Upsert event `key` of `workflow_id` and its history entry at `function_id`.
+fn put_event(
+    conn: &Connection,
+    workflow_id: &str,
+    function_id: i32,
+    key: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO workflow_events (workflow_uuid, key, value, serialization) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (workflow_uuid, key) DO UPDATE SET value = excluded.value, \
+         serialization = excluded.serialization",
+    )?
+    .execute(params![workflow_id, key, value, PORTABLE_JSON])?;
+    conn.prepare_cached(
+        "INSERT INTO workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (workflow_uuid, function_id, key) \
+         DO UPDATE SET value = excluded.value, serialization = excluded.serialization",
+    )?
+    .execute(params![workflow_id, function_id, key, value, PORTABLE_JSON])?;
+    Ok(())
+}
+
+/// Append `value` to stream `key` of `workflow_id` at the next offset. The writer serializes
+/// writes, so the offset read inside the `INSERT` is unique.
+fn append_to_stream(
+    conn: &Connection,
+    workflow_id: &str,
+    function_id: i32,
+    key: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO streams (workflow_uuid, key, value, \"offset\", function_id, serialization) \
+         SELECT ?1, ?2, ?3, COALESCE(MAX(\"offset\") + 1, 0), ?4, ?5 FROM streams \
+         WHERE workflow_uuid = ?1 AND key = ?2",
+    )?
+    .execute(params![workflow_id, key, value, function_id, PORTABLE_JSON])?;
+    Ok(())
 }

@@ -11,6 +11,7 @@
 //! waits the lock out; everything else is permanent.
 
 mod comm;
+pub(crate) mod liveness;
 mod ops;
 mod schema;
 #[cfg(test)]

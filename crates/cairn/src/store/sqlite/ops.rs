@@ -291,8 +291,8 @@ fn insert_workflow(conn: &Connection, wf: &NewWorkflow) -> rusqlite::Result<Inse
             "INSERT INTO workflow_status (workflow_uuid, status, name, queue_name, executor_id, \
              application_version, application_name, created_at, updated_at, recovery_attempts, \
              workflow_timeout_ms, workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, owner_xid, \
-             started_at_epoch_ms, serialization, priority) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 0) \
+             started_at_epoch_ms, serialization, priority, config_name) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 0, ?17) \
              ON CONFLICT (workflow_uuid) DO NOTHING",
         )?
         .execute(params![
@@ -312,6 +312,7 @@ fn insert_workflow(conn: &Connection, wf: &NewWorkflow) -> rusqlite::Result<Inse
             pending.then_some(&wf.creator_xid),
             pending.then_some(wf.now_ms),
             PORTABLE_JSON,
+            wf.config_name,
         ])?;
     if inserted == 0 {
         let row = existing_row(conn, &wf.id)?;
@@ -401,7 +402,8 @@ pub(super) fn record_step_as(
              child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, application_name, \
              retention_timestamp) \
              SELECT ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?9 WHERE EXISTS (SELECT 1 FROM workflow_status \
-             WHERE workflow_uuid = ?1 AND status = 'PENDING' AND owner_xid = ?2) \
+             WHERE workflow_uuid = ?1 AND (status = 'PENDING' AND owner_xid = ?2 \
+             OR status = 'CANCELLED' AND owner_xid IS NULL AND updated_at >= ?8)) \
              ON CONFLICT (workflow_uuid, function_id) DO NOTHING",
         )?
         .execute(params![
@@ -520,4 +522,25 @@ fn load_all_reclaimed(conn: &Connection, ids: Vec<String>) -> rusqlite::Result<V
         (a.row.created_at, &a.row.workflow_id).cmp(&(b.row.created_at, &b.row.workflow_id))
     });
     Ok(loaded)
+}
+
+impl OnSqlite for crate::store::CountPendingElsewhere {
+    const WRITES: bool = false;
+
+    fn on_sqlite(&self, conn: &Connection) -> Result<Vec<(Option<String>, i64)>> {
+        conn.prepare_cached(
+            "SELECT application_version, count(*) FROM workflow_status \
+             WHERE status = 'PENDING' AND executor_id = ?1 AND application_version IS NOT ?2 \
+             AND (?3 IS NULL OR application_name = ?3 OR application_name IS NULL) \
+             GROUP BY application_version ORDER BY 2 DESC, 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![self.executor_id, self.app_version, self.application_name],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?
+            .collect()
+        })
+        .map_err(failed(self))
+    }
 }
