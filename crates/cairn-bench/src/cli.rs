@@ -53,14 +53,18 @@ fn positive(text: &str) -> Result<usize, String> {
 /// A benchmark workload.
 ///
 /// The doc comment of each variant is its `--help` line; the rest of the rationale is here:
-/// w1 measures the cost of a step, w2 throughput under concurrency, w4 the fixed cost of a
-/// workflow, and w5 the latency of `send` to `recv`.
+/// w1 measures the cost of a step, w2 throughput under concurrency, w3 a queue's throughput
+/// and its enqueue-to-start latency, w4 the fixed cost of a workflow, and w5 the latency of
+/// `send` to `recv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
     /// One workflow of 10 no-op steps at a time, N times (default 200)
     W1,
     /// N workflows of 10 no-op steps started at once (default 1000)
     W2,
+    /// N one-step workflows enqueued at once on a queue of worker concurrency 50 (default
+    /// 2000), then 200 enqueued one at a time for the enqueue-to-start latency
+    W3,
     /// An empty workflow, N times in a row (default 200)
     W4,
     /// A message sent to a waiting workflow until its recv returns, N times (default 100)
@@ -73,6 +77,7 @@ impl Workload {
         match self {
             Self::W1 => "w1",
             Self::W2 => "w2",
+            Self::W3 => "w3",
             Self::W4 => "w4",
             Self::W5 => "w5",
         }
@@ -83,6 +88,7 @@ impl Workload {
         match self {
             Self::W1 | Self::W4 => 200,
             Self::W2 => 1000,
+            Self::W3 => 2000,
             Self::W5 => 100,
         }
     }
@@ -91,7 +97,7 @@ impl Workload {
     pub fn warm_up(self) -> usize {
         match self {
             Self::W1 | Self::W4 => 20,
-            Self::W2 => 100,
+            Self::W2 | Self::W3 => 100,
             Self::W5 => 10,
         }
     }
@@ -100,6 +106,7 @@ impl Workload {
     pub fn steps_per_workflow(self) -> u32 {
         match self {
             Self::W1 | Self::W2 => 10,
+            Self::W3 => 1,
             Self::W4 | Self::W5 => 0,
         }
     }
@@ -108,7 +115,7 @@ impl Workload {
     pub fn pool_size(self) -> usize {
         match self {
             Self::W1 | Self::W4 | Self::W5 => 4,
-            Self::W2 => 32,
+            Self::W2 | Self::W3 => 32,
         }
     }
 }
@@ -196,7 +203,7 @@ mod tests {
             let error = parse_words(flag).expect_err("help is reported as an early exit");
             assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp);
             let help = error.to_string();
-            for word in ["w1", "w2", "w4", "w5", "--db", "--n", "warm-up"] {
+            for word in ["w1", "w2", "w3", "w4", "w5", "--db", "--n", "warm-up"] {
                 assert!(help.contains(word), "`{flag}` help lacks `{word}`:\n{help}");
             }
         }
@@ -207,7 +214,7 @@ mod tests {
     fn malformed_command_lines_are_refused() {
         for line in [
             "",
-            "w3",
+            "w6",
             "w1 w2",
             "w1 --n",
             "w1 --n 0",

@@ -4,11 +4,15 @@
 //! JSON line describing it.
 //!
 //! ```text
-//! cargo run --release -p cairn-bench -- <w1|w2|w4|w5> [--db URL] [--n N]
+//! cargo run --release -p cairn-bench -- <w1|w2|w3|w4|w5> [--db URL] [--n N]
 //! ```
 //!
 //! - `w1`: one workflow of ten no-op steps at a time, `n` times (default 200): the cost of a step.
 //! - `w2`: `n` such workflows started at once (default 1000): throughput under concurrency.
+//! - `w3`: `n` one-step workflows (default 2000) enqueued at once on a queue of worker
+//!   concurrency 50 (default settings otherwise): a queue's throughput; then 200 enqueued one
+//!   at a time (each after the previous one's result): the latency from the enqueue call
+//!   until the workflow's body starts (`enqueue_start_median_ms`, `enqueue_start_p99_ms`).
 //! - `w4`: an empty workflow, `n` times in a row (default 200): the fixed cost of a workflow.
 //! - `w5`: `n` messages (default 100), one at a time, to a workflow waiting in `recv`: the
 //!   latency from `send` until `recv` returns (one delivery and one wake-up).
@@ -79,12 +83,13 @@ async fn run(options: &Options) -> Result<Report, BenchError> {
 
 /// Launch Cairn on `database`, measure the commit floor and the workload, and shut down.
 async fn measure(options: &Options, database: &BenchDatabase) -> Result<Report, BenchError> {
-    let app = Cairn::builder("cairn-bench")
+    let mut builder = Cairn::builder("cairn-bench")
         .database_url(database.url())
-        .pool_size(options.workload.pool_size())
-        .launch()
-        .await
-        .context("launching Cairn")?;
+        .pool_size(options.workload.pool_size());
+    if options.workload == cli::Workload::W3 {
+        builder = builder.queue(workloads::w3_queue());
+    }
+    let app = builder.launch().await.context("launching Cairn")?;
     let measured = async {
         let floor = floor::commit_latency(database).await?;
         let measurement = workloads::run(&app, options.workload, options.n).await?;

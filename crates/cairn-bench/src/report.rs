@@ -12,7 +12,7 @@ use crate::workloads::Measurement;
 /// What a run measured. Rates and per-step figures are `null` where they do not apply.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `"w1"`, `"w2"`, `"w4"` or `"w5"`.
+    /// `"w1"`, `"w2"`, `"w3"`, `"w4"` or `"w5"`.
     pub workload: &'static str,
     /// `"sqlite"` or `"postgres"`.
     pub backend: &'static str,
@@ -41,6 +41,11 @@ pub struct Report {
     pub floor_commit_ms: f64,
     /// `per_step_ms / floor_commit_ms`: what a step costs in commits; w1 only.
     pub commits_per_step: Option<f64>,
+    /// Median latency from an enqueue call until the workflow's body starts, on an idle
+    /// queue; w3 only.
+    pub enqueue_start_median_ms: Option<f64>,
+    /// 99th percentile of the same; w3 only.
+    pub enqueue_start_p99_ms: Option<f64>,
 }
 
 impl Report {
@@ -79,6 +84,14 @@ impl Report {
             empty_median_ms: empty_median_ms.map(round),
             floor_commit_ms: round(floor_commit_ms),
             commits_per_step: per_step_ms.map(|step| round(step / floor_commit_ms)),
+            enqueue_start_median_ms: measurement
+                .enqueue_to_start
+                .as_ref()
+                .map(|l| round(millis(median(&mut l.clone())))),
+            enqueue_start_p99_ms: measurement
+                .enqueue_to_start
+                .as_ref()
+                .map(|l| round(millis(percentile(&mut l.clone(), 0.99)))),
         }
     }
 

@@ -85,12 +85,15 @@ pub struct Measurement {
     /// w1 only: latencies of as many empty workflows, run interleaved with the measured ones,
     /// so a step's own cost can be told from the start and finish every workflow pays.
     pub baseline: Option<Vec<Duration>>,
+    /// w3 only: from each paced enqueue call until its workflow's body started.
+    pub enqueue_to_start: Option<Vec<Duration>>,
 }
 
 /// Run `workload`'s warm-up, then `n` measured workflows.
 pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measurement, BenchError> {
     let warm_up = workload.warm_up();
     let mut baseline = None;
+    let mut enqueue_to_start = None;
     let (latencies, total) = match workload {
         Workload::W1 => {
             one_at_a_time(app, Shape::TenSteps, warm_up).await?;
@@ -111,6 +114,12 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
             all_at_once(app, Shape::TenSteps, warm_up).await?;
             all_at_once(app, Shape::TenSteps, n).await?
         }
+        Workload::W3 => {
+            enqueued_at_once(app, 0, warm_up).await?;
+            let measured = enqueued_at_once(app, warm_up, n).await?;
+            enqueue_to_start = Some(enqueued_one_at_a_time(app, warm_up + n, PACED).await?);
+            measured
+        }
         Workload::W4 => {
             one_at_a_time(app, Shape::Empty, warm_up).await?;
             one_at_a_time(app, Shape::Empty, n).await?
@@ -122,6 +131,7 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
         total,
         warm_up,
         baseline,
+        enqueue_to_start,
     })
 }
 
@@ -263,4 +273,122 @@ async fn until_waiting(app: &Cairn, receiver_id: &str, round: u64) -> Result<(),
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// The w3 queue's name.
+const W3_QUEUE: &str = "w3";
+
+/// w3's paced enqueues (for the enqueue-to-start latency).
+const PACED: usize = 200;
+
+/// The queue w3 runs through: worker concurrency 50, DBOS's defaults otherwise.
+pub fn w3_queue() -> cairn::Queue {
+    cairn::Queue::new(W3_QUEUE).worker_concurrency(50)
+}
+
+/// When each w3 workflow's body first started and when it finished (microseconds since
+/// [`EPOCH`]), by seed.
+static STAMPS: LazyLock<std::sync::Mutex<std::collections::HashMap<u32, (u64, u64)>>> =
+    LazyLock::new(Default::default);
+
+/// How many w3 workflows have finished in this process: the bench waits on it rather than on
+/// each handle's result, so what it measures is the queue (a handle of a workflow not yet
+/// started polls the database for its outcome).
+static FINISHED: LazyLock<tokio::sync::watch::Sender<usize>> =
+    LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// A queued workflow of one no-op step (w3). It notes when its body first started and when
+/// it finished (outside a step on purpose: the notes are the bench's, not the workflow's).
+#[cairn::workflow]
+async fn queued_step(seed: u32) -> Result<u32, cairn::Error> {
+    let started = micros_since_epoch();
+    let out = noop(seed).await?;
+    let finished = micros_since_epoch();
+    STAMPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(seed)
+        .or_insert((started, finished));
+    FINISHED.send_modify(|n| *n += 1);
+    Ok(out)
+}
+
+/// Wait until `count` w3 workflows have finished in all.
+async fn finished(count: usize) -> Result<(), BenchError> {
+    let mut finished = FINISHED.subscribe();
+    let waited =
+        tokio::time::timeout(Duration::from_secs(300), finished.wait_for(|&n| n >= count)).await;
+    match waited {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(BenchError::new(
+            "waiting for the queued workflows",
+            "they did not all finish within 300 s",
+        )),
+    }
+}
+
+/// The `(started, finished)` stamps of a w3 workflow.
+fn stamps(seed: u32) -> Result<(u64, u64), BenchError> {
+    STAMPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&seed)
+        .copied()
+        .ok_or_else(|| BenchError::new("reading a queued workflow's stamps", "it left none"))
+}
+
+/// w3: enqueue `count` workflows (seeds from `first`) at once, each from a task of its own,
+/// and wait until they finished; each one's latency from its enqueue call to its finish, and
+/// the wall time from the first enqueue to the last finish.
+async fn enqueued_at_once(
+    app: &Cairn,
+    first: usize,
+    count: usize,
+) -> Result<(Vec<Duration>, Duration), BenchError> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (first..first + count)
+        .map(|seed| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let enqueued = micros_since_epoch();
+                app.enqueue(W3_QUEUE, queued_step, seed_of(seed))
+                    .await
+                    .context("enqueueing a workflow")?;
+                Ok::<_, BenchError>((seed_of(seed), enqueued))
+            })
+        })
+        .collect();
+    let mut enqueued = Vec::with_capacity(count);
+    for outcome in futures::future::join_all(tasks).await {
+        enqueued.push(outcome.context("joining an enqueue task")??);
+    }
+    finished(first + count).await?;
+    let total = started.elapsed();
+    let mut latencies = Vec::with_capacity(count);
+    for (seed, at) in enqueued {
+        let (_, done) = stamps(seed)?;
+        latencies.push(Duration::from_micros(done.saturating_sub(at)));
+    }
+    Ok((latencies, total))
+}
+
+/// w3: enqueue `count` workflows (seeds from `first`), each once the previous one finished;
+/// from each enqueue call until its body started.
+async fn enqueued_one_at_a_time(
+    app: &Cairn,
+    first: usize,
+    count: usize,
+) -> Result<Vec<Duration>, BenchError> {
+    let mut latencies = Vec::with_capacity(count);
+    for (i, seed) in (first..first + count).enumerate() {
+        let seed = seed_of(seed);
+        let enqueued = micros_since_epoch();
+        app.enqueue(W3_QUEUE, queued_step, seed)
+            .await
+            .context("enqueueing a workflow")?;
+        finished(first + i + 1).await?;
+        let (started, _) = stamps(seed)?;
+        latencies.push(Duration::from_micros(started.saturating_sub(enqueued)));
+    }
+    Ok(latencies)
 }

@@ -10,13 +10,15 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::comm::SendOptions;
 use crate::engine::context::{WorkflowContext, halting};
-use crate::engine::recovery;
+use crate::engine::enqueue::{self, EnqueueOptions};
 use crate::engine::registry;
 use crate::engine::runtime::Runtime;
+use crate::engine::schedule::{self, Schedule, ScheduleOptions};
 use crate::engine::state::AppState;
 use crate::engine::step::StepCall;
 use crate::engine::workflow::{self, StartOptions, WorkflowFn, WorkflowHandle};
 use crate::engine::{comm, control};
+use crate::engine::{dispatch, recovery};
 use crate::error::{Error, Result};
 use crate::status::{StepInfo, WorkflowStatus};
 use crate::store::{self, GetWorkflow, ListCheckpoints, RegisterAppVersion, StoreOptions};
@@ -44,6 +46,13 @@ pub struct CairnBuilder {
     recover: bool,
     state: AppState,
     unique_executor_id: bool,
+    /// See [`CairnBuilder::max_automatic_backfill`].
+    max_automatic_backfill: usize,
+    /// See [`CairnBuilder::schedule`].
+    schedules: Vec<DeclaredSchedule>,
+    listen_queues: Option<Vec<String>>,
+    /// See [`CairnBuilder::queue`].
+    queues: Vec<crate::engine::queue::Queue>,
 }
 
 impl CairnBuilder {
@@ -109,6 +118,56 @@ impl CairnBuilder {
         self
     }
 
+    /// The queues this process takes work from (as DBOS's `listen_queues`): any of the
+    /// declared queues (a name not declared here is served without limits). DBOS's internal
+    /// queue (resumes, forks) is always served. Default: every declared queue.
+    pub fn listen_queues<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.listen_queues = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The most missed ticks a schedule with
+    /// [`ScheduleOptions::automatic_backfill`] fires when this process starts firing it (the
+    /// latest ones; older ones are skipped). Also bounds how many overdue ticks of one
+    /// schedule are fired at once after this process was suspended. Default: 100.
+    pub fn max_automatic_backfill(mut self, ticks: usize) -> Self {
+        self.max_automatic_backfill = ticks;
+        self
+    }
+
+    /// Declare a schedule: `launch()` creates it, or replaces the definition of the stored
+    /// schedule of that name (keeping its status — a paused schedule stays paused — and its
+    /// last tick), as DBOS's `upsert_schedule`. The workflow must take the tick's scheduled
+    /// time and the context, `(chrono::DateTime<Utc>, C)`; see
+    /// [`Cairn::create_schedule`] for the cron expression. An invalid cron expression or time
+    /// zone, or a context that cannot be serialized, fails `launch()` with
+    /// [`Error::InvalidArgument`]. Default: none.
+    pub fn schedule<W, M, C>(
+        mut self,
+        name: impl Into<String>,
+        _workflow: W,
+        cron: impl Into<String>,
+        context: C,
+        options: ScheduleOptions,
+    ) -> Self
+    where
+        W: WorkflowFn<M, Args = (chrono::DateTime<chrono::Utc>, C)>,
+        C: serde::Serialize,
+    {
+        self.schedules.push(DeclaredSchedule {
+            name: name.into(),
+            registration: workflow::registration_of::<W>,
+            cron: cron.into(),
+            context: serde_json::to_value(&context).map_err(|e| e.to_string()),
+            options,
+        });
+        self
+    }
+
     /// Whether `launch()` resumes this executor's unfinished workflows. Default: true.
     pub fn recover_on_launch(mut self, recover: bool) -> Self {
         self.recover = recover;
@@ -125,6 +184,18 @@ impl CairnBuilder {
     /// Default: false.
     pub fn unique_executor_id_if_in_use(mut self, unique: bool) -> Self {
         self.unique_executor_id = unique;
+        self
+    }
+
+    /// Define a queue this application serves and enqueues on (several may be given). At
+    /// launch each definition is stored in the system database's `queues` table as DBOS 3.4
+    /// stores it: a new name is inserted; an existing one is overwritten only when this
+    /// process's application version is the latest registered (so an older version in a
+    /// rolling deploy keeps the newer limits); a name another application registered is an
+    /// error. An invalid definition, or two with one name, fail `launch()` with
+    /// [`Error::InvalidArgument`]. Default: none.
+    pub fn queue(mut self, queue: crate::engine::queue::Queue) -> Self {
+        self.queues.push(queue);
         self
     }
 
@@ -166,6 +237,11 @@ impl CairnBuilder {
             });
         }
         registry::check_unique_names()?;
+        // Before anything is opened: a bad declaration is a programming error.
+        for declared in &self.schedules {
+            declared.check()?;
+        }
+        check_queues(&self.queues)?;
         let url = match self.database_url {
             Some(url) => url,
             None => std::env::var(DATABASE_URL_ENV)
@@ -210,6 +286,16 @@ impl CairnBuilder {
             now_ms: crate::engine::runtime::now_ms(),
         };
         rt.store.run(version).await?;
+        for queue in &self.queues {
+            let upsert = store::UpsertQueue {
+                queue: queue.clone(),
+                application_name: rt.app_name.clone(),
+                update: store::QueueUpdate::IfLatestVersion(rt.app_version.clone()),
+                now_ms: crate::engine::runtime::now_ms(),
+            };
+            rt.store.run(upsert).await?;
+        }
+        rt.set_queues(self.queues);
         tracing::info!(
             app = %rt.app_name,
             backend = rt.store.backend(),
@@ -218,10 +304,25 @@ impl CairnBuilder {
             "Cairn launched"
         );
         let notifier = Arc::clone(&rt.notifier);
+        // Weak: the store (which keeps the sink) belongs to the runtime.
+        let dispatcher_rt = Arc::downgrade(&rt);
         let sink: crate::store::ChangeSink = Arc::new(move |channel: &str, payload: &str| {
+            if channel == dispatch::QUEUE_CHANNEL {
+                // Another process enqueued: claim now.
+                if let Some(rt) = dispatcher_rt.upgrade() {
+                    rt.wake_dispatcher();
+                }
+                return;
+            }
             match crate::engine::notify::Channel::from_pg(channel) {
                 Some(channel) => notifier.announce_payload(channel, payload),
-                None => notifier.announce_all(),
+                None => {
+                    notifier.announce_all();
+                    // SQLite's feed: another process wrote, perhaps an enqueue.
+                    if let Some(rt) = dispatcher_rt.upgrade() {
+                        rt.wake_dispatcher();
+                    }
+                }
             }
         });
         rt.store.watch_changes(sink, CHANGE_POLL).await?;
@@ -229,7 +330,11 @@ impl CairnBuilder {
             rt,
             shutdown_grace: self.shutdown_grace,
             background: Arc::new(std::sync::Mutex::new(Vec::new())),
+            scheduler: schedule::Scheduler::new(self.max_automatic_backfill),
         };
+        for declared in &self.schedules {
+            declared.upsert(&app.rt).await?;
+        }
         if self.recover {
             let resumed = recovery::recover_pending(&app.rt).await?;
             if !resumed.is_empty() {
@@ -237,14 +342,72 @@ impl CairnBuilder {
             }
             recovery::report_other_versions(&app.rt).await;
         }
-        let dispatcher = tokio::spawn(recovery::dispatch_internal_queue(Arc::clone(&app.rt)));
+        let served = dispatch::served(app.rt.queues(), self.listen_queues.as_deref());
+        let dispatcher = tokio::spawn(dispatch::dispatch(Arc::clone(&app.rt), served));
         let watchdog = tokio::spawn(crate::engine::watchdog::watch(Arc::clone(&app.rt)));
         app.background
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend([dispatcher, watchdog]);
+        let scheduler = tokio::spawn(schedule::run(
+            Arc::clone(&app.rt),
+            Arc::clone(&app.scheduler),
+        ));
+        app.background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(scheduler);
         crate::engine::runtime::register_launched(&app.rt);
         Ok(app)
+    }
+}
+
+/// A schedule given to [`CairnBuilder::schedule`], stored at launch.
+#[derive(Debug, Clone)]
+struct DeclaredSchedule {
+    name: String,
+    /// The workflow's registration (resolved at launch, when the registry is complete).
+    registration: fn() -> Result<&'static registry::WorkflowRegistration>,
+    cron: String,
+    /// The context as JSON, or why it could not be serialized.
+    context: std::result::Result<serde_json::Value, String>,
+    options: ScheduleOptions,
+}
+
+impl DeclaredSchedule {
+    /// Check the declaration: the workflow, the cron expression, the time zone, the context.
+    fn check(&self) -> Result<()> {
+        (self.registration)()?;
+        self.context()?;
+        schedule::validate(&self.name, &self.cron, &self.options)
+    }
+
+    fn context(&self) -> Result<serde_json::Value> {
+        self.context
+            .clone()
+            .map_err(|reason| Error::InvalidArgument {
+                argument: "context",
+                reason: format!("the context of schedule {}: {reason}", self.name),
+            })
+    }
+
+    /// Create the schedule, or replace the stored definition of that name.
+    async fn upsert(&self, rt: &Runtime) -> Result<()> {
+        let registration = (self.registration)()?;
+        let context = self.context()?;
+        let row = schedule::new_row(
+            rt,
+            &self.name,
+            registration.name,
+            &self.cron,
+            &context,
+            &self.options,
+        )?;
+        let op = store::CreateSchedule {
+            row,
+            replace_definition: true,
+        };
+        rt.store.run(op).await.map(drop)
     }
 }
 
@@ -328,6 +491,21 @@ fn default_app_version(app_name: &str) -> String {
         .collect()
 }
 
+/// Refuse invalid queue definitions and two definitions of one name.
+fn check_queues(queues: &[crate::engine::queue::Queue]) -> Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for queue in queues {
+        queue.validate()?;
+        if !names.insert(queue.name.as_str()) {
+            return Err(Error::InvalidArgument {
+                argument: "queue",
+                reason: format!("queue `{}` is defined twice on the builder", queue.name),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Refuse to start a child of a workflow on another application than the workflow's own: its
 /// start could not commit with the parent's checkpoint.
 fn same_application(parent: &WorkflowContext, rt: &Arc<Runtime>) -> Result<()> {
@@ -355,6 +533,8 @@ pub struct Cairn {
     /// `dbos workflow resume` puts work) and the watchdog stopping executions whose workflow
     /// another process cancelled or took over.
     background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Shared with the scheduler task, which fires the schedules' ticks.
+    scheduler: Arc<schedule::Scheduler>,
 }
 
 impl std::fmt::Debug for Cairn {
@@ -381,6 +561,10 @@ impl Cairn {
             recover: true,
             state: AppState::default(),
             unique_executor_id: false,
+            max_automatic_backfill: 100,
+            schedules: Vec::new(),
+            listen_queues: None,
+            queues: Vec::new(),
         }
     }
 
@@ -430,6 +614,124 @@ impl Cairn {
             };
             Ok(WorkflowHandle::started(rt, started))
         })
+    }
+
+    /// Enqueue a workflow on `queue` (a [`Queue`](crate::Queue) or its name) and return a
+    /// handle to it: it runs when a process serving the queue dequeues it. Called inside a
+    /// workflow, the enqueue is that workflow's operation, exactly once across replays (as
+    /// `DBOS.start_workflow` on a queue). A queue this process does not define is allowed
+    /// (another process may serve it); an empty name is not.
+    pub fn enqueue<W, M, Q>(
+        &self,
+        queue: Q,
+        workflow: W,
+        args: W::Args,
+    ) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send + use<W, M, Q>
+    where
+        W: WorkflowFn<M>,
+        Q: AsRef<str>,
+    {
+        self.enqueue_with(EnqueueOptions::default(), queue, workflow, args)
+    }
+
+    /// [`Cairn::enqueue`] with options: workflow id, priority, deduplication, partition key,
+    /// delay, timeout, application version (see [`EnqueueOptions`]). A deduplication id held
+    /// by another unfinished workflow of the queue fails with [`Error::Deduplicated`], or
+    /// answers that workflow's handle with
+    /// [`DeduplicationPolicy::ReturnExisting`](crate::DeduplicationPolicy::ReturnExisting).
+    pub fn enqueue_with<W, M, Q>(
+        &self,
+        options: EnqueueOptions,
+        queue: Q,
+        _workflow: W,
+        args: W::Args,
+    ) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send + use<W, M, Q>
+    where
+        W: WorkflowFn<M>,
+        Q: AsRef<str>,
+    {
+        let queue = queue.as_ref().to_owned();
+        let rt = Arc::clone(&self.rt);
+        let parent = WorkflowContext::current().map(|ctx| {
+            let id = ctx.next_id();
+            (ctx, id)
+        });
+        let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+        halting(halted, async move {
+            let registration = workflow::registration_of::<W>()?;
+            let positional = W::encode_args(&args, registration.name)?;
+            if let Some((parent, _)) = &parent {
+                same_application(parent, &rt)?;
+            }
+            let started =
+                enqueue::enqueue(&rt, parent, &queue, registration.name, &positional, options)
+                    .await?;
+            Ok(WorkflowHandle::started(rt, started))
+        })
+    }
+
+    /// Enqueue the workflow registered (in whichever process serves the queue) under
+    /// `workflow_name`, with JSON positional arguments: for callers that do not link the
+    /// workflow's code (DBOS's client `enqueue`). Inside a workflow, exactly once across
+    /// replays, as [`Cairn::enqueue`].
+    pub fn enqueue_by_name(
+        &self,
+        queue: &str,
+        workflow_name: &str,
+        args: Vec<serde_json::Value>,
+        options: EnqueueOptions,
+    ) -> impl Future<Output = Result<WorkflowHandle<serde_json::Value>>> + Send + use<> {
+        let (queue, name) = (queue.to_owned(), workflow_name.to_owned());
+        let rt = Arc::clone(&self.rt);
+        let parent = WorkflowContext::current().map(|ctx| {
+            let id = ctx.next_id();
+            (ctx, id)
+        });
+        let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+        halting(halted, async move {
+            workflow::check_key("workflow_name", &name)?;
+            if let Some((parent, _)) = &parent {
+                same_application(parent, &rt)?;
+            }
+            let started = enqueue::enqueue(&rt, parent, &queue, &name, &args, options).await?;
+            Ok(WorkflowHandle::started(rt, started))
+        })
+    }
+
+    /// The queue definitions stored for this application (and unowned ones), by name.
+    pub async fn list_queues(&self) -> Result<Vec<crate::engine::queue::Queue>> {
+        let list = store::ListQueues {
+            application_name: self.rt.app_name.clone(),
+        };
+        self.rt.store.run(list).await
+    }
+
+    /// The stored definition of queue `name`, if any.
+    pub async fn get_queue(&self, name: &str) -> Result<Option<crate::engine::queue::Queue>> {
+        let get = store::GetQueue {
+            name: name.to_owned(),
+        };
+        self.rt.store.run(get).await
+    }
+
+    /// Overwrite the stored limits of queue `queue.name` with `queue`'s (every process
+    /// serving it reads them from there). Answers whether the queue exists.
+    pub async fn update_queue(&self, queue: crate::engine::queue::Queue) -> Result<bool> {
+        queue.validate()?;
+        let update = store::UpdateQueue {
+            queue,
+            now_ms: crate::engine::runtime::now_ms(),
+        };
+        self.rt.store.run(update).await
+    }
+
+    /// Delete the stored definition of queue `name` (its workflows stay). Answers whether it
+    /// existed.
+    pub async fn delete_queue(&self, name: &str) -> Result<bool> {
+        let delete = store::DeleteQueue {
+            name: name.to_owned(),
+        };
+        self.rt.store.run(delete).await
     }
 
     /// Start a workflow and wait for its result. Called inside a workflow, the start is a
@@ -625,6 +927,178 @@ impl Cairn {
     /// Returns the ids of the workflows resumed.
     pub async fn recover_pending(&self) -> Result<Vec<String>> {
         recovery::recover_pending(&self.rt).await
+    }
+
+    /// Create a schedule: from now on, at every tick of `cron` some process of this
+    /// application starts `workflow` with the tick's scheduled time and `context`. The
+    /// workflow must take `(chrono::DateTime<Utc>, C)` (checked at compile time). Each tick's
+    /// workflow has the id `sched-<name>-<scheduled time>` (`sched-nightly-2026-01-01T00:00:00+00:00`,
+    /// as DBOS), which makes it exactly once however many processes run; it is enqueued on
+    /// [`ScheduleOptions::queue`] (DBOS's internal queue by default) and runs in whichever
+    /// process dequeues it. `cron` has 5 fields (minute hour day-of-month month
+    /// day-of-week) or 6 with seconds first (`*/5 * * * * *`: every 5 seconds), read in
+    /// [`ScheduleOptions::timezone`] (UTC by default). A name in use, an invalid cron
+    /// expression or time zone is [`Error::InvalidArgument`]. Inside a workflow the call is a
+    /// step (`DBOS.createSchedule`).
+    pub fn create_schedule<W, M, C>(
+        &self,
+        name: &str,
+        _workflow: W,
+        cron: &str,
+        context: C,
+        options: ScheduleOptions,
+    ) -> impl Future<Output = Result<()>> + Send + use<W, M, C>
+    where
+        W: WorkflowFn<M, Args = (chrono::DateTime<chrono::Utc>, C)>,
+        C: serde::Serialize,
+    {
+        let app = self.clone();
+        let prepared = workflow::registration_of::<W>().and_then(|registration| {
+            let context = serde_json::to_value(&context).map_err(|source| Error::Serialize {
+                what: format!("the context of schedule {name}"),
+                source,
+            })?;
+            schedule::new_row(&app.rt, name, registration.name, cron, &context, &options)
+        });
+        let call = StepCall::begin("DBOS.createSchedule");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                let row = prepared?;
+                let name = row.schedule_name.clone();
+                let op = store::CreateSchedule {
+                    row,
+                    replace_definition: false,
+                };
+                if !app.rt.store.run(op).await? {
+                    return Err(Error::InvalidArgument {
+                        argument: "name",
+                        reason: format!("a schedule named `{name}` already exists"),
+                    });
+                }
+                app.scheduler.changed().await;
+                Ok(())
+            })
+            .await
+        }
+    }
+
+    /// This application's schedules (and those no application owns), by name.
+    pub async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        let list = store::ListSchedules {
+            application_name: Some(self.rt.app_name.clone()),
+        };
+        let rows = self.rt.store.run(list).await?;
+        Ok(rows.into_iter().map(Schedule::from_row).collect())
+    }
+
+    /// A schedule by name, or `None`.
+    pub async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        let get = store::GetSchedule {
+            schedule_name: name.to_owned(),
+        };
+        Ok(self.rt.store.run(get).await?.map(Schedule::from_row))
+    }
+
+    /// Pause a schedule: no process fires its ticks until it is resumed (in this process,
+    /// none from the moment this returns; in others, from their next reading of the schedules,
+    /// within about 2 seconds). A missing schedule is [`Error::NotFound`]. Inside a workflow
+    /// the call is a step (`DBOS.pauseSchedule`).
+    pub fn pause_schedule(&self, name: &str) -> impl Future<Output = Result<()>> + Send + use<> {
+        self.set_schedule_status(name, schedule::PAUSED, "DBOS.pauseSchedule")
+    }
+
+    /// Resume a paused schedule: its ticks fire again from now on (after the missed ones, if
+    /// it has [`ScheduleOptions::automatic_backfill`]). A missing schedule is
+    /// [`Error::NotFound`]. Inside a workflow the call is a step (`DBOS.resumeSchedule`).
+    pub fn resume_schedule(&self, name: &str) -> impl Future<Output = Result<()>> + Send + use<> {
+        self.set_schedule_status(name, schedule::ACTIVE, "DBOS.resumeSchedule")
+    }
+
+    fn set_schedule_status(
+        &self,
+        name: &str,
+        status: &'static str,
+        step: &'static str,
+    ) -> impl Future<Output = Result<()>> + Send + use<> {
+        let app = self.clone();
+        let name = name.to_owned();
+        let call = StepCall::begin(step);
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                let op = store::SetScheduleStatus {
+                    schedule_name: name.clone(),
+                    status: status.to_owned(),
+                };
+                if !app.rt.store.run(op).await? {
+                    return Err(Error::NotFound(format!("schedule {name}")));
+                }
+                app.scheduler.changed().await;
+                Ok(())
+            })
+            .await
+        }
+    }
+
+    /// Delete a schedule; the workflows it started stay. Answers whether it existed. Inside a
+    /// workflow the call is a step (`DBOS.deleteSchedule`).
+    pub fn delete_schedule(&self, name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
+        let app = self.clone();
+        let name = name.to_owned();
+        let call = StepCall::begin("DBOS.deleteSchedule");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                let op = store::DeleteSchedule {
+                    schedule_name: name,
+                };
+                let existed = app.rt.store.run(op).await?;
+                app.scheduler.changed().await;
+                Ok(existed)
+            })
+            .await
+        }
+    }
+
+    /// Start a schedule's workflow now, outside its cron, with the current time as its
+    /// scheduled time, under the id `sched-<name>-trigger-<now>` (as DBOS). Answers the id.
+    /// Works on a paused schedule too. A missing schedule is [`Error::NotFound`]. Inside a
+    /// workflow the call is a step (`DBOS.triggerSchedule`).
+    pub fn trigger_schedule(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<String>> + Send + use<> {
+        let rt = Arc::clone(&self.rt);
+        let name = name.to_owned();
+        let call = StepCall::begin("DBOS.triggerSchedule");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                let loaded = schedule::load(&rt, &name).await?;
+                schedule::trigger(&rt, &loaded).await
+            })
+            .await
+        }
+    }
+
+    /// Start the workflow of every tick of a schedule strictly after `start` and strictly
+    /// before `end` (as DBOS's `backfill_schedule`), each under its tick's id, so running a
+    /// backfill again, or over a range the schedule already fired, starts nothing twice.
+    /// Answers the ticks' ids in order (those that existed included). A missing schedule is
+    /// [`Error::NotFound`]. Inside a workflow the call is a step (`DBOS.backfillSchedule`).
+    pub fn backfill_schedule(
+        &self,
+        name: &str,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send + use<> {
+        let rt = Arc::clone(&self.rt);
+        let name = name.to_owned();
+        let call = StepCall::begin("DBOS.backfillSchedule");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                let loaded = schedule::load(&rt, &name).await?;
+                schedule::backfill(&rt, &loaded, start, end).await
+            })
+            .await
+        }
     }
 
     /// The system database backend: `"sqlite"` or `"postgres"`.

@@ -193,6 +193,22 @@ pub enum Error {
         requested: String,
     },
 
+    /// An enqueue was refused because another unfinished workflow of the queue holds its
+    /// deduplication id (DBOS's `DBOSQueueDeduplicatedError`). Nothing was enqueued.
+    #[error(
+        "workflow {workflow_id} was deduplicated: workflow {existing} in queue {queue} holds deduplication id {deduplication_id}"
+    )]
+    Deduplicated {
+        /// The id the refused enqueue asked for.
+        workflow_id: String,
+        /// The queue.
+        queue: String,
+        /// The deduplication id.
+        deduplication_id: String,
+        /// The workflow holding it.
+        existing: String,
+    },
+
     /// The workflow was cancelled.
     #[error("workflow {0} was cancelled")]
     Cancelled(String),
@@ -377,6 +393,7 @@ impl Error {
             Error::NotFound(_) => "DBOSNonExistentWorkflowError",
             Error::NotRegistered(_) => "DBOSWorkflowFunctionNotFoundError",
             Error::ConflictingWorkflow { .. } => "DBOSConflictingWorkflowError",
+            Error::Deduplicated { .. } => "DBOSQueueDeduplicatedError",
             Error::Cancelled(_) => "DBOSWorkflowCancelledError",
             Error::TimedOut(_) => "DBOSAwaitedWorkflowCancelledError",
             Error::StepRetriesExhausted { .. } => "DBOSMaxStepRetriesExceeded",
@@ -453,6 +470,12 @@ enum Detail {
         existing: String,
         requested: String,
     },
+    Deduplicated {
+        workflow_id: String,
+        queue: String,
+        deduplication_id: String,
+        existing: String,
+    },
     Cancelled(String),
     TimedOut(String),
     StepRetriesExhausted {
@@ -522,6 +545,17 @@ impl Detail {
                 workflow_id: workflow_id.clone(),
                 existing: existing.clone(),
                 requested: requested.clone(),
+            },
+            Error::Deduplicated {
+                workflow_id,
+                queue,
+                deduplication_id,
+                existing,
+            } => Detail::Deduplicated {
+                workflow_id: workflow_id.clone(),
+                queue: queue.clone(),
+                deduplication_id: deduplication_id.clone(),
+                existing: existing.clone(),
             },
             Error::Cancelled(a) => Detail::Cancelled(a.clone()),
             Error::TimedOut(a) => Detail::TimedOut(a.clone()),
@@ -598,6 +632,17 @@ impl Detail {
             },
             Detail::NotFound(a) => Error::NotFound(a),
             Detail::NotRegistered(a) => Error::NotRegistered(a),
+            Detail::Deduplicated {
+                workflow_id,
+                queue,
+                deduplication_id,
+                existing,
+            } => Error::Deduplicated {
+                workflow_id,
+                queue,
+                deduplication_id,
+                existing,
+            },
             Detail::ConflictingWorkflow {
                 workflow_id,
                 existing,

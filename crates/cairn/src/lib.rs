@@ -21,12 +21,14 @@
 //! - [Steps](#steps)
 //! - [Workflow ids and idempotency](#workflow-ids-and-idempotency)
 //! - [Child workflows and parallel steps](#child-workflows-and-parallel-steps)
+//! - [Queues](#queues)
 //! - [Application state and context](#application-state-and-context)
 //! - [What the macros check](#what-the-macros-check)
 //! - [Recovery](#recovery)
 //! - [Durable timers and deadlines](#durable-timers-and-deadlines)
 //! - [Cancellation and resume](#cancellation-and-resume)
 //! - [Messages, events and streams](#messages-events-and-streams)
+//! - [Schedules](#schedules)
 //! - [Changing deployed workflows](#changing-deployed-workflows)
 //! - [Rolling out new code](#rolling-out-new-code)
 //! - [When the database goes away](#when-the-database-goes-away)
@@ -112,6 +114,36 @@
 //! [`start_child_workflow`] returns a handle instead. Operation ids are taken when a durable
 //! operation is *called*, so steps started in a fixed order and awaited together (`join!`,
 //! `futures::future::join_all`) replay correctly.
+//!
+//! # Queues
+//!
+//! A [`Queue`] is defined on the builder ([`CairnBuilder::queue`]; stored in the system
+//! database's `queues` table at launch, as DBOS does) and workflows are put on it with
+//! [`Cairn::enqueue`] / [`Cairn::enqueue_with`] ([`EnqueueOptions`]: id, priority,
+//! deduplication id — [`Error::Deduplicated`] or the holder's handle — partition key, delay,
+//! timeout counted from dequeue, application version). Whichever process serves the queue
+//! runs them. Inside a workflow, [`enqueue_workflow`] (or `app.enqueue`) is an operation of
+//! that workflow: the row and its checkpoint commit together, exactly once across replays.
+//! [`Cairn::enqueue_by_name`] enqueues by workflow name with JSON arguments, for code that
+//! does not link the workflow. [`Cairn::list_queues`], [`Cairn::get_queue`],
+//! [`Cairn::update_queue`] and [`Cairn::delete_queue`] manage the stored definitions.
+//!
+//! ```no_run
+//! # #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+//! # #[error("{0}")] struct AppError(String);
+//! #[cairn::workflow]
+//! async fn resize(image: String) -> Result<String, AppError> {
+//!     Ok(image)
+//! }
+//!
+//! # async fn demo() -> cairn::Result<()> {
+//! let images = cairn::Queue::new("images").concurrency(4);
+//! let app = cairn::Cairn::builder("gallery").queue(images.clone()).launch().await?;
+//! let options = cairn::EnqueueOptions::default().with_deduplication_id("cat.png");
+//! let handle = app.enqueue_with(options, &images, resize, "cat.png".into()).await?;
+//! # let _ = handle;
+//! # Ok(()) }
+//! ```
 //!
 //! # Application state and context
 //!
@@ -224,6 +256,37 @@
 //! }
 //! ```
 //!
+//! # Schedules
+//!
+//! [`Cairn::create_schedule`] runs a workflow at every tick of a cron expression (5 fields, or
+//! 6 with seconds first), read in an IANA time zone ([`ScheduleOptions::timezone`], UTC by
+//! default). The workflow takes the tick's scheduled time and the schedule's context, checked
+//! at compile time. Each tick starts exactly one workflow, `sched-<name>-<time>` as DBOS names
+//! it, however many processes run; it is enqueued on the schedule's queue (DBOS's internal
+//! queue by default). Schedules live in the system database (`workflow_schedules`), so a
+//! schedule created by one process is fired by all of them; [`CairnBuilder::schedule`]
+//! declares one in code instead (created or updated at launch). Pause, resume, delete, list,
+//! trigger now and backfill a past range are methods of [`Cairn`];
+//! [`ScheduleOptions::automatic_backfill`] fires ticks missed while no process ran (the latest
+//! [`CairnBuilder::max_automatic_backfill`]).
+//!
+//! ```no_run
+//! use chrono::{DateTime, Utc};
+//!
+//! #[cairn::workflow]
+//! async fn report(at: DateTime<Utc>, team: String) -> Result<(), cairn::Error> {
+//!     println!("report for {team} scheduled at {at}");
+//!     Ok(())
+//! }
+//!
+//! # async fn demo(app: cairn::Cairn) -> cairn::Result<()> {
+//! let weekdays = cairn::ScheduleOptions::default().timezone("Europe/Berlin");
+//! app.create_schedule("daily-report", report, "0 9 * * MON-FRI", "ops".to_owned(), weekdays)
+//!     .await?;
+//! app.pause_schedule("daily-report").await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Changing deployed workflows
 //!
 //! [`patch`] and [`deprecate_patch`] let new code branch old executions (started before a
@@ -305,7 +368,7 @@
 //! | `DBOS.cancel_workflow` / `DBOS.resume_workflow` | [`Cairn::cancel`], [`Cairn::cancel_with_descendants`] / [`Cairn::resume`] | As DBOS 3.4: resume goes through `_dbos_internal_queue` and keeps the workflow's version. |
 //! | `DBOS.fork_workflow` | not yet in Cairn's API | `dbos workflow fork` works on Cairn's database (see [Rolling out new code](#rolling-out-new-code)). |
 //! | `DBOSClient` | not yet in Rust | A launched [`Cairn`] does by id what a client does (retrieve, send, events, streams, cancel, resume); DBOS's own clients work on Cairn's database. |
-//! | `Queue(..).enqueue(..)` | coming | Cairn already dequeues DBOS's internal queue (resumes, forks). |
+//! | `Queue(..)`, `queue.enqueue(..)`, `SetEnqueueOptions` | `CairnBuilder::queue(Queue::new(..))`, `app.enqueue(&queue, ..)`, `EnqueueOptions` | Rows and definitions as DBOS writes them. |
 //! | `@DBOS.scheduled(cron)` | coming | |
 //! | configured class instances (`config_name`) | [`CairnBuilder::instance_state`], [`StartOptions::with_instance`], [`state()`] | One function, several configured instances, without classes. |
 //! | `DBOS.patch` / `DBOS.deprecate_patch` | [`patch`] / [`deprecate_patch`] | |
@@ -332,7 +395,12 @@ pub(crate) mod store;
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
 pub use engine::comm::{SendOptions, close_stream, get_event, recv, send, set_event, write_stream};
 pub use engine::control::{deprecate_patch, patch, wait_all, wait_first};
+pub use engine::enqueue::{
+    DeduplicationPolicy, EnqueueOptions, MAX_PRIORITY, enqueue_workflow, enqueue_workflow_with,
+};
+pub use engine::queue::{INTERNAL_QUEUE_NAME, Queue, RESERVED_QUEUE_PREFIX, RateLimit};
 pub use engine::registry::WorkflowFuture;
+pub use engine::schedule::{Schedule, ScheduleOptions, ScheduleStatus};
 pub use engine::state::{in_workflow, instance, state, step_attempt, step_id, workflow_id};
 pub use engine::step::{StepOptions, run_step, run_step_with};
 pub use engine::timer::sleep;

@@ -9,9 +9,7 @@ use super::workflow::{NewExecution, Origin, spawn_execution};
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
-use crate::store::{
-    ClaimEnqueued, CompleteWorkflow, Completion, DeadLetter, QueueClaim, ReclaimPending, Reclaimed,
-};
+use crate::store::{CompleteWorkflow, Completion, DeadLetter, ReclaimPending, Reclaimed};
 
 /// Claim this executor's `PENDING` workflows (of this application version) and replay them.
 /// Each claim counts as a recovery attempt; a workflow past its limit is dead-lettered.
@@ -163,39 +161,3 @@ async fn fail_unrecoverable(
 /// The queue DBOS puts resumed (and recovered) workflows on: `dbos workflow resume` and the
 /// DBOS client's `resume_workflow` enqueue there, and this process runs what it can.
 pub(crate) const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
-
-/// How often the internal queue is checked. Only DBOS's tools put work there (a resume), so
-/// this is no hot path; a check costs one indexed read while the queue is empty.
-const INTERNAL_QUEUE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Run the internal queue's dispatcher until shutdown.
-pub(crate) async fn dispatch_internal_queue(rt: Arc<Runtime>) {
-    while !rt.is_shutting_down() {
-        if let Err(error) = dispatch_once(&rt).await {
-            tracing::warn!(%error, "could not check the internal queue");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(INTERNAL_QUEUE_POLL) => {}
-            _ = rt.dispatch_requested() => {}
-            _ = rt.shutdown_requested() => {}
-        }
-    }
-}
-
-async fn dispatch_once(rt: &Arc<Runtime>) -> Result<()> {
-    let owner = uuid::Uuid::new_v4().to_string();
-    let claim = QueueClaim {
-        queue_name: INTERNAL_QUEUE.to_owned(),
-        names: registry::all().iter().map(|r| r.name.to_owned()).collect(),
-        executor_id: rt.executor_id.clone(),
-        app_version: rt.app_version.clone(),
-        application_name: Some(rt.app_name.clone()),
-        new_owner: owner.clone(),
-        now_ms: now_ms(),
-        limit: 100,
-    };
-    for workflow in rt.store.run(ClaimEnqueued(claim)).await? {
-        execute_claimed(rt, &owner, workflow, Origin::Dequeued).await?;
-    }
-    Ok(())
-}

@@ -124,9 +124,11 @@ pub(crate) struct Runtime {
     idle: Notify,
     /// Woken when shutdown begins, for background loops.
     shutdown: Notify,
-    /// Woken when this process put work on DBOS's internal queue (a resume), so the
-    /// dispatcher claims it now rather than at its next poll.
-    dispatch: Notify,
+    /// Bumped to wake the queue dispatchers (an enqueue here or elsewhere, a freed slot), so
+    /// they claim now rather than at their next poll.
+    dispatch: watch::Sender<u64>,
+    /// The queues registered on the builder (`CairnBuilder::queue`), set once at launch.
+    queues: std::sync::OnceLock<Vec<crate::engine::queue::Queue>>,
 }
 
 impl Runtime {
@@ -149,8 +151,25 @@ impl Runtime {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             shutdown: Notify::new(),
-            dispatch: Notify::new(),
+            dispatch: watch::channel(0).0,
+            queues: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The queues this application defines (registered on its builder), in registration
+    /// order. Empty before launch stores them.
+    pub(crate) fn queues(&self) -> &[crate::engine::queue::Queue] {
+        self.queues.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The definition of queue `name`, if this application defines it.
+    pub(crate) fn queue(&self, name: &str) -> Option<&crate::engine::queue::Queue> {
+        self.queues().iter().find(|q| q.name == name)
+    }
+
+    /// Record the application's queue definitions (once, at launch; later calls are ignored).
+    pub(crate) fn set_queues(&self, queues: Vec<crate::engine::queue::Queue>) {
+        let _ = self.queues.set(queues);
     }
 
     /// Completes when shutdown begins (at once if it has).
@@ -161,14 +180,14 @@ impl Runtime {
         }
     }
 
-    /// Ask the internal-queue dispatcher to look now (a permit is kept if it is busy).
+    /// Ask the queue dispatchers to look now (one busy claiming looks again after).
     pub(crate) fn wake_dispatcher(&self) {
-        self.dispatch.notify_one();
+        self.dispatch.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Completes when [`Runtime::wake_dispatcher`] was called.
-    pub(crate) async fn dispatch_requested(&self) {
-        self.dispatch.notified().await;
+    /// Where the dispatchers learn of [`Runtime::wake_dispatcher`] calls.
+    pub(crate) fn dispatch_wakes(&self) -> watch::Receiver<u64> {
+        self.dispatch.subscribe()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

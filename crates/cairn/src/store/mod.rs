@@ -186,7 +186,34 @@ pub(crate) struct QueueClaim {
     pub application_name: Option<String>,
     pub new_owner: String,
     pub now_ms: i64,
+    /// The most rows this claim takes (its batch).
     pub limit: i64,
+    /// The queue's limits, each counted from the rows themselves.
+    pub limits: ClaimLimits,
+    /// Claim only rows of this partition (`queue_partition_key`); `None`: any row.
+    pub partition_key: Option<String>,
+    /// Whether to check with a plain read that anything waits before claiming (so an idle
+    /// queue costs no locking statement); a dispatcher whose last claim found work skips it.
+    pub probe: bool,
+}
+
+/// A queue's limits as a claim applies them (see [`ClaimEnqueued`]). `None`: no limit.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClaimLimits {
+    /// Whether rows are taken by `priority` before age (else by age only).
+    pub priority_enabled: bool,
+    /// `PENDING` rows of the queue, across executors.
+    pub concurrency: Option<i64>,
+    /// `PENDING` rows of the queue of this executor.
+    pub worker_concurrency: Option<i64>,
+    /// `(limit, period_ms)`: rows of the queue started within the last period.
+    pub rate_limit: Option<(i64, i64)>,
+    /// As `concurrency`, within the claimed partition.
+    pub partition_concurrency: Option<i64>,
+    /// As `worker_concurrency`, within the claimed partition.
+    pub partition_worker_concurrency: Option<i64>,
+    /// As `rate_limit`, within the claimed partition.
+    pub partition_rate_limit: Option<(i64, i64)>,
 }
 
 /// The topic DBOS stores for a message sent without one.

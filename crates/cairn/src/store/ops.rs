@@ -426,15 +426,24 @@ impl Operation for ResumeWorkflow {
     }
 }
 
-/// Claim up to `limit` `ENQUEUED` workflows of `queue_name` whose function is one of `names`
-/// (rows of this application or unclaimed, of this version or none), by priority then age,
-/// skipping rows another claimer holds: each becomes `PENDING` with `owner_xid = new_owner`,
-/// this executor and version, `started_at_epoch_ms = now_ms`, `recovery_attempts + 1`, and a
-/// deadline from its timeout if it has none. Answers them with their checkpoints. An idle
-/// queue should cost no locking statement.
+/// Claim `ENQUEUED` workflows of `queue_name` whose function is one of `names` (rows of this
+/// application or unclaimed, of this version or none; of `partition_key` when given), by
+/// priority then age when `limits.priority_enabled` (else by age), skipping rows another
+/// claimer holds. First (always with `probe`; a backend may skip it without), the queue's
+/// `DELAYED` rows whose `delay_until_epoch_ms <= now_ms` become `ENQUEUED`. It takes at most the least of: `limit`; `concurrency` minus the queue's
+/// `PENDING` rows (every executor); `worker_concurrency` minus the queue's `PENDING` rows of
+/// `executor_id`; the rate limit minus the queue's rows neither `ENQUEUED` nor `DELAYED`
+/// whose `started_at_epoch_ms` is within the last period (DBOS 3.4's accounting); and the
+/// same three within the partition. Each claimed row becomes `PENDING` with
+/// `owner_xid = new_owner`, this executor and version, `started_at_epoch_ms = now_ms`,
+/// `recovery_attempts + 1`, and a deadline from its timeout if it has none. Answers them with
+/// their checkpoints. Claimers sharing a budget (global or partition concurrency, a rate
+/// limit) take turns, so that processes together never exceed it; with `probe`, an idle queue
+/// should cost no locking statement.
 ///
 /// Retry safety: rows already `PENDING` with `owner_xid = new_owner` were claimed by this very
-/// claim, committed unseen: they are answered again.
+/// claim, committed unseen: they are answered again (and count against every limit, as any
+/// `PENDING` row does).
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimEnqueued(pub QueueClaim);
 
@@ -442,6 +451,22 @@ impl Operation for ClaimEnqueued {
     type Output = Vec<Reclaimed>;
     fn describe(&self) -> String {
         format!("claiming workflows of queue {}", self.0.queue_name)
+    }
+}
+
+/// The partition keys (`queue_partition_key`, not NULL) of `queue_name`'s `ENQUEUED` rows and
+/// of its `DELAYED` rows due at `now_ms`, each once, in no particular order: the partitions a
+/// dispatcher claims from. A read: retry-safe.
+#[derive(Debug, Clone)]
+pub(crate) struct QueuePartitions {
+    pub queue_name: String,
+    pub now_ms: i64,
+}
+
+impl Operation for QueuePartitions {
+    type Output = Vec<String>;
+    fn describe(&self) -> String {
+        format!("listing the partitions of queue {}", self.queue_name)
     }
 }
 
@@ -546,6 +571,292 @@ impl Operation for WriteStreamFromStep {
         format!(
             "writing to stream {} from step {} of workflow {}",
             self.key, self.function_id, self.workflow_id
+        )
+    }
+}
+
+/// The queue columns of a workflow being enqueued (see [`EnqueueWorkflow`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueuedFields {
+    /// `deduplication_id`: unique per queue among unfinished workflows.
+    pub deduplication_id: Option<String>,
+    /// `priority`: 0 (none) or 1 ..= 2^31-1, lower first.
+    pub priority: i32,
+    /// `queue_partition_key`.
+    pub partition_key: Option<String>,
+    /// `delay_until_epoch_ms`, set with status `DELAYED`.
+    pub delay_until_epoch_ms: Option<i64>,
+}
+
+/// What [`EnqueueWorkflow`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EnqueueOutcome {
+    /// The workflow's rows were written (with the parent's checkpoint, if any).
+    Enqueued,
+    /// A row with this id already existed; nothing was written (the parent's checkpoint too).
+    Existing {
+        name: Option<String>,
+        status: Option<crate::status::WorkflowState>,
+    },
+    /// Another unfinished workflow of the queue holds the deduplication id; nothing written.
+    Deduplicated { existing_workflow_id: String },
+    /// The parent's checkpoint was refused (`NotOwner`, `Duplicate`); nothing written.
+    Refused(RecordOutcome),
+}
+
+/// Insert a queued workflow (`workflow.status` `ENQUEUED` or `DELAYED`, `queue_name` set,
+/// `owner_xid` NULL, `recovery_attempts` 0, no `started_at_epoch_ms`), with its queue columns,
+/// as DBOS's `enqueue_workflow` writes it. With `parent`, the parent's checkpoint
+/// (`child_workflow_id` set) commits in the same transaction, guarded by its ownership, and
+/// the child only with it. An existing id is `Existing`; a deduplication id another row of
+/// the queue holds is `Deduplicated`.
+///
+/// Retry safety: an existing row whose `creator_xid` is this insert's is this very insert,
+/// committed unseen: `Enqueued`.
+#[derive(Debug, Clone)]
+pub(crate) struct EnqueueWorkflow {
+    pub workflow: NewWorkflow,
+    pub queued: QueuedFields,
+    pub parent: Option<StepRecord>,
+}
+
+impl Operation for EnqueueWorkflow {
+    type Output = EnqueueOutcome;
+    fn describe(&self) -> String {
+        format!(
+            "enqueueing workflow {} on queue {}",
+            self.workflow.id,
+            self.workflow.queue_name.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// When [`UpsertQueue`] overwrites an existing definition (DBOS 3.4's `on_conflict`).
+/// Launch uses `IfLatestVersion` (DBOS's default); the others are DBOS's other policies.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum QueueUpdate {
+    /// Overwrite only when this version is the application's latest registered one (by
+    /// `version_timestamp`): an older version in a rolling deploy keeps the newer config.
+    IfLatestVersion(String),
+    /// Always overwrite.
+    Always,
+    /// Leave an existing row as it is.
+    Never,
+}
+
+/// Store a queue definition in `queues` for `application_name` (DBOS's `upsert_queue`): a new
+/// name is inserted; an existing one is overwritten per `update` (its owner kept if set). A
+/// name another application owns is [`crate::Error::InvalidArgument`] and writes nothing.
+/// `priority_enabled` is written `true` and `partition_queue` is derived from the partition
+/// limits, as DBOS 3.4 writes these legacy columns. Answers whether the row is new.
+/// Retry-safe: a re-run writes the same values (answering `false` after an unseen insert).
+#[derive(Debug, Clone)]
+pub(crate) struct UpsertQueue {
+    pub queue: crate::engine::queue::Queue,
+    pub application_name: String,
+    pub update: QueueUpdate,
+    pub now_ms: i64,
+}
+
+impl Operation for UpsertQueue {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!("registering queue {}", self.queue.name)
+    }
+}
+
+/// One stored queue definition, or `None`.
+#[derive(Debug, Clone)]
+pub(crate) struct GetQueue {
+    pub name: String,
+}
+
+impl Operation for GetQueue {
+    type Output = Option<crate::engine::queue::Queue>;
+    fn describe(&self) -> String {
+        format!("reading queue {}", self.name)
+    }
+}
+
+/// The stored queue definitions of `application_name` and the unowned ones, by name.
+#[derive(Debug, Clone)]
+pub(crate) struct ListQueues {
+    pub application_name: String,
+}
+
+impl Operation for ListQueues {
+    type Output = Vec<crate::engine::queue::Queue>;
+    fn describe(&self) -> String {
+        format!(
+            "listing the queues of application {}",
+            self.application_name
+        )
+    }
+}
+
+/// Overwrite an existing queue's limits and polling interval with `queue`'s (DBOS's
+/// `update_queue`; `updated_at = now_ms`, owner unchanged). Answers whether the queue
+/// exists. Retry-safe: idempotent.
+#[derive(Debug, Clone)]
+pub(crate) struct UpdateQueue {
+    pub queue: crate::engine::queue::Queue,
+    pub now_ms: i64,
+}
+
+impl Operation for UpdateQueue {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!("updating queue {}", self.queue.name)
+    }
+}
+
+/// Delete a queue's definition row (its workflows are untouched). Answers whether it existed
+/// (`false` on a re-run after an unseen commit).
+#[derive(Debug, Clone)]
+pub(crate) struct DeleteQueue {
+    pub name: String,
+}
+
+impl Operation for DeleteQueue {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!("deleting queue {}", self.name)
+    }
+}
+
+/// A row of `workflow_schedules`, as DBOS 3.4 stores it (times as DBOS writes them: ISO 8601
+/// text with an offset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScheduleRow {
+    pub schedule_id: String,
+    pub schedule_name: String,
+    pub workflow_name: String,
+    pub workflow_class_name: Option<String>,
+    /// The cron expression (5 fields, or 6 with seconds first).
+    pub schedule: String,
+    /// `ACTIVE` or `PAUSED`.
+    pub status: String,
+    /// The serialized context passed to every tick.
+    pub context: String,
+    /// The scheduled time of the latest tick fired, ISO 8601 (`2026-01-01T00:00:00+00:00`).
+    pub last_fired_at: Option<String>,
+    pub automatic_backfill: bool,
+    /// An IANA time zone; `None` is UTC.
+    pub cron_timezone: Option<String>,
+    pub queue_name: Option<String>,
+    pub application_name: Option<String>,
+}
+
+/// Insert a schedule. A schedule of that name that exists is left as it is and the answer is
+/// `false` — unless `replace_definition`, when its definition (workflow, cron, context, time
+/// zone, queue, backfill) is replaced, keeping its id, status and `last_fired_at` and its
+/// owner (an unowned row takes `row.application_name`), as DBOS's `upsert_schedule`; the
+/// answer is then `true`.
+///
+/// Retry safety: a re-run after an unseen commit finds a row with its own `schedule_id`, and
+/// answers `true`.
+#[derive(Debug, Clone)]
+pub(crate) struct CreateSchedule {
+    pub row: ScheduleRow,
+    pub replace_definition: bool,
+}
+
+impl Operation for CreateSchedule {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!("creating schedule {}", self.row.schedule_name)
+    }
+}
+
+/// The schedules of `application_name` and the unowned ones (every schedule with `None`),
+/// by name. A read.
+#[derive(Debug, Clone)]
+pub(crate) struct ListSchedules {
+    pub application_name: Option<String>,
+}
+
+impl Operation for ListSchedules {
+    type Output = Vec<ScheduleRow>;
+    fn describe(&self) -> String {
+        "listing schedules".to_owned()
+    }
+}
+
+/// One schedule by name, or `None`. A read.
+#[derive(Debug, Clone)]
+pub(crate) struct GetSchedule {
+    pub schedule_name: String,
+}
+
+impl Operation for GetSchedule {
+    type Output = Option<ScheduleRow>;
+    fn describe(&self) -> String {
+        format!("reading schedule {}", self.schedule_name)
+    }
+}
+
+/// Set a schedule's `status` (`ACTIVE` or `PAUSED`). Answers whether the schedule exists.
+/// Idempotent.
+#[derive(Debug, Clone)]
+pub(crate) struct SetScheduleStatus {
+    pub schedule_name: String,
+    pub status: String,
+}
+
+impl Operation for SetScheduleStatus {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!("setting schedule {} to {}", self.schedule_name, self.status)
+    }
+}
+
+/// Delete a schedule (its workflows stay). Answers whether it existed — `false` after an
+/// unseen commit too, which the caller cannot tell from a missing schedule.
+#[derive(Debug, Clone)]
+pub(crate) struct DeleteSchedule {
+    pub schedule_name: String,
+}
+
+impl Operation for DeleteSchedule {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!("deleting schedule {}", self.schedule_name)
+    }
+}
+
+/// Record the scheduled time of the latest tick fired (`last_fired_at`, as DBOS's
+/// `update_last_fired_at`). Idempotent.
+#[derive(Debug, Clone)]
+pub(crate) struct SetLastFired {
+    pub schedule_name: String,
+    pub last_fired_at: String,
+}
+
+impl Operation for SetLastFired {
+    type Output = ();
+    fn describe(&self) -> String {
+        format!("recording the last tick of schedule {}", self.schedule_name)
+    }
+}
+
+/// Insert a schedule's tick: [`InsertWorkflow`] of `workflow` (an `ENQUEUED` row), then
+/// `workflow_status.schedule_name = schedule_name` on that row where it has none, as DBOS's
+/// scheduler records which schedule started a workflow. Answers the insert's outcome.
+///
+/// Retry safety: [`InsertWorkflow`]'s; the second write is idempotent.
+#[derive(Debug, Clone)]
+pub(crate) struct InsertTick {
+    pub workflow: NewWorkflow,
+    pub schedule_name: String,
+}
+
+impl Operation for InsertTick {
+    type Output = InsertOutcome;
+    fn describe(&self) -> String {
+        format!(
+            "starting workflow {} of schedule {}",
+            self.workflow.id, self.schedule_name
         )
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use super::*;
 use crate::status::WorkflowState;
 use crate::store::{
-    CancelWorkflows, ClaimEnqueued, CompleteWorkflow, DeadLetter, Descendants, InsertWorkflow,
-    QueueClaim, RecordOutcome, RecordStep, ResumeWorkflow,
+    CancelWorkflows, ClaimEnqueued, ClaimLimits, CompleteWorkflow, DeadLetter, Descendants,
+    InsertWorkflow, QueueClaim, QueuePartitions, RecordOutcome, RecordStep, ResumeWorkflow,
 };
 
 /// Cancel these workflows at `now_ms`.
@@ -29,6 +29,15 @@ fn resume(workflow_id: &str, now_ms: i64) -> ResumeWorkflow {
 /// Claim up to `limit` `checkout` workflows of queue `orders` for `shop`, executor `worker`,
 /// version `v1`, as `new_owner`.
 pub(super) fn claim(new_owner: &str, limit: i64, now_ms: i64) -> ClaimEnqueued {
+    let limits = ClaimLimits {
+        priority_enabled: true,
+        ..ClaimLimits::default()
+    };
+    claim_under(new_owner, limit, now_ms, limits)
+}
+
+/// As [`claim`], under these limits.
+fn claim_under(new_owner: &str, limit: i64, now_ms: i64, limits: ClaimLimits) -> ClaimEnqueued {
     ClaimEnqueued(QueueClaim {
         queue_name: "orders".to_owned(),
         names: strings(&["checkout"]),
@@ -38,6 +47,9 @@ pub(super) fn claim(new_owner: &str, limit: i64, now_ms: i64) -> ClaimEnqueued {
         new_owner: new_owner.to_owned(),
         now_ms,
         limit,
+        limits,
+        partition_key: None,
+        probe: true,
     })
 }
 
@@ -291,6 +303,112 @@ conformance! {
         assert_eq!(ids(&db.run(claim("w3", 1, T0 + 100)).await), ["new"]);
     }
 
+    /// Without `priority_enabled` a claim takes the oldest first, whatever the priorities.
+    async fn claiming_ignores_priority_unless_enabled(db) {
+        for (id, age) in [("old", 0), ("urgent", 20)] {
+            db.run(InsertWorkflow(enqueued(id, age))).await;
+        }
+        db.execute("UPDATE workflow_status SET priority = -1 WHERE workflow_uuid = 'urgent'")
+            .await;
+        let fifo = claim_under("w1", 1, T0 + 100, ClaimLimits::default());
+        assert_eq!(ids(&db.run(fifo).await), ["old"]);
+    }
+
+    /// Global concurrency counts the queue's `PENDING` rows of every executor; worker
+    /// concurrency those of the claiming executor; a finished row frees its slot.
+    async fn claiming_leaves_room_for_running_workflows(db) {
+        for i in 0..8 {
+            db.run(InsertWorkflow(enqueued(&format!("q{i}"), i))).await;
+        }
+        let global = ClaimLimits {
+            concurrency: Some(3),
+            ..ClaimLimits::default()
+        };
+        assert_eq!(ids(&db.run(claim_under("a", 10, T0 + 100, global.clone())).await), ["q0", "q1", "q2"]);
+        assert!(db.run(claim_under("b", 10, T0 + 101, global.clone())).await.is_empty());
+        db.execute("UPDATE workflow_status SET status = 'SUCCESS' WHERE workflow_uuid = 'q0'")
+            .await;
+        assert_eq!(ids(&db.run(claim_under("c", 10, T0 + 102, global)).await), ["q3"]);
+
+        // Three PENDING rows belong to executor `worker`; another executor has its own room.
+        let worker = ClaimLimits {
+            worker_concurrency: Some(4),
+            ..ClaimLimits::default()
+        };
+        assert_eq!(ids(&db.run(claim_under("d", 10, T0 + 103, worker.clone())).await), ["q4"]);
+        let mut elsewhere = claim_under("e", 10, T0 + 104, worker);
+        elsewhere.0.executor_id = "other".to_owned();
+        assert_eq!(ids(&db.run(elsewhere).await), ["q5", "q6", "q7"]);
+    }
+
+    /// A rate limit counts the queue's rows started within the last period (running or
+    /// finished, not waiting), as DBOS 3.4's limiter does.
+    async fn claiming_honours_the_rate_limit(db) {
+        for i in 0..5 {
+            db.run(InsertWorkflow(enqueued(&format!("q{i}"), i))).await;
+        }
+        let limited = ClaimLimits {
+            rate_limit: Some((2, 1_000)),
+            ..ClaimLimits::default()
+        };
+        assert_eq!(ids(&db.run(claim_under("a", 10, T0 + 100, limited.clone())).await), ["q0", "q1"]);
+        db.execute("UPDATE workflow_status SET status = 'SUCCESS' WHERE workflow_uuid = 'q0'")
+            .await;
+        assert!(db.run(claim_under("b", 10, T0 + 1_099, limited.clone())).await.is_empty());
+        assert_eq!(ids(&db.run(claim_under("c", 10, T0 + 1_100, limited)).await), ["q2", "q3"]);
+    }
+
+    /// A partition's claim takes only its rows, under the partition's limits and the
+    /// queue's; the partitions listed are those with rows waiting.
+    async fn claiming_one_partition_applies_its_limits(db) {
+        for i in 0..6 {
+            db.run(InsertWorkflow(enqueued(&format!("q{i}"), i))).await;
+        }
+        db.execute(
+            "UPDATE workflow_status SET queue_partition_key = 'even' \
+                 WHERE workflow_uuid IN ('q0', 'q2', 'q4'); \
+             UPDATE workflow_status SET queue_partition_key = 'odd' \
+                 WHERE workflow_uuid IN ('q1', 'q3', 'q5');",
+        )
+        .await;
+        let listed = QueuePartitions {
+            queue_name: "orders".to_owned(),
+            now_ms: T0 + 100,
+        };
+        let mut partitions = db.run(listed.clone()).await;
+        partitions.sort();
+        assert_eq!(partitions, ["even", "odd"]);
+        let limits = ClaimLimits {
+            partition_concurrency: Some(2),
+            ..ClaimLimits::default()
+        };
+        let mut even = claim_under("a", 10, T0 + 100, limits.clone());
+        even.0.partition_key = Some("even".to_owned());
+        assert_eq!(ids(&db.run(even.clone()).await), ["q0", "q2"]);
+        even.0.new_owner = "b".to_owned();
+        assert!(db.run(even).await.is_empty(), "the partition is full");
+        let mut odd = claim_under("c", 10, T0 + 100, limits);
+        odd.0.partition_key = Some("odd".to_owned());
+        assert_eq!(ids(&db.run(odd).await), ["q1", "q3"]);
+        db.execute("UPDATE workflow_status SET status = 'SUCCESS' WHERE queue_partition_key = 'odd'")
+            .await;
+        assert_eq!(db.run(listed).await, ["even"]);
+    }
+
+    /// A `DELAYED` row becomes `ENQUEUED` (and claimable) once its delay has passed, not
+    /// before.
+    async fn claiming_promotes_due_delayed_workflows(db) {
+        db.run(InsertWorkflow(enqueued("later", 0))).await;
+        db.execute(
+            "UPDATE workflow_status SET status = 'DELAYED', delay_until_epoch_ms = 500 + created_at \
+                 WHERE workflow_uuid = 'later'",
+        )
+        .await;
+        assert!(db.run(claim("a", 10, T0 + 499)).await.is_empty());
+        assert_eq!(db.row("later").await.status, Some(WorkflowState::Delayed));
+        assert_eq!(ids(&db.run(claim("b", 10, T0 + 500)).await), ["later"]);
+    }
+
     /// Concurrent claimers never take the same workflow, and together take all of them (each
     /// claim under a fresh token, as the dispatcher makes them).
     async fn concurrent_claimers_take_each_workflow_once(db) {
@@ -327,5 +445,32 @@ conformance! {
         }
         let expected: Vec<String> = (0..40).map(|i| format!("q{i:02}")).collect();
         assert_eq!(ids(&all), expected);
+    }
+
+    /// Concurrent claimers sharing a global concurrency limit take turns: together they
+    /// never hold more than the limit, however many claim at once.
+    async fn concurrent_claimers_share_the_global_limit(db) {
+        for i in 0..40 {
+            db.run(InsertWorkflow(enqueued(&format!("q{i:02}"), i))).await;
+        }
+        let claimers: Vec<_> = (0..8)
+            .map(|c| {
+                let store = Arc::clone(&db.store);
+                tokio::spawn(async move {
+                    let limits = ClaimLimits {
+                        concurrency: Some(5),
+                        ..ClaimLimits::default()
+                    };
+                    let token = format!("worker-{c}");
+                    let claimed = store.run(claim_under(&token, 3, T0 + 100, limits)).await?;
+                    Ok::<_, crate::error::Error>(claimed.len())
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for claimer in futures::future::join_all(claimers).await {
+            total += claimer.expect("the task").expect("claim");
+        }
+        assert_eq!(total, 5, "the claimers filled the limit and no more");
     }
 }

@@ -71,7 +71,9 @@ macro_rules! conformance {
 mod comm;
 mod control;
 mod liveness;
+mod queues;
 mod retry_safety;
+mod schedules;
 mod workflows;
 
 /// How long one test body may run before it counts as hung (an operation that keeps failing

@@ -18,9 +18,10 @@ use super::error::failure;
 use crate::error::{DatabaseErrorKind, Error, Result};
 use crate::store::ChangeSink;
 
-/// The channels Cairn listens on (the trigger's, and the ones events and streams announce on).
+/// The channels Cairn listens on (the trigger's, the ones events and streams announce on,
+/// and the one Cairn's enqueues announce on, which wakes the queue dispatcher).
 const LISTEN_SQL: &str = "LISTEN dbos_notifications_channel; LISTEN dbos_workflow_events_channel; \
-     LISTEN dbos_streams_channel";
+     LISTEN dbos_streams_channel; LISTEN cairn_queue_channel";
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);

@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 
 use super::sql::{Sql, WORKFLOW_COLUMNS, workflow_joins};
-use super::{OnPostgres, PostgresStore, col};
+use super::{OnPostgres, Param, PostgresStore, col};
 use crate::error::Result;
 use crate::store::{
-    CancelWorkflows, ClaimEnqueued, DeadLetter, Descendants, ReclaimPending, Reclaimed,
-    RegisterAppVersion, ResumeWorkflow,
+    CancelWorkflows, ClaimEnqueued, DeadLetter, Descendants, QueuePartitions, ReclaimPending,
+    Reclaimed, RegisterAppVersion, ResumeWorkflow,
 };
 
 /// `$1` executor, `$2` version, `$3` application name or NULL, `$4` new owner, `$5` now: the
@@ -54,35 +54,82 @@ impl OnPostgres for ReclaimPending {
 const CLAIMED_ALREADY: &str = "started_at_epoch_ms = $3::int8 AND owner_xid = $2::text \
      AND status = 'PENDING' AND queue_name = $1::text";
 
-/// `$1` queue, `$2` new owner, `$3` now: whether the claim has anything to do, as a plain
-/// read, so an idle queue costs no locking statement.
+/// `$1` queue, `$2` new owner, `$3` now: whether the claim has anything to do, as plain
+/// reads, so an idle queue costs no locking statement; and whether `DELAYED` rows are due.
 static ANY_ENQUEUED: Sql = Sql(|q| {
     format!(
         "SELECT EXISTS (SELECT 1 FROM {q}.workflow_status \
              WHERE status = 'ENQUEUED' AND queue_name = $1::text) \
-         OR EXISTS (SELECT 1 FROM {q}.workflow_status WHERE {CLAIMED_ALREADY})"
+         OR EXISTS (SELECT 1 FROM {q}.workflow_status WHERE {CLAIMED_ALREADY}), \
+         EXISTS (SELECT 1 FROM {q}.workflow_status WHERE status = 'DELAYED' \
+             AND queue_name = $1::text AND delay_until_epoch_ms <= $3::int8)"
     )
 });
 
-/// `$1` queue, `$2` new owner, `$3` now, `$4` names (text[]), `$5` application name or NULL,
-/// `$6` version, `$7` limit, `$8` executor: claims up to the limit (`FOR UPDATE SKIP LOCKED`),
-/// counting the rows this very claim took in an attempt that committed unseen, and returns
-/// both, oldest first.
-static CLAIM_ENQUEUED: Sql = Sql(|q| {
+/// `$1` queue, `$2` now: its due `DELAYED` rows become `ENQUEUED`.
+static PROMOTE_DELAYED: Sql = Sql(|q| {
     format!(
-        "WITH again AS (SELECT workflow_uuid FROM {q}.workflow_status WHERE {CLAIMED_ALREADY}), \
+        "UPDATE {q}.workflow_status SET status = 'ENQUEUED', updated_at = $2::int8 \
+         WHERE status = 'DELAYED' AND queue_name = $1::text AND delay_until_epoch_ms <= $2::int8"
+    )
+});
+
+/// `$1` queue: claimers of a queue whose budget processes share take turns (for the rest of
+/// the transaction), so that each counts the room the others left. Under READ COMMITTED the
+/// claiming statement after it sees every claim committed before.
+static CLAIM_TURN: Sql = Sql(|_| {
+    "SELECT pg_advisory_xact_lock(hashtext('cairn_queue_claim'), hashtext($1::text))".to_owned()
+});
+
+/// `$1` queue, `$2` executor, `$3` now, `$4` partition key: the room of `$5` limit,
+/// `$6`/`$7`/`$8`+`$9` global, worker and rate (limit, period) limits, `$10`/`$11`/`$12`+`$13`
+/// the same per partition (each NULL when there is none), beside the rows of `again`.
+const ROOM: &str = "GREATEST(LEAST( \
+     $5::int8 - (SELECT count(*) FROM again), \
+     CASE WHEN $6::int8 IS NOT NULL THEN $6::int8 - (SELECT count(*) FROM {q}.workflow_status \
+         WHERE queue_name = $1::text AND status = 'PENDING') END, \
+     CASE WHEN $7::int8 IS NOT NULL THEN $7::int8 - (SELECT count(*) FROM {q}.workflow_status \
+         WHERE queue_name = $1::text AND status = 'PENDING' AND executor_id = $2::text) END, \
+     CASE WHEN $8::int8 IS NOT NULL THEN $8::int8 - (SELECT count(*) FROM {q}.workflow_status \
+         WHERE queue_name = $1::text AND status NOT IN ('ENQUEUED', 'DELAYED') \
+             AND started_at_epoch_ms > $3::int8 - $9::int8) END, \
+     CASE WHEN $10::int8 IS NOT NULL THEN $10::int8 - (SELECT count(*) FROM {q}.workflow_status \
+         WHERE queue_name = $1::text AND status = 'PENDING' AND queue_partition_key = $4::text) END, \
+     CASE WHEN $11::int8 IS NOT NULL THEN $11::int8 - (SELECT count(*) FROM {q}.workflow_status \
+         WHERE queue_name = $1::text AND status = 'PENDING' AND executor_id = $2::text \
+             AND queue_partition_key = $4::text) END, \
+     CASE WHEN $12::int8 IS NOT NULL THEN $12::int8 - (SELECT count(*) FROM {q}.workflow_status \
+         WHERE queue_name = $1::text AND status NOT IN ('ENQUEUED', 'DELAYED') \
+             AND started_at_epoch_ms > $3::int8 - $13::int8 AND queue_partition_key = $4::text) END \
+     ), 0)";
+
+/// The rows a claim by `$14` (new owner) at `$3` (now) of queue `$1` already took: `PENDING`
+/// under that owner since that instant (`started_at_epoch_ms` is indexed, `owner_xid` not).
+const CLAIMED_AGAIN: &str = "started_at_epoch_ms = $3::int8 AND owner_xid = $14::text \
+     AND status = 'PENDING' AND queue_name = $1::text";
+
+/// `$1`–`$14` as [`ROOM`] and [`CLAIMED_AGAIN`], `$15` names (text[]), `$16` application name
+/// or NULL, `$17` version, `$18` whether priorities order the queue: claims up to the room
+/// (`FOR UPDATE SKIP LOCKED`), counting the rows this very claim took in an attempt that
+/// committed unseen, and returns both, oldest first. (`LEAST` ignores NULLs: an absent limit
+/// leaves no bound.)
+static CLAIM_ENQUEUED: Sql = Sql(|q| {
+    let room = ROOM.replace("{q}", q);
+    format!(
+        "WITH again AS (SELECT workflow_uuid FROM {q}.workflow_status WHERE {CLAIMED_AGAIN}), \
          picked AS ( \
              SELECT workflow_uuid FROM {q}.workflow_status \
-             WHERE status = 'ENQUEUED' AND queue_name = $1::text AND name = ANY($4::text[]) \
-                 AND ($5::text IS NULL OR application_name = $5::text OR application_name IS NULL) \
-                 AND (application_version IS NULL OR application_version = $6::text) \
-             ORDER BY priority, created_at \
-             LIMIT GREATEST($7::int8 - (SELECT count(*) FROM again), 0) \
+             WHERE status = 'ENQUEUED' AND queue_name = $1::text AND name = ANY($15::text[]) \
+                 AND ($16::text IS NULL OR application_name = $16::text OR application_name IS NULL) \
+                 AND (application_version IS NULL OR application_version = $17::text) \
+                 AND ($4::text IS NULL OR queue_partition_key = $4::text) \
+             ORDER BY CASE WHEN $18::bool THEN priority ELSE 0 END, created_at \
+             LIMIT {room} \
              FOR UPDATE SKIP LOCKED), \
          upd AS ( \
-             UPDATE {q}.workflow_status w SET status = 'PENDING', owner_xid = $2::text, \
-                 executor_id = $8::text, application_version = $6::text, \
-                 application_name = COALESCE($5::text, w.application_name), \
+             UPDATE {q}.workflow_status w SET status = 'PENDING', owner_xid = $14::text, \
+                 executor_id = $2::text, application_version = $17::text, \
+                 application_name = COALESCE($16::text, w.application_name), \
                  started_at_epoch_ms = $3::int8, recovery_attempts = w.recovery_attempts + 1, \
                  updated_at = $3::int8, \
                  workflow_deadline_epoch_ms = CASE \
@@ -101,37 +148,111 @@ static CLAIM_ENQUEUED: Sql = Sql(|q| {
 });
 
 impl OnPostgres for ClaimEnqueued {
-    /// A plain read first (an idle queue costs nothing more), then one claiming statement and
-    /// the claimed workflows' checkpoints.
+    /// With `probe`, a plain read first (an idle queue costs nothing more) and the promotion
+    /// of due `DELAYED` rows if there are any, then one claiming statement (after the queue's turn lock when
+    /// processes share its budget: one transaction) and the claimed workflows' checkpoints.
     async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<Reclaimed>> {
         let claim = &self.0;
-        let waiting = db
-            .query_row(
-                &ANY_ENQUEUED,
-                &[&claim.queue_name, &claim.new_owner, &claim.now_ms],
-                self,
-            )
-            .await?;
-        if !col::<bool>(&waiting, 0)? {
-            return Ok(Vec::new());
+        let limits = &claim.limits;
+        if claim.probe {
+            let waiting = db
+                .query_row(
+                    &ANY_ENQUEUED,
+                    &[&claim.queue_name, &claim.new_owner, &claim.now_ms],
+                    self,
+                )
+                .await?;
+            let due = col::<bool>(&waiting, 1)?;
+            if due {
+                db.execute(&PROMOTE_DELAYED, &[&claim.queue_name, &claim.now_ms], self)
+                    .await?;
+            }
+            if !col::<bool>(&waiting, 0)? && !due {
+                return Ok(Vec::new());
+            }
         }
-        let rows = db
-            .query(
-                &CLAIM_ENQUEUED,
-                &[
-                    &claim.queue_name,
-                    &claim.new_owner,
-                    &claim.now_ms,
-                    &claim.names,
-                    &claim.application_name,
-                    &claim.app_version,
-                    &claim.limit,
-                    &claim.executor_id,
-                ],
-                self,
-            )
-            .await?;
+        let (rate, period) = limits.rate_limit.unzip();
+        let (partition_rate, partition_period) = limits.partition_rate_limit.unzip();
+        let params: [Param<'_>; 18] = [
+            &claim.queue_name,
+            &claim.executor_id,
+            &claim.now_ms,
+            &claim.partition_key,
+            &claim.limit,
+            &limits.concurrency,
+            &limits.worker_concurrency,
+            &rate,
+            &period,
+            &limits.partition_concurrency,
+            &limits.partition_worker_concurrency,
+            &partition_rate,
+            &partition_period,
+            &claim.new_owner,
+            &claim.names,
+            &claim.application_name,
+            &claim.app_version,
+            &limits.priority_enabled,
+        ];
+        let rows = if shared(limits) {
+            in_turn(db, &claim.queue_name, &params, self).await?
+        } else {
+            db.query(&CLAIM_ENQUEUED, &params, self).await?
+        };
         db.with_checkpoints(&rows, self).await
+    }
+}
+
+/// Whether claimers in several processes share the queue's budget (and must take turns).
+fn shared(limits: &crate::store::ClaimLimits) -> bool {
+    limits.concurrency.is_some()
+        || limits.rate_limit.is_some()
+        || limits.partition_concurrency.is_some()
+        || limits.partition_rate_limit.is_some()
+}
+
+/// [`CLAIM_ENQUEUED`] after the queue's turn lock, in one transaction (the two statements
+/// pipelined, so the claim's snapshot is taken once the lock is held). Dropping the
+/// transaction unfinished rolls it back.
+async fn in_turn(
+    db: &PostgresStore,
+    queue: &String,
+    params: &[Param<'_>],
+    op: &dyn super::Describe,
+) -> Result<Vec<tokio_postgres::Row>> {
+    let lock = db.sql.text(&CLAIM_TURN);
+    let claim = db.sql.text(&CLAIM_ENQUEUED);
+    let mut client = db.checkout(op).await?;
+    let result = async {
+        let tx = client.transaction().await?;
+        let (lock, claim) =
+            futures::try_join!(tx.prepare_cached(&lock), tx.prepare_cached(&claim))?;
+        let lock_params: [Param<'_>; 1] = [queue];
+        let (_, rows) =
+            futures::try_join!(tx.execute(&lock, &lock_params), tx.query(&claim, params))?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+    .await;
+    result.map_err(|e| super::failed(&db.pool, client, e, op))
+}
+
+/// `$1` queue, `$2` now.
+static QUEUE_PARTITIONS: Sql = Sql(|q| {
+    format!(
+        "SELECT DISTINCT queue_partition_key FROM {q}.workflow_status \
+         WHERE queue_name = $1::text AND queue_partition_key IS NOT NULL \
+             AND (status = 'ENQUEUED' OR (status = 'DELAYED' AND delay_until_epoch_ms <= $2::int8))"
+    )
+});
+
+impl OnPostgres for QueuePartitions {
+    /// One read.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<String>> {
+        db.query(&QUEUE_PARTITIONS, &[&self.queue_name, &self.now_ms], self)
+            .await?
+            .iter()
+            .map(|row| col(row, 0))
+            .collect()
     }
 }
 

@@ -1,14 +1,12 @@
 //! What only the Postgres backend does, against the test server (`$CAIRN_TEST_POSTGRES`,
 //! default `postgres://postgres@127.0.0.1:5432`): creating and migrating the database, DBOS's
-//! catalogue, TLS modes, LISTEN announcements, and what the server's refusals and killed
+//! TLS modes, LISTEN announcements, and what the server's refusals and killed
 //! connections become. The store's contract itself is tested once for both backends in
 //! `store::conformance`. Each test works in a fresh `cairn_store_<uuid>` database, dropped at
 //! the end whatever happens.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio_postgres::NoTls;
 
 use super::PostgresStore;
 use crate::error::{DatabaseErrorKind, Error};
@@ -104,59 +102,6 @@ async fn an_empty_database_is_created_and_migrated_to_125() {
         );
     })
     .await;
-}
-
-/// The catalogue Cairn creates equals the one DBOS 3.4 created in `dbosref` (skipped if absent).
-#[tokio::test]
-async fn the_catalogue_equals_the_one_dbos_creates() {
-    let Ok((reference, connection)) =
-        tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=dbosref", NoTls).await
-    else {
-        eprintln!("no dbosref database: skipping the catalogue comparison");
-        return;
-    };
-    tokio::spawn(connection);
-    with_database(|name| async move {
-        open(&name).await.close().await;
-        let ours = catalogue(&pg::client(&name).await).await;
-        let theirs = catalogue(&reference).await;
-        assert!(ours.len() > 100, "catalogue too small: {}", ours.len());
-        assert_eq!(ours, theirs);
-    })
-    .await;
-}
-
-/// Columns, constraints, indexes, functions and triggers of schema `dbos`, one line each.
-async fn catalogue(client: &tokio_postgres::Client) -> Vec<String> {
-    const QUERY: &str = "
-        SELECT 'column ' || c.relname || ' '
-            || row_number() OVER (PARTITION BY c.relname ORDER BY a.attnum) || ' ' || a.attname || ' '
-            || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' '
-            || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
-        FROM pg_attribute a
-        JOIN pg_class c ON c.oid = a.attrelid
-        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE c.relnamespace = 'dbos'::regnamespace AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
-        UNION ALL
-        SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
-        FROM pg_constraint WHERE connamespace = 'dbos'::regnamespace
-        UNION ALL
-        SELECT 'index ' || indexname || ' ' || indexdef FROM pg_indexes WHERE schemaname = 'dbos'
-        UNION ALL
-        SELECT 'function ' || pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'dbos'::regnamespace
-        UNION ALL
-        SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-        WHERE c.relnamespace = 'dbos'::regnamespace AND NOT t.tgisinternal
-        UNION ALL
-        SELECT 'version ' || version FROM dbos.dbos_migrations
-        ORDER BY 1";
-    client
-        .query(QUERY, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// A schema at an older version is refused with a hint, and nothing in it changes.

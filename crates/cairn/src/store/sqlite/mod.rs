@@ -13,6 +13,8 @@
 mod comm;
 pub(crate) mod liveness;
 mod ops;
+mod queues;
+mod schedules;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -13,8 +13,8 @@ use crate::status::WorkflowState;
 use crate::store::{
     Checkpoint, ClaimEnqueued, CompleteWorkflow, DeadLetter, GetCheckpoint, GetWorkflow,
     InsertOutcome, InsertWorkflow, ListCheckpoints, NewWorkflow, Operation, PORTABLE_JSON,
-    ReclaimPending, Reclaimed, RecordOutcome, RecordStep, RegisterAppVersion, StartChild,
-    StepRecord, WorkflowRow,
+    QueuePartitions, ReclaimPending, Reclaimed, RecordOutcome, RecordStep, RegisterAppVersion,
+    StartChild, StepRecord, WorkflowRow,
 };
 
 impl OnSqlite for InsertWorkflow {
@@ -156,15 +156,28 @@ impl OnSqlite for ReclaimPending {
 impl OnSqlite for ClaimEnqueued {
     const WRITES: bool = true;
 
-    /// One `UPDATE` claims what waits, then one `SELECT` reads back every row this claim's
-    /// owner holds on the queue: the rows just claimed and, after a commit that succeeded
-    /// unseen, the rows the first attempt claimed (which the `LIMIT` counts, so a re-run
-    /// never claims more than `limit` in all).
+    /// With `probe`, one `UPDATE` promotes the due `DELAYED` rows; one claims what waits (its `LIMIT` the
+    /// room every limit leaves, counted in the same statement: the writer thread serializes
+    /// claimers, so no two count the same room), then one `SELECT` reads back every row this
+    /// claim's owner holds on the queue: the rows just claimed and, after a commit that
+    /// succeeded unseen, the rows the first attempt claimed (which the `LIMIT` counts, so a
+    /// re-run never claims more than `limit` in all).
     fn on_sqlite(&self, conn: &Connection) -> Result<Vec<Reclaimed>> {
         let claim = &self.0;
+        let limits = &claim.limits;
         let fail = failed(self);
         let names =
             serde_json::to_string(&claim.names).map_err(|e| Error::database(self.describe(), e))?;
+        if claim.probe {
+            conn.prepare_cached(
+                "UPDATE workflow_status SET status = 'ENQUEUED', updated_at = ?2 \
+                 WHERE status = 'DELAYED' AND queue_name = ?1 AND delay_until_epoch_ms <= ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![claim.queue_name, claim.now_ms]))
+            .map_err(&fail)?;
+        }
+        let (rate, period) = limits.rate_limit.unzip();
+        let (partition_rate, partition_period) = limits.partition_rate_limit.unzip();
         conn.prepare_cached(
             "UPDATE workflow_status SET status = 'PENDING', owner_xid = ?1, executor_id = ?2, \
                  application_version = ?3, application_name = COALESCE(?4, application_name), \
@@ -178,9 +191,27 @@ impl OnSqlite for ClaimEnqueued {
                      AND name IN (SELECT value FROM json_each(?7)) \
                      AND (?4 IS NULL OR application_name = ?4 OR application_name IS NULL) \
                      AND (application_version IS NULL OR application_version = ?3) \
-                 ORDER BY priority, created_at \
-                 LIMIT max(?8 - (SELECT COUNT(*) FROM workflow_status \
-                     WHERE queue_name = ?6 AND status = 'PENDING' AND owner_xid = ?1), 0))",
+                     AND (?14 IS NULL OR queue_partition_key = ?14) \
+                 ORDER BY CASE WHEN ?9 THEN priority ELSE 0 END, created_at \
+                 LIMIT max(min( \
+                     ?8 - (SELECT COUNT(*) FROM workflow_status \
+                         WHERE queue_name = ?6 AND status = 'PENDING' AND owner_xid = ?1), \
+                     CASE WHEN ?10 IS NULL THEN ?8 ELSE ?10 - (SELECT COUNT(*) FROM workflow_status \
+                         WHERE queue_name = ?6 AND status = 'PENDING') END, \
+                     CASE WHEN ?11 IS NULL THEN ?8 ELSE ?11 - (SELECT COUNT(*) FROM workflow_status \
+                         WHERE queue_name = ?6 AND status = 'PENDING' AND executor_id = ?2) END, \
+                     CASE WHEN ?12 IS NULL THEN ?8 ELSE ?12 - (SELECT COUNT(*) FROM workflow_status \
+                         WHERE queue_name = ?6 AND status NOT IN ('ENQUEUED', 'DELAYED') \
+                             AND started_at_epoch_ms > ?5 - ?13) END, \
+                     CASE WHEN ?15 IS NULL THEN ?8 ELSE ?15 - (SELECT COUNT(*) FROM workflow_status \
+                         WHERE queue_name = ?6 AND status = 'PENDING' AND queue_partition_key = ?14) END, \
+                     CASE WHEN ?16 IS NULL THEN ?8 ELSE ?16 - (SELECT COUNT(*) FROM workflow_status \
+                         WHERE queue_name = ?6 AND status = 'PENDING' AND executor_id = ?2 \
+                             AND queue_partition_key = ?14) END, \
+                     CASE WHEN ?17 IS NULL THEN ?8 ELSE ?17 - (SELECT COUNT(*) FROM workflow_status \
+                         WHERE queue_name = ?6 AND status NOT IN ('ENQUEUED', 'DELAYED') \
+                             AND started_at_epoch_ms > ?5 - ?18 AND queue_partition_key = ?14) END \
+                 ), 0))",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -191,7 +222,17 @@ impl OnSqlite for ClaimEnqueued {
                 claim.now_ms,
                 claim.queue_name,
                 names,
-                claim.limit
+                claim.limit,
+                limits.priority_enabled,
+                limits.concurrency,
+                limits.worker_concurrency,
+                rate,
+                period,
+                claim.partition_key,
+                limits.partition_concurrency,
+                limits.partition_worker_concurrency,
+                partition_rate,
+                partition_period,
             ])
         })
         .map_err(&fail)?;
@@ -206,6 +247,23 @@ impl OnSqlite for ClaimEnqueued {
             })
             .map_err(&fail)?;
         load_all_reclaimed(conn, ids).map_err(&fail)
+    }
+}
+
+impl OnSqlite for QueuePartitions {
+    const WRITES: bool = false;
+
+    fn on_sqlite(&self, conn: &Connection) -> Result<Vec<String>> {
+        conn.prepare_cached(
+            "SELECT DISTINCT queue_partition_key FROM workflow_status \
+             WHERE queue_name = ?1 AND queue_partition_key IS NOT NULL \
+                 AND (status = 'ENQUEUED' OR (status = 'DELAYED' AND delay_until_epoch_ms <= ?2))",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![self.queue_name, self.now_ms], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(failed(self))
     }
 }
 

@@ -1,0 +1,223 @@
+//! Queues: enqueueing (alone and as a parent's step), deduplication, and the `queues` table of
+//! definitions.
+
+use std::time::Duration;
+
+use super::*;
+use crate::engine::queue::Queue;
+use crate::error::Error;
+use crate::store::{
+    DeleteQueue, EnqueueOutcome, EnqueueWorkflow, GetQueue, GetWorkflow, ListQueues, QueueUpdate,
+    QueuedFields, RecordOutcome, RegisterAppVersion, UpdateQueue, UpsertQueue,
+};
+
+/// An `ENQUEUED` `checkout` on `orders` with these queue columns.
+fn enqueue(id: &str, queued: QueuedFields) -> EnqueueWorkflow {
+    let mut workflow = workflow(id, WorkflowState::Enqueued);
+    if queued.delay_until_epoch_ms.is_some() {
+        workflow.status = WorkflowState::Delayed;
+    }
+    workflow.timeout_ms = Some(5_000);
+    EnqueueWorkflow {
+        workflow,
+        queued,
+        parent: None,
+    }
+}
+
+fn dedup(id: &str) -> QueuedFields {
+    QueuedFields {
+        deduplication_id: Some(id.to_owned()),
+        ..QueuedFields::default()
+    }
+}
+
+fn upsert(queue: Queue, application: &str, update: QueueUpdate) -> UpsertQueue {
+    UpsertQueue {
+        queue,
+        application_name: application.to_owned(),
+        update,
+        now_ms: T0,
+    }
+}
+
+async fn get(db: &TestStore, name: &str) -> Option<Queue> {
+    db.run(GetQueue {
+        name: name.to_owned(),
+    })
+    .await
+}
+
+conformance! {
+    /// An enqueue writes DBOS's queued row: status, queue columns, no owner, no start, no
+    /// deadline (it starts at dequeue), zero recovery attempts, the inputs.
+    async fn an_enqueue_writes_the_queued_row(db) {
+        let queued = QueuedFields {
+            deduplication_id: Some("d1".to_owned()),
+            priority: 7,
+            partition_key: Some("eu".to_owned()),
+            delay_until_epoch_ms: None,
+        };
+        assert_eq!(db.run(enqueue("q1", queued)).await, EnqueueOutcome::Enqueued);
+        let row = db.row("q1").await;
+        assert_eq!(row.status, Some(WorkflowState::Enqueued));
+        assert_eq!(row.queue_name.as_deref(), Some("orders"));
+        assert_eq!(row.owner_xid, None);
+        assert_eq!(row.started_at_epoch_ms, None);
+        assert_eq!(row.recovery_attempts, Some(0));
+        assert_eq!(row.workflow_timeout_ms, Some(5_000));
+        assert_eq!(row.workflow_deadline_epoch_ms, None);
+        assert_eq!(row.inputs.as_deref(), Some(INPUTS));
+        assert_eq!(
+            db.lines("SELECT deduplication_id, priority, queue_partition_key, delay_until_epoch_ms, \
+                      creator_xid FROM workflow_status WHERE workflow_uuid = 'q1'").await,
+            ["d1|7|eu|NULL|owner-q1"]
+        );
+
+        let delayed = QueuedFields {
+            delay_until_epoch_ms: Some(T0 + 60_000),
+            ..QueuedFields::default()
+        };
+        assert_eq!(db.run(enqueue("q2", delayed)).await, EnqueueOutcome::Enqueued);
+        assert_eq!(db.row("q2").await.status, Some(WorkflowState::Delayed));
+        assert_eq!(
+            db.lines("SELECT delay_until_epoch_ms FROM workflow_status WHERE workflow_uuid = 'q2'")
+                .await,
+            [(T0 + 60_000).to_string()]
+        );
+    }
+
+    /// A deduplication id held by an unfinished workflow of the queue refuses the enqueue
+    /// (nothing written) and names the holder; an existing id is reported as it is; a re-run
+    /// of the same enqueue (its own creator) is the enqueue itself.
+    async fn deduplication_and_existing_ids(db) {
+        assert_eq!(db.run(enqueue("a", dedup("k"))).await, EnqueueOutcome::Enqueued);
+        assert_eq!(
+            db.run(enqueue("b", dedup("k"))).await,
+            EnqueueOutcome::Deduplicated { existing_workflow_id: "a".to_owned() }
+        );
+        assert_eq!(db.run(GetWorkflow::of("b")).await, None);
+        // The same id on another queue is free.
+        let mut other = enqueue("c", dedup("k"));
+        other.workflow.queue_name = Some("other".to_owned());
+        assert_eq!(db.run(other).await, EnqueueOutcome::Enqueued);
+        // The same enqueue again: retry-safe.
+        assert_eq!(db.run(enqueue("a", dedup("k"))).await, EnqueueOutcome::Enqueued);
+        // Another creator under an existing id.
+        let mut again = enqueue("a", QueuedFields::default());
+        again.workflow.creator_xid = "someone-else".to_owned();
+        assert_eq!(
+            db.run(again).await,
+            EnqueueOutcome::Existing {
+                name: Some("checkout".to_owned()),
+                status: Some(WorkflowState::Enqueued),
+            }
+        );
+    }
+
+    /// Inside a workflow the child's row and the parent's checkpoint commit together; a second
+    /// enqueue at the same slot is refused with the checkpoint; a parent no longer owned
+    /// writes nothing.
+    async fn an_enqueue_from_a_workflow_records_the_parent_step(db) {
+        db.pending(&["p"]).await;
+        let mut child = enqueue("p-1", QueuedFields::default());
+        child.workflow.parent_workflow_id = Some("p".to_owned());
+        let mut record = internal("p", 1, "checkout");
+        record.child_workflow_id = Some("p-1".to_owned());
+        child.parent = Some(record.clone());
+        assert_eq!(db.run(child.clone()).await, EnqueueOutcome::Enqueued);
+        let checkpoint = db.checkpoint("p", 1).await.expect("the parent's checkpoint");
+        assert_eq!(checkpoint.child_workflow_id.as_deref(), Some("p-1"));
+        assert_eq!(db.row("p-1").await.parent_workflow_id.as_deref(), Some("p"));
+        // The very same enqueue again (committed unseen): answered as done.
+        assert_eq!(db.run(child.clone()).await, EnqueueOutcome::Enqueued);
+
+        let mut second = enqueue("p-other", QueuedFields::default());
+        second.parent = Some(record.clone());
+        assert!(matches!(
+            db.run(second).await,
+            EnqueueOutcome::Refused(RecordOutcome::Duplicate(_))
+        ));
+        assert_eq!(db.run(GetWorkflow::of("p-other")).await, None);
+
+        let mut stranger = enqueue("p-2", QueuedFields::default());
+        let mut foreign = internal("p", 2, "checkout");
+        foreign.owner_xid = "not-the-owner".to_owned();
+        stranger.parent = Some(foreign);
+        assert!(matches!(
+            db.run(stranger).await,
+            EnqueueOutcome::Refused(RecordOutcome::NotOwner { .. })
+        ));
+        assert_eq!(db.run(GetWorkflow::of("p-2")).await, None);
+        assert_eq!(db.checkpoint("p", 2).await, None);
+    }
+
+    /// A definition is stored as DBOS 3.4 writes it and read back; `Never` keeps an existing
+    /// row, `Always` overwrites it; `IfLatestVersion` overwrites only for the latest version;
+    /// another application's name is refused.
+    async fn queue_definitions_upsert_as_dbos(db) {
+        let orders = Queue::new("orders")
+            .concurrency(10)
+            .worker_concurrency(2)
+            .rate_limit(50, Duration::from_secs(2))
+            .partition_concurrency(3);
+        assert!(db.run(upsert(orders.clone(), "shop", QueueUpdate::Always)).await);
+        let stored = get(db, "orders").await.expect("stored");
+        assert_eq!(stored.concurrency, Some(10));
+        assert_eq!(stored.worker_concurrency, Some(2));
+        assert_eq!(stored.rate_limit, orders.rate_limit);
+        assert_eq!(stored.partition_concurrency, Some(3));
+        assert!(stored.partition_queue && stored.priority_enabled);
+        assert_eq!(
+            db.lines("SELECT application_name, CASE WHEN priority_enabled THEN 1 ELSE 0 END, \
+                      CASE WHEN partition_queue THEN 1 ELSE 0 END FROM queues").await,
+            ["shop|1|1"]
+        );
+
+        let wider = Queue::new("orders").concurrency(20);
+        assert!(!db.run(upsert(wider.clone(), "shop", QueueUpdate::Never)).await);
+        assert_eq!(get(db, "orders").await.and_then(|q| q.concurrency), Some(10));
+        assert!(!db.run(upsert(wider.clone(), "shop", QueueUpdate::Always)).await);
+        assert_eq!(get(db, "orders").await.and_then(|q| q.concurrency), Some(20));
+
+        for (version, at) in [("v1", T0), ("v2", T0 + 1)] {
+            db.run(RegisterAppVersion {
+                version: version.to_owned(),
+                application_name: Some("shop".to_owned()),
+                now_ms: at,
+            })
+            .await;
+        }
+        let narrow = Queue::new("orders").concurrency(5);
+        let old = QueueUpdate::IfLatestVersion("v1".to_owned());
+        db.run(upsert(narrow.clone(), "shop", old)).await;
+        assert_eq!(get(db, "orders").await.and_then(|q| q.concurrency), Some(20));
+        let latest = QueueUpdate::IfLatestVersion("v2".to_owned());
+        db.run(upsert(narrow, "shop", latest)).await;
+        assert_eq!(get(db, "orders").await.and_then(|q| q.concurrency), Some(5));
+
+        let refused = db.attempt(upsert(Queue::new("orders"), "bank", QueueUpdate::Always)).await;
+        assert!(matches!(refused, Err(Error::InvalidArgument { .. })), "{refused:?}");
+    }
+
+    /// List (own and unowned, by name), update and delete definitions.
+    async fn queue_definitions_list_update_delete(db) {
+        db.run(upsert(Queue::new("b"), "shop", QueueUpdate::Always)).await;
+        db.run(upsert(Queue::new("a"), "shop", QueueUpdate::Always)).await;
+        db.run(upsert(Queue::new("z"), "bank", QueueUpdate::Always)).await;
+        db.execute("INSERT INTO queues (queue_id, name) VALUES ('u', 'unowned')").await;
+        let names = |queues: Vec<Queue>| queues.into_iter().map(|q| q.name).collect::<Vec<_>>();
+        let listed = db.run(ListQueues { application_name: "shop".to_owned() }).await;
+        assert_eq!(names(listed), ["a", "b", "unowned"]);
+
+        let update = UpdateQueue { queue: Queue::new("a").worker_concurrency(4), now_ms: T0 + 9 };
+        assert!(db.run(update).await);
+        assert_eq!(get(db, "a").await.and_then(|q| q.worker_concurrency), Some(4));
+        let missing = UpdateQueue { queue: Queue::new("nope"), now_ms: T0 };
+        assert!(!db.run(missing).await);
+
+        assert!(db.run(DeleteQueue { name: "a".to_owned() }).await);
+        assert!(!db.run(DeleteQueue { name: "a".to_owned() }).await);
+        assert!(get(db, "a").await.is_none());
+    }
+}
