@@ -167,7 +167,10 @@ impl WorkflowContext {
             *halt = Some(reason);
         }
         drop(halt);
-        self.progress.send_modify(|p| p.halted = true);
+        self.progress.send_if_modified(|p| {
+            p.halted = true;
+            p.stoppable()
+        });
         copy
     }
 
@@ -175,14 +178,17 @@ impl WorkflowContext {
     /// executor may drop the workflow's body.
     pub(crate) async fn stopped(&self) {
         let mut progress = self.progress.subscribe();
-        let _ = progress
-            .wait_for(|p| p.halted && p.running_steps == 0)
-            .await;
+        let _ = progress.wait_for(Progress::stoppable).await;
     }
 
     /// Mark a step body as running until the guard is dropped (even by a cancellation).
     pub(crate) fn step_running(&self) -> StepRunning<'_> {
-        self.progress.send_modify(|p| p.running_steps += 1);
+        // Counting in or out wakes the executor only when the body may be dropped: a wake-up
+        // per step would cost every step a poll of the executor's task.
+        self.progress.send_if_modified(|p| {
+            p.running_steps += 1;
+            false
+        });
         StepRunning(self)
     }
 
@@ -341,13 +347,23 @@ pub(crate) struct Progress {
     running_steps: usize,
 }
 
+impl Progress {
+    /// Whether the executor may drop the body now: halted, and no step body running.
+    fn stoppable(&self) -> bool {
+        self.halted && self.running_steps == 0
+    }
+}
+
 /// A step body running; dropping it (at the body's end, or when a cancellable step is
 /// interrupted) counts it out.
 pub(crate) struct StepRunning<'a>(&'a WorkflowContext);
 
 impl Drop for StepRunning<'_> {
     fn drop(&mut self) {
-        self.0.progress.send_modify(|p| p.running_steps -= 1);
+        self.0.progress.send_if_modified(|p| {
+            p.running_steps -= 1;
+            p.stoppable()
+        });
     }
 }
 
