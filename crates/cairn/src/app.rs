@@ -527,7 +527,7 @@ fn same_application(parent: &WorkflowContext, rt: &Arc<Runtime>) -> Result<()> {
 /// Cheap to clone; every clone is the same application.
 #[derive(Clone)]
 pub struct Cairn {
-    rt: Arc<Runtime>,
+    pub(crate) rt: Arc<Runtime>,
     shutdown_grace: Duration,
     /// Background tasks, ended at shutdown: the dispatcher of DBOS's internal queue (where
     /// `dbos workflow resume` puts work) and the watchdog stopping executions whose workflow

@@ -175,6 +175,7 @@ async fn publisher(key: String) -> Result<(), AppError> {
 #[cairn::workflow]
 async fn watcher(target: String) -> Result<(Option<String>, Option<String>), AppError> {
     let seen = cairn::get_event::<String>(&target, "status", Duration::from_secs(20)).await?;
+    common::reached(&format!("{target}/watched"));
     let missing = cairn::get_event::<String>(&target, "never", Duration::from_millis(100)).await?;
     Ok((seen, missing))
 }
@@ -193,6 +194,8 @@ async fn events_are_latest_wins_and_wake_readers(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(early.as_deref(), Some("started"));
+    // The watcher reads the event before the publisher moves on.
+    common::wait_reached(&format!("{id}/watched")).await;
     let waiting = {
         let app = app.clone();
         let id = id.clone();

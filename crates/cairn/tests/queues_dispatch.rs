@@ -605,6 +605,24 @@ async fn three_processes_share_one_queue() {
     let mut workers: Vec<Child> = (1..=3)
         .map(|run| spawn_queue_worker(&url, &log, run, &format!("w{run}")))
         .collect();
+    // The first worker must be serving before the work arrives, or the others (started
+    // sooner on a busy machine) could take all of it before it has launched.
+    let ready_log = log.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !common::side_log::read(&ready_log)
+            .iter()
+            .any(|l| l == "launched w1 1")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first worker did not launch"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("waiting for the first worker");
     let mut handles = Vec::new();
     for seed in 0..SHARED_WORKFLOWS {
         handles.push(

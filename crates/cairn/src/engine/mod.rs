@@ -5,6 +5,7 @@ pub(crate) mod comm;
 pub(crate) mod context;
 pub(crate) mod control;
 pub(crate) mod convert;
+pub(crate) mod debounce;
 pub(crate) mod dispatch;
 pub(crate) mod enqueue;
 pub(crate) mod notify;

@@ -860,3 +860,28 @@ impl Operation for InsertTick {
         )
     }
 }
+
+/// A debounce's write on a queued workflow still `DELAYED` (DBOS's
+/// `debounce_delayed_workflow`, by workflow id): where `workflow_uuid`, `name` and
+/// `status = 'DELAYED'` match, set `is_debounced`, keep an existing
+/// `debounce_deadline_epoch_ms` (else set `debounce_deadline_epoch_ms`), set
+/// `delay_until_epoch_ms` to `delay_until_epoch_ms` (none: keep it) capped at that deadline,
+/// and replace the inputs when given. Answers whether the row matched.
+///
+/// Retry safety: idempotent (the deadline is only ever set once, the rest is overwritten).
+#[derive(Debug, Clone)]
+pub(crate) struct UpdateDelayed {
+    pub workflow_id: String,
+    pub workflow_name: String,
+    pub inputs: Option<String>,
+    pub delay_until_epoch_ms: Option<i64>,
+    pub debounce_deadline_epoch_ms: Option<i64>,
+    pub now_ms: i64,
+}
+
+impl Operation for UpdateDelayed {
+    type Output = bool;
+    fn describe(&self) -> String {
+        format!("debouncing delayed workflow {}", self.workflow_id)
+    }
+}

@@ -221,3 +221,63 @@ conformance! {
         assert!(get(db, "a").await.is_none());
     }
 }
+
+fn bounce(
+    id: &str,
+    inputs: Option<&str>,
+    delay_until: Option<i64>,
+    deadline: Option<i64>,
+) -> crate::store::UpdateDelayed {
+    crate::store::UpdateDelayed {
+        workflow_id: id.to_owned(),
+        workflow_name: "checkout".to_owned(),
+        inputs: inputs.map(str::to_owned),
+        delay_until_epoch_ms: delay_until,
+        debounce_deadline_epoch_ms: deadline,
+        now_ms: T0 + 1,
+    }
+}
+
+conformance! {
+    /// A debounce's write: on a `DELAYED` row of the named workflow it marks it debounced,
+    /// sets the deadline once, moves the delay (capped at the deadline) and replaces the
+    /// inputs; on any other row it writes nothing.
+    async fn update_delayed_bounces_only_a_delayed_row(db) {
+        let delayed = QueuedFields {
+            deduplication_id: Some("checkout-k".to_owned()),
+            delay_until_epoch_ms: Some(T0 + 100),
+            ..QueuedFields::default()
+        };
+        assert_eq!(db.run(enqueue("d1", delayed)).await, EnqueueOutcome::Enqueued);
+        let columns = "SELECT CASE WHEN is_debounced THEN 'debounced' ELSE 'plain' END, \
+                       debounce_deadline_epoch_ms, delay_until_epoch_ms, deduplication_id \
+                       FROM workflow_status WHERE workflow_uuid = 'd1'";
+        let expect =
+            |deadline: i64, delay: i64| [format!("debounced|{deadline}|{delay}|checkout-k")];
+        // Marking: the deadline is set, the delay kept (under it), the inputs kept.
+        assert!(db.run(bounce("d1", None, None, Some(T0 + 500))).await);
+        assert_eq!(db.lines(columns).await, expect(T0 + 500, T0 + 100));
+        assert_eq!(db.row("d1").await.inputs.as_deref(), Some(INPUTS));
+        // A bounce within the deadline moves the delay; a later deadline does not replace it.
+        let later_deadline = Some(T0 + 9_000);
+        assert!(db.run(bounce("d1", Some("[2]"), Some(T0 + 300), later_deadline)).await);
+        assert_eq!(db.lines(columns).await, expect(T0 + 500, T0 + 300));
+        assert_eq!(db.row("d1").await.inputs.as_deref(), Some("[2]"));
+        // Past the deadline: capped at it.
+        assert!(db.run(bounce("d1", Some("[3]"), Some(T0 + 60_000), None)).await);
+        assert_eq!(db.lines(columns).await, expect(T0 + 500, T0 + 500));
+        assert_eq!(db.row("d1").await.inputs.as_deref(), Some("[3]"));
+        // Retried: the same row.
+        assert!(db.run(bounce("d1", Some("[3]"), Some(T0 + 60_000), None)).await);
+
+        // Another workflow's name, or a row no longer DELAYED: nothing written.
+        let mut other = bounce("d1", Some("[4]"), Some(T0 + 200), None);
+        other.workflow_name = "refund".to_owned();
+        assert!(!db.run(other).await);
+        assert_eq!(db.run(enqueue("e1", QueuedFields::default())).await, EnqueueOutcome::Enqueued);
+        assert!(!db.run(bounce("e1", Some("[4]"), Some(T0 + 200), None)).await);
+        assert_eq!(db.row("e1").await.inputs.as_deref(), Some(INPUTS));
+        assert!(!db.run(bounce("missing", Some("[4]"), Some(T0 + 200), None)).await);
+        assert_eq!(db.row("d1").await.inputs.as_deref(), Some("[3]"));
+    }
+}

@@ -439,3 +439,52 @@ impl OnPostgres for DeleteQueue {
         Ok(db.execute(&DELETE_QUEUE, &[&self.name], self).await? > 0)
     }
 }
+
+/// `$1` workflow, `$2` name, `$3` delay until (NULL: keep), `$4` deadline (kept if set),
+/// `$5` inputs (NULL: keep), `$6` now: the number of rows bounced (0 or 1). One statement,
+/// so the status and the inputs change together.
+static UPDATE_DELAYED: Sql = Sql(|q| {
+    format!(
+        "WITH bounced AS ( \
+           UPDATE {q}.workflow_status SET is_debounced = TRUE, \
+             debounce_deadline_epoch_ms = COALESCE(debounce_deadline_epoch_ms, $4::int8), \
+             delay_until_epoch_ms = CASE \
+               WHEN COALESCE(debounce_deadline_epoch_ms, $4::int8) IS NOT NULL \
+                AND COALESCE(debounce_deadline_epoch_ms, $4::int8) \
+                  < COALESCE($3::int8, delay_until_epoch_ms) \
+               THEN COALESCE(debounce_deadline_epoch_ms, $4::int8) \
+               ELSE COALESCE($3::int8, delay_until_epoch_ms) END, \
+             updated_at = $6::int8 \
+           WHERE workflow_uuid = $1::text AND name = $2::text AND status = 'DELAYED' \
+           RETURNING workflow_uuid), \
+         input AS ( \
+           INSERT INTO {q}.workflow_input (workflow_uuid, inputs, retention_timestamp) \
+           SELECT workflow_uuid, $5::text, $6::int8 FROM bounced WHERE $5::text IS NOT NULL \
+           ON CONFLICT (workflow_uuid) DO UPDATE SET inputs = excluded.inputs RETURNING 1) \
+         SELECT count(*) FROM bounced"
+    )
+});
+
+impl OnPostgres for crate::store::UpdateDelayed {
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<bool> {
+        let rows = db
+            .query(
+                &UPDATE_DELAYED,
+                &[
+                    &self.workflow_id,
+                    &self.workflow_name,
+                    &self.delay_until_epoch_ms,
+                    &self.debounce_deadline_epoch_ms,
+                    &self.inputs,
+                    &self.now_ms,
+                ],
+                self,
+            )
+            .await?;
+        let bounced: i64 = match rows.first() {
+            Some(row) => col(row, 0)?,
+            None => 0,
+        };
+        Ok(bounced > 0)
+    }
+}

@@ -69,7 +69,8 @@ static ANY_ENQUEUED: Sql = Sql(|q| {
 /// `$1` queue, `$2` now: its due `DELAYED` rows become `ENQUEUED`.
 static PROMOTE_DELAYED: Sql = Sql(|q| {
     format!(
-        "UPDATE {q}.workflow_status SET status = 'ENQUEUED', updated_at = $2::int8 \
+        "UPDATE {q}.workflow_status SET status = 'ENQUEUED', updated_at = $2::int8, \
+         deduplication_id = CASE WHEN is_debounced THEN NULL ELSE deduplication_id END \
          WHERE status = 'DELAYED' AND queue_name = $1::text AND delay_until_epoch_ms <= $2::int8"
     )
 });

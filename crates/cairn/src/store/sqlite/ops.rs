@@ -170,7 +170,10 @@ impl OnSqlite for ClaimEnqueued {
             serde_json::to_string(&claim.names).map_err(|e| Error::database(self.describe(), e))?;
         if claim.probe {
             conn.prepare_cached(
-                "UPDATE workflow_status SET status = 'ENQUEUED', updated_at = ?2 \
+                // A debounce key is held only while DELAYED (as DBOS): a later debounce
+                // starts a fresh workflow instead of bouncing this one.
+                "UPDATE workflow_status SET status = 'ENQUEUED', updated_at = ?2, \
+                 deduplication_id = CASE WHEN is_debounced THEN NULL ELSE deduplication_id END \
                  WHERE status = 'DELAYED' AND queue_name = ?1 AND delay_until_epoch_ms <= ?2",
             )
             .and_then(|mut stmt| stmt.execute(params![claim.queue_name, claim.now_ms]))

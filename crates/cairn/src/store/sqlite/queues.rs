@@ -328,3 +328,50 @@ impl OnSqlite for DeleteQueue {
             .map_err(failed(self))
     }
 }
+
+impl OnSqlite for crate::store::UpdateDelayed {
+    const WRITES: bool = true;
+
+    /// The writer's transaction makes the status update and the inputs one write.
+    fn on_sqlite(&self, conn: &Connection) -> Result<bool> {
+        let fail = failed(self);
+        // Right-hand sides read the row as it was: the kept deadline, else the new one, caps
+        // the delay.
+        let changed = conn
+            .prepare_cached(
+                "UPDATE workflow_status SET is_debounced = TRUE, \
+                 debounce_deadline_epoch_ms = COALESCE(debounce_deadline_epoch_ms, ?4), \
+                 delay_until_epoch_ms = CASE \
+                   WHEN COALESCE(debounce_deadline_epoch_ms, ?4) IS NOT NULL \
+                    AND COALESCE(debounce_deadline_epoch_ms, ?4) \
+                      < COALESCE(?3, delay_until_epoch_ms) \
+                   THEN COALESCE(debounce_deadline_epoch_ms, ?4) \
+                   ELSE COALESCE(?3, delay_until_epoch_ms) END, \
+                 updated_at = ?5 \
+                 WHERE workflow_uuid = ?1 AND name = ?2 AND status = 'DELAYED'",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    self.workflow_id,
+                    self.workflow_name,
+                    self.delay_until_epoch_ms,
+                    self.debounce_deadline_epoch_ms,
+                    self.now_ms,
+                ])
+            })
+            .map_err(&fail)?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        if let Some(inputs) = &self.inputs {
+            conn.prepare_cached(
+                "INSERT INTO workflow_input (workflow_uuid, inputs, retention_timestamp) \
+                 VALUES (?1, ?2, ?3) ON CONFLICT (workflow_uuid) DO UPDATE SET \
+                 inputs = excluded.inputs",
+            )
+            .and_then(|mut s| s.execute(params![self.workflow_id, inputs, self.now_ms]))
+            .map_err(&fail)?;
+        }
+        Ok(true)
+    }
+}
