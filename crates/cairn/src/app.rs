@@ -596,10 +596,7 @@ impl Cairn {
         W: WorkflowFn<M>,
     {
         let rt = Arc::clone(&self.rt);
-        let parent = WorkflowContext::current().map(|ctx| {
-            let id = ctx.next_id();
-            (ctx, id)
-        });
+        let parent = WorkflowContext::operation();
         let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
         halting(halted, async move {
             let registration = workflow::registration_of::<W>()?;
@@ -652,10 +649,7 @@ impl Cairn {
     {
         let queue = queue.as_ref().to_owned();
         let rt = Arc::clone(&self.rt);
-        let parent = WorkflowContext::current().map(|ctx| {
-            let id = ctx.next_id();
-            (ctx, id)
-        });
+        let parent = WorkflowContext::operation();
         let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
         halting(halted, async move {
             let registration = workflow::registration_of::<W>()?;
@@ -683,10 +677,7 @@ impl Cairn {
     ) -> impl Future<Output = Result<WorkflowHandle<serde_json::Value>>> + Send + use<> {
         let (queue, name) = (queue.to_owned(), workflow_name.to_owned());
         let rt = Arc::clone(&self.rt);
-        let parent = WorkflowContext::current().map(|ctx| {
-            let id = ctx.next_id();
-            (ctx, id)
-        });
+        let parent = WorkflowContext::operation();
         let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
         halting(halted, async move {
             workflow::check_key("workflow_name", &name)?;
@@ -746,10 +737,7 @@ impl Cairn {
     {
         let start = self.start(workflow, args);
         // Both operation ids are taken now, in call order.
-        let waiter = WorkflowContext::current().map(|ctx| {
-            let id = ctx.next_id();
-            (ctx, id)
-        });
+        let waiter = WorkflowContext::operation();
         async move {
             let handle = start.await?;
             workflow::result_of(Arc::clone(handle.runtime()), handle.id().to_owned(), waiter).await

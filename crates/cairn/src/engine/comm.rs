@@ -37,14 +37,6 @@ const CLOSE_STREAM: &str = "DBOS.closeStream";
 /// The value a closed stream ends with (portable JSON of DBOS's sentinel string).
 const STREAM_CLOSED: &str = "\"__DBOS_STREAM_CLOSED__\"";
 
-/// The calling workflow and the next operation id, taken now (at call time).
-fn operation() -> Option<(Arc<WorkflowContext>, i32)> {
-    WorkflowContext::current().map(|ctx| {
-        let id = ctx.next_id();
-        (ctx, id)
-    })
-}
-
 /// Inside a step body: the enclosing workflow and the step's operation id. A write made there
 /// is a plain call, as in DBOS: no checkpoint of its own (the step's checkpoint records the
 /// step), `function_id` = the step's, guarded by the workflow's ownership. A re-run step
@@ -69,7 +61,7 @@ pub fn send<'a, T: Serialize + ?Sized>(
     topic: impl Into<Option<&'a str>>,
     message: &T,
 ) -> impl Future<Output = Result<()>> + Send {
-    let (step, target) = (step_caller(), operation());
+    let (step, target) = (step_caller(), WorkflowContext::operation());
     let topic = topic_of(topic.into());
     let destination = destination.to_owned();
     let payload = serialization::encode(message, || format!("a message to {destination}"));
@@ -282,7 +274,7 @@ pub fn set_event<T: Serialize + ?Sized>(
     key: &str,
     value: &T,
 ) -> impl Future<Output = Result<()>> + Send + use<T> {
-    let (step, target) = (step_caller(), operation());
+    let (step, target) = (step_caller(), WorkflowContext::operation());
     let key = key.to_owned();
     let payload = serialization::encode(value, || format!("the value of event {key}"));
     let halted = target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
@@ -428,7 +420,7 @@ pub fn write_stream<T: Serialize + ?Sized>(
     key: &str,
     value: &T,
 ) -> impl Future<Output = Result<()>> + Send + use<T> {
-    let (step, target) = (step_caller(), operation());
+    let (step, target) = (step_caller(), WorkflowContext::operation());
     let key = key.to_owned();
     let payload = serialization::encode(value, || format!("a value of stream {key}"));
     async move {
@@ -442,7 +434,7 @@ pub fn write_stream<T: Serialize + ?Sized>(
 /// Close the calling workflow's stream `key`: readers end after the values written so far.
 /// Inside a step it is a plain call, like [`write_stream`].
 pub fn close_stream(key: &str) -> impl Future<Output = Result<()>> + Send + use<> {
-    let (step, target) = (step_caller(), operation());
+    let (step, target) = (step_caller(), WorkflowContext::operation());
     let key = key.to_owned();
     let closed = Ok(STREAM_CLOSED.to_owned());
     async move {

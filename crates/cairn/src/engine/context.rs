@@ -120,6 +120,16 @@ impl WorkflowContext {
         self.last_id.load(Ordering::SeqCst) + 1
     }
 
+    /// The calling workflow and the next operation id, taken now — at call time, so
+    /// operations started together (`join!`) get deterministic ids (invariant 1). `None`
+    /// outside a workflow or inside a step.
+    pub(crate) fn operation() -> Option<(Arc<Self>, i32)> {
+        Self::current().map(|ctx| {
+            let id = ctx.next_id();
+            (ctx, id)
+        })
+    }
+
     /// The workflow context of the calling task, unless the caller is inside a step (where
     /// durable operations are plain calls) or outside any workflow.
     pub(crate) fn current() -> Option<Arc<Self>> {

@@ -125,10 +125,7 @@ pub fn wait_first<T>(
 where
     T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
 {
-    let target = WorkflowContext::current().map(|ctx| {
-        let id = ctx.next_id();
-        (ctx, id)
-    });
+    let target = WorkflowContext::operation();
     let handles = handles.to_vec();
     let halted = target.as_ref().map(|(ctx, _)| Arc::clone(ctx));
     halting(halted, async move {

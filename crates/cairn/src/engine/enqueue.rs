@@ -381,10 +381,7 @@ where
     Q: AsRef<str>,
 {
     let queue = queue.as_ref().to_owned();
-    let parent = WorkflowContext::current().map(|ctx| {
-        let id = ctx.next_id();
-        (ctx, id)
-    });
+    let parent = WorkflowContext::operation();
     let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
     halting(halted, async move {
         let Some((ctx, function_id)) = parent else {

@@ -133,10 +133,7 @@ type Attempt<T, E> = (Result<Result<T, E>, Error>, Option<u32>);
 impl StepCall {
     /// Take the next operation id if called from a workflow (and not from inside a step).
     pub fn begin(name: &'static str) -> Self {
-        let target = WorkflowContext::current().map(|ctx| {
-            let id = ctx.next_id();
-            (ctx, id)
-        });
+        let target = WorkflowContext::operation();
         Self { name, target }
     }
 

@@ -23,10 +23,7 @@ const SLEEP: &str = "DBOS.sleep";
 /// # Ok(()) }
 /// ```
 pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
-    let target = WorkflowContext::current().map(|ctx| {
-        let id = ctx.next_id();
-        (ctx, id)
-    });
+    let target = WorkflowContext::operation();
     let halted = target.as_ref().map(|(ctx, _)| std::sync::Arc::clone(ctx));
     halting(halted, async move {
         let Some((ctx, function_id)) = target else {

@@ -812,10 +812,7 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
     /// Wait for the workflow to finish and return its output, or its error as
     /// [`Error::Application`] (also [`Error::Cancelled`], [`Error::MaxRecoveryAttemptsExceeded`]).
     pub fn result(&self) -> impl Future<Output = Result<T>> + Send + 'static {
-        let caller = WorkflowContext::current().map(|ctx| {
-            let id = ctx.next_id();
-            (ctx, id)
-        });
+        let caller = WorkflowContext::operation();
         result_of(Arc::clone(&self.rt), self.workflow_id.clone(), caller)
     }
 }
@@ -1075,10 +1072,7 @@ where
     W: WorkflowFn<M>,
     W::Args: Sync,
 {
-    let parent = WorkflowContext::current().map(|ctx| {
-        let id = ctx.next_id();
-        (ctx, id)
-    });
+    let parent = WorkflowContext::operation();
     let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
     halting(halted, async move {
         let (parent, function_id) =
