@@ -61,6 +61,7 @@ venv_output="$(scripts/python-venv.sh)" || die "scripts/python-venv.sh failed (s
 CAIRN_DBOS_PYTHON="$(printf '%s\n' "$venv_output" | tail -n 1)"
 export CAIRN_DBOS_PYTHON
 echo "CAIRN_DBOS_PYTHON=$CAIRN_DBOS_PYTHON" >&2
+CAIRN_DBOS_TS_DIR="$(scripts/node-client.sh | tail -n 1)" && export CAIRN_DBOS_TS_DIR || die "scripts/node-client.sh failed (see above); the TypeScript interop tests need @dbos-inc/dbos-sdk 5.3.0"
 
 # --- The suite -------------------------------------------------------------------------------
 THREADS="${CAIRN_TEST_THREADS:-4}"

@@ -1,4 +1,5 @@
-//! The command line: `<workload> [--db URL] [--n N]`, parsed with clap.
+//! The command line: `<workload> [--db URL] [--n N]`, parsed with clap (plus w6's hidden
+//! `--interrupted-child URL`, with which the bench starts itself as the process it kills).
 
 use clap::{ArgAction, Parser, ValueEnum};
 
@@ -26,6 +27,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = positive)]
     pub n: Option<usize>,
 
+    /// Internal (w6): run the workflows to be interrupted on this Cairn database URL, say
+    /// `ready` once all are blocked, and wait to be killed.
+    #[arg(long, value_name = "CAIRN_URL", hide = true)]
+    pub interrupted_child: Option<String>,
+
     /// Print this help
     #[arg(short, long, action = ArgAction::HelpLong)]
     help: Option<bool>,
@@ -38,6 +44,7 @@ impl Cli {
             workload: self.workload,
             db: self.db,
             n: self.n.unwrap_or_else(|| self.workload.default_n()),
+            interrupted_child: self.interrupted_child,
         }
     }
 }
@@ -54,8 +61,8 @@ fn positive(text: &str) -> Result<usize, String> {
 ///
 /// The doc comment of each variant is its `--help` line; the rest of the rationale is here:
 /// w1 measures the cost of a step, w2 throughput under concurrency, w3 a queue's throughput
-/// and its enqueue-to-start latency, w4 the fixed cost of a workflow, and w5 the latency of
-/// `send` to `recv`.
+/// and its enqueue-to-start latency, w4 the fixed cost of a workflow, w5 the latency of
+/// `send` to `recv`, and w6 how fast a restart recovers workflows a crash interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
     /// One workflow of 10 no-op steps at a time, N times (default 200)
@@ -69,6 +76,12 @@ pub enum Workload {
     W4,
     /// A message sent to a waiting workflow until its recv returns, N times (default 100)
     W5,
+    /// N workflows (default 1000) blocked in a durable sleep or a recv after one step, their
+    /// process killed with SIGKILL; time from the relaunch until all have completed
+    W6,
+    /// list_workflows with a status filter and limit 100 over 100,000 workflows, through a
+    /// standalone client, N calls (default 200)
+    List,
 }
 
 impl Workload {
@@ -80,14 +93,16 @@ impl Workload {
             Self::W3 => "w3",
             Self::W4 => "w4",
             Self::W5 => "w5",
+            Self::W6 => "w6",
+            Self::List => "list",
         }
     }
 
     /// Measured workflows when `--n` is not given.
     pub fn default_n(self) -> usize {
         match self {
-            Self::W1 | Self::W4 => 200,
-            Self::W2 => 1000,
+            Self::W1 | Self::W4 | Self::List => 200,
+            Self::W2 | Self::W6 => 1000,
             Self::W3 => 2000,
             Self::W5 => 100,
         }
@@ -96,9 +111,10 @@ impl Workload {
     /// Workflows (w5: messages) run in the workload's own pattern before measuring, not counted.
     pub fn warm_up(self) -> usize {
         match self {
-            Self::W1 | Self::W4 => 20,
+            Self::W1 | Self::W4 | Self::List => 20,
             Self::W2 | Self::W3 => 100,
             Self::W5 => 10,
+            Self::W6 => 0,
         }
     }
 
@@ -107,15 +123,16 @@ impl Workload {
         match self {
             Self::W1 | Self::W2 => 10,
             Self::W3 => 1,
-            Self::W4 | Self::W5 => 0,
+            // w6's one step is replayed, not run.
+            Self::W4 | Self::W5 | Self::W6 | Self::List => 0,
         }
     }
 
     /// Database connections for Cairn: enough for the workload's concurrency.
     pub fn pool_size(self) -> usize {
         match self {
-            Self::W1 | Self::W4 | Self::W5 => 4,
-            Self::W2 | Self::W3 => 32,
+            Self::W1 | Self::W4 | Self::W5 | Self::List => 4,
+            Self::W2 | Self::W3 | Self::W6 => 32,
         }
     }
 }
@@ -129,6 +146,8 @@ pub struct Options {
     pub db: Option<String>,
     /// Measured workflows.
     pub n: usize,
+    /// w6's child process: the Cairn database URL it runs on.
+    pub interrupted_child: Option<String>,
 }
 
 #[cfg(test)]
@@ -158,7 +177,8 @@ mod tests {
             Options {
                 workload: Workload::W2,
                 db: None,
-                n: 1000
+                n: 1000,
+                interrupted_child: None,
             }
         );
     }
@@ -172,7 +192,8 @@ mod tests {
             Options {
                 workload: Workload::W1,
                 db: Some("postgres://h/x".to_owned()),
-                n: 5
+                n: 5,
+                interrupted_child: None,
             }
         );
         let options = parse_words("--db=sqlite:b.db w5 --n 7").expect("parses");
@@ -181,7 +202,8 @@ mod tests {
             Options {
                 workload: Workload::W5,
                 db: Some("sqlite:b.db".to_owned()),
-                n: 7
+                n: 7,
+                interrupted_child: None,
             }
         );
     }
@@ -203,7 +225,7 @@ mod tests {
             let error = parse_words(flag).expect_err("help is reported as an early exit");
             assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp);
             let help = error.to_string();
-            for word in ["w1", "w2", "w3", "w4", "w5", "--db", "--n", "warm-up"] {
+            for word in ["w1", "w2", "w3", "w4", "w5", "w6", "--db", "--n", "warm-up"] {
                 assert!(help.contains(word), "`{flag}` help lacks `{word}`:\n{help}");
             }
         }
@@ -214,7 +236,7 @@ mod tests {
     fn malformed_command_lines_are_refused() {
         for line in [
             "",
-            "w6",
+            "w7",
             "w1 w2",
             "w1 --n",
             "w1 --n 0",

@@ -4,7 +4,7 @@
 //! JSON line describing it.
 //!
 //! ```text
-//! cargo run --release -p cairn-bench -- <w1|w2|w3|w4|w5> [--db URL] [--n N]
+//! cargo run --release -p cairn-bench -- <w1|w2|w3|w4|w5|w6> [--db URL] [--n N]
 //! ```
 //!
 //! - `w1`: one workflow of ten no-op steps at a time, `n` times (default 200): the cost of a step.
@@ -16,6 +16,11 @@
 //! - `w4`: an empty workflow, `n` times in a row (default 200): the fixed cost of a workflow.
 //! - `w5`: `n` messages (default 100), one at a time, to a workflow waiting in `recv`: the
 //!   latency from `send` until `recv` returns (one delivery and one wake-up).
+//! - `w6`: `n` workflows (default 1000) that each recorded one step and then block, half in a
+//!   durable sleep and half in a `recv`, in a child process (this binary again) killed with
+//!   SIGKILL; with the messages sent and the sleeps due meanwhile, Cairn is launched again:
+//!   the time from that launch until all are recovered and completed (`wf_per_s`,
+//!   `first_completion_ms`, `launch_ms`).
 //!
 //! The database is always fresh: by default a temporary SQLite file, deleted afterwards; with
 //! `--db postgres://…` a new database `cairn_bench_<uuid>` on that server, dropped afterwards.
@@ -28,7 +33,9 @@ mod cli;
 mod database;
 mod error;
 mod floor;
+mod list;
 mod report;
+mod w6;
 mod workloads;
 
 use std::process::ExitCode;
@@ -54,11 +61,21 @@ fn main() -> ExitCode {
             };
         }
     };
-    let outcome = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")
-        .and_then(|runtime| runtime.block_on(run(&options)));
+        .context("starting the tokio runtime");
+    if let Some(url) = &options.interrupted_child {
+        // w6's child: no report; it ends killed, or with an error.
+        let outcome = runtime.and_then(|runtime| {
+            runtime.block_on(w6::child(url, options.n, options.workload.pool_size()))
+        });
+        if let Err(e) = outcome {
+            eprintln!("cairn-bench (w6 child): {e}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let outcome = runtime.and_then(|runtime| runtime.block_on(run(&options)));
     match outcome.and_then(|report| report.to_json_line()) {
         Ok(line) => {
             println!("{line}");
@@ -83,6 +100,20 @@ async fn run(options: &Options) -> Result<Report, BenchError> {
 
 /// Launch Cairn on `database`, measure the commit floor and the workload, and shut down.
 async fn measure(options: &Options, database: &BenchDatabase) -> Result<Report, BenchError> {
+    if options.workload == cli::Workload::List {
+        return list::run(options, database).await;
+    }
+    if options.workload == cli::Workload::W6 {
+        // After the run: the child creates the database.
+        let measurement = w6::run(database, options.n, options.workload.pool_size()).await?;
+        let floor = floor::commit_latency(database).await?;
+        return Ok(Report::new(
+            options.workload,
+            database.backend(),
+            &measurement,
+            floor,
+        ));
+    }
     let mut builder = Cairn::builder("cairn-bench")
         .database_url(database.url())
         .pool_size(options.workload.pool_size());

@@ -12,7 +12,7 @@ use crate::workloads::Measurement;
 /// What a run measured. Rates and per-step figures are `null` where they do not apply.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `"w1"`, `"w2"`, `"w3"`, `"w4"` or `"w5"`.
+    /// `"w1"` … `"w6"`.
     pub workload: &'static str,
     /// `"sqlite"` or `"postgres"`.
     pub backend: &'static str,
@@ -20,7 +20,8 @@ pub struct Report {
     pub n: usize,
     /// Warm-up workflows run before measuring.
     pub warm_up: usize,
-    /// Median workflow latency, start to result (w5: a message's, `send` to `recv`).
+    /// Median workflow latency, start to result (w5: a message's, `send` to `recv`; w6: from
+    /// the relaunch call until a recovered workflow's body returned).
     pub median_ms: f64,
     /// 99th-percentile workflow latency, start to result (w5: a message's).
     pub p99_ms: f64,
@@ -46,6 +47,10 @@ pub struct Report {
     pub enqueue_start_median_ms: Option<f64>,
     /// 99th percentile of the same; w3 only.
     pub enqueue_start_p99_ms: Option<f64>,
+    /// From the relaunch call until it returned, its recovery included; w6 only.
+    pub launch_ms: Option<f64>,
+    /// From the relaunch call until the first recovered workflow had completed; w6 only.
+    pub first_completion_ms: Option<f64>,
 }
 
 impl Report {
@@ -92,6 +97,8 @@ impl Report {
                 .enqueue_to_start
                 .as_ref()
                 .map(|l| round(millis(percentile(&mut l.clone(), 0.99)))),
+            launch_ms: measurement.launch.map(|d| round(millis(d))),
+            first_completion_ms: measurement.first_completion.map(|d| round(millis(d))),
         }
     }
 

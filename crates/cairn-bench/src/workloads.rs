@@ -87,6 +87,10 @@ pub struct Measurement {
     pub baseline: Option<Vec<Duration>>,
     /// w3 only: from each paced enqueue call until its workflow's body started.
     pub enqueue_to_start: Option<Vec<Duration>>,
+    /// w6 only: from the relaunch call until it returned (its recovery claims and spawns).
+    pub launch: Option<Duration>,
+    /// w6 only: from the relaunch call until the first recovered workflow completed.
+    pub first_completion: Option<Duration>,
 }
 
 /// Run `workload`'s warm-up, then `n` measured workflows.
@@ -125,6 +129,18 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
             one_at_a_time(app, Shape::Empty, n).await?
         }
         Workload::W5 => messages(app, warm_up, n).await?,
+        Workload::W6 => {
+            return Err(BenchError::new(
+                "running w6",
+                "w6 launches Cairn itself (see w6::run)",
+            ));
+        }
+        Workload::List => {
+            return Err(BenchError::new(
+                "running list",
+                "list measures a standalone client (see list::run)",
+            ));
+        }
     };
     Ok(Measurement {
         latencies,
@@ -132,6 +148,8 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
         warm_up,
         baseline,
         enqueue_to_start,
+        launch: None,
+        first_completion: None,
     })
 }
 

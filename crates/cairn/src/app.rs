@@ -1,27 +1,20 @@
 //! The application: configuration, launch, starting and retrieving workflows, shutdown.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
-
 use sha2::{Digest, Sha256};
 
-use crate::engine::comm::SendOptions;
+use crate::client::Client;
 use crate::engine::context::{WorkflowContext, halting};
-use crate::engine::enqueue::{self, EnqueueOptions};
 use crate::engine::registry;
 use crate::engine::runtime::Runtime;
-use crate::engine::schedule::{self, Schedule, ScheduleOptions};
+use crate::engine::schedule::{self, ScheduleOptions};
 use crate::engine::state::AppState;
-use crate::engine::step::StepCall;
 use crate::engine::workflow::{self, StartOptions, WorkflowFn, WorkflowHandle};
-use crate::engine::{comm, control};
 use crate::engine::{dispatch, recovery};
 use crate::error::{Error, Result};
-use crate::status::{StepInfo, WorkflowStatus};
-use crate::store::{self, GetWorkflow, ListCheckpoints, RegisterAppVersion, StoreOptions};
+use crate::store::{self, RegisterAppVersion, StoreOptions};
 
 /// Environment variable naming the system database (a `postgres://` or `sqlite:` URL).
 pub const DATABASE_URL_ENV: &str = "DBOS_SYSTEM_DATABASE_URL";
@@ -143,7 +136,7 @@ impl CairnBuilder {
     /// schedule of that name (keeping its status — a paused schedule stays paused — and its
     /// last tick), as DBOS's `upsert_schedule`. The workflow must take the tick's scheduled
     /// time and the context, `(chrono::DateTime<Utc>, C)`; see
-    /// [`Cairn::create_schedule`] for the cron expression. An invalid cron expression or time
+    /// [`Client::create_schedule`] for the cron expression. An invalid cron expression or time
     /// zone, or a context that cannot be serialized, fails `launch()` with
     /// [`Error::InvalidArgument`]. Default: none.
     pub fn schedule<W, M, C>(
@@ -303,34 +296,14 @@ impl CairnBuilder {
             app_version = %rt.app_version,
             "Cairn launched"
         );
-        let notifier = Arc::clone(&rt.notifier);
-        // Weak: the store (which keeps the sink) belongs to the runtime.
-        let dispatcher_rt = Arc::downgrade(&rt);
-        let sink: crate::store::ChangeSink = Arc::new(move |channel: &str, payload: &str| {
-            if channel == dispatch::QUEUE_CHANNEL {
-                // Another process enqueued: claim now.
-                if let Some(rt) = dispatcher_rt.upgrade() {
-                    rt.wake_dispatcher();
-                }
-                return;
-            }
-            match crate::engine::notify::Channel::from_pg(channel) {
-                Some(channel) => notifier.announce_payload(channel, payload),
-                None => {
-                    notifier.announce_all();
-                    // SQLite's feed: another process wrote, perhaps an enqueue.
-                    if let Some(rt) = dispatcher_rt.upgrade() {
-                        rt.wake_dispatcher();
-                    }
-                }
-            }
-        });
-        rt.store.watch_changes(sink, CHANGE_POLL).await?;
+        rt.store.watch_changes(change_sink(&rt), CHANGE_POLL).await?;
+        let scheduler = schedule::Scheduler::new(self.max_automatic_backfill);
         let app = Cairn {
+            client: Client::of(Arc::clone(&rt), Some(Arc::clone(&scheduler))),
             rt,
             shutdown_grace: self.shutdown_grace,
             background: Arc::new(std::sync::Mutex::new(Vec::new())),
-            scheduler: schedule::Scheduler::new(self.max_automatic_backfill),
+            scheduler,
         };
         for declared in &self.schedules {
             declared.upsert(&app.rt).await?;
@@ -508,7 +481,7 @@ fn check_queues(queues: &[crate::engine::queue::Queue]) -> Result<()> {
 
 /// Refuse to start a child of a workflow on another application than the workflow's own: its
 /// start could not commit with the parent's checkpoint.
-fn same_application(parent: &WorkflowContext, rt: &Arc<Runtime>) -> Result<()> {
+pub(crate) fn same_application(parent: &WorkflowContext, rt: &Arc<Runtime>) -> Result<()> {
     if Arc::ptr_eq(&parent.rt, rt) {
         return Ok(());
     }
@@ -524,10 +497,18 @@ fn same_application(parent: &WorkflowContext, rt: &Arc<Runtime>) -> Result<()> {
 
 /// A launched Cairn application: start workflows, retrieve them, shut down.
 ///
+/// Everything that does not need this process to run workflows — enqueue, send, events,
+/// streams, handles, listing and managing workflows, queues and schedules — is the
+/// application's [`Client`], which `Cairn` dereferences to: `app.enqueue(…)`,
+/// `app.cancel(…)`, `app.list_workflows(…)` are the client's calls, the same a separate
+/// process makes with [`Client::connect`].
+///
 /// Cheap to clone; every clone is the same application.
 #[derive(Clone)]
 pub struct Cairn {
     pub(crate) rt: Arc<Runtime>,
+    /// The management surface, shared with standalone clients (one implementation).
+    client: Client,
     shutdown_grace: Duration,
     /// Background tasks, ended at shutdown: the dispatcher of DBOS's internal queue (where
     /// `dbos workflow resume` puts work) and the watchdog stopping executions whose workflow
@@ -546,6 +527,43 @@ impl std::fmt::Debug for Cairn {
             .field("app_version", &self.rt.app_version)
             .finish()
     }
+}
+
+impl std::ops::Deref for Cairn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// What the store calls with each change notification (Postgres NOTIFY, or SQLite's
+/// "another process wrote"): wake the durable waits it concerns, and the queue dispatchers
+/// when it may be an enqueue. Shared by applications and clients (whose runtime has no
+/// dispatcher listening, so the wake is a no-op).
+pub(crate) fn change_sink(rt: &Arc<Runtime>) -> crate::store::ChangeSink {
+    let notifier = Arc::clone(&rt.notifier);
+    // Weak: the store (which keeps the sink) belongs to the runtime.
+    let dispatcher_rt = Arc::downgrade(rt);
+    Arc::new(move |channel: &str, payload: &str| {
+        if channel == dispatch::QUEUE_CHANNEL {
+            // Another process enqueued: claim now.
+            if let Some(rt) = dispatcher_rt.upgrade() {
+                rt.wake_dispatcher();
+            }
+            return;
+        }
+        match crate::engine::notify::Channel::from_pg(channel) {
+            Some(channel) => notifier.announce_payload(channel, payload),
+            None => {
+                notifier.announce_all();
+                // SQLite's feed: another process wrote, perhaps an enqueue.
+                if let Some(rt) = dispatcher_rt.upgrade() {
+                    rt.wake_dispatcher();
+                }
+            }
+        }
+    })
 }
 
 impl Cairn {
@@ -613,118 +631,6 @@ impl Cairn {
         })
     }
 
-    /// Enqueue a workflow on `queue` (a [`Queue`](crate::Queue) or its name) and return a
-    /// handle to it: it runs when a process serving the queue dequeues it. Called inside a
-    /// workflow, the enqueue is that workflow's operation, exactly once across replays (as
-    /// `DBOS.start_workflow` on a queue). A queue this process does not define is allowed
-    /// (another process may serve it); an empty name is not.
-    pub fn enqueue<W, M, Q>(
-        &self,
-        queue: Q,
-        workflow: W,
-        args: W::Args,
-    ) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send + use<W, M, Q>
-    where
-        W: WorkflowFn<M>,
-        Q: AsRef<str>,
-    {
-        self.enqueue_with(EnqueueOptions::default(), queue, workflow, args)
-    }
-
-    /// [`Cairn::enqueue`] with options: workflow id, priority, deduplication, partition key,
-    /// delay, timeout, application version (see [`EnqueueOptions`]). A deduplication id held
-    /// by another unfinished workflow of the queue fails with [`Error::Deduplicated`], or
-    /// answers that workflow's handle with
-    /// [`DeduplicationPolicy::ReturnExisting`](crate::DeduplicationPolicy::ReturnExisting).
-    pub fn enqueue_with<W, M, Q>(
-        &self,
-        options: EnqueueOptions,
-        queue: Q,
-        _workflow: W,
-        args: W::Args,
-    ) -> impl Future<Output = Result<WorkflowHandle<W::Output>>> + Send + use<W, M, Q>
-    where
-        W: WorkflowFn<M>,
-        Q: AsRef<str>,
-    {
-        let queue = queue.as_ref().to_owned();
-        let rt = Arc::clone(&self.rt);
-        let parent = WorkflowContext::operation();
-        let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
-        halting(halted, async move {
-            let registration = workflow::registration_of::<W>()?;
-            let positional = W::encode_args(&args, registration.name)?;
-            if let Some((parent, _)) = &parent {
-                same_application(parent, &rt)?;
-            }
-            let started =
-                enqueue::enqueue(&rt, parent, &queue, registration.name, &positional, options)
-                    .await?;
-            Ok(WorkflowHandle::started(rt, started))
-        })
-    }
-
-    /// Enqueue the workflow registered (in whichever process serves the queue) under
-    /// `workflow_name`, with JSON positional arguments: for callers that do not link the
-    /// workflow's code (DBOS's client `enqueue`). Inside a workflow, exactly once across
-    /// replays, as [`Cairn::enqueue`].
-    pub fn enqueue_by_name(
-        &self,
-        queue: &str,
-        workflow_name: &str,
-        args: Vec<serde_json::Value>,
-        options: EnqueueOptions,
-    ) -> impl Future<Output = Result<WorkflowHandle<serde_json::Value>>> + Send + use<> {
-        let (queue, name) = (queue.to_owned(), workflow_name.to_owned());
-        let rt = Arc::clone(&self.rt);
-        let parent = WorkflowContext::operation();
-        let halted = parent.as_ref().map(|(ctx, _)| Arc::clone(ctx));
-        halting(halted, async move {
-            workflow::check_key("workflow_name", &name)?;
-            if let Some((parent, _)) = &parent {
-                same_application(parent, &rt)?;
-            }
-            let started = enqueue::enqueue(&rt, parent, &queue, &name, &args, options).await?;
-            Ok(WorkflowHandle::started(rt, started))
-        })
-    }
-
-    /// The queue definitions stored for this application (and unowned ones), by name.
-    pub async fn list_queues(&self) -> Result<Vec<crate::engine::queue::Queue>> {
-        let list = store::ListQueues {
-            application_name: self.rt.app_name.clone(),
-        };
-        self.rt.store.run(list).await
-    }
-
-    /// The stored definition of queue `name`, if any.
-    pub async fn get_queue(&self, name: &str) -> Result<Option<crate::engine::queue::Queue>> {
-        let get = store::GetQueue {
-            name: name.to_owned(),
-        };
-        self.rt.store.run(get).await
-    }
-
-    /// Overwrite the stored limits of queue `queue.name` with `queue`'s (every process
-    /// serving it reads them from there). Answers whether the queue exists.
-    pub async fn update_queue(&self, queue: crate::engine::queue::Queue) -> Result<bool> {
-        queue.validate()?;
-        let update = store::UpdateQueue {
-            queue,
-            now_ms: crate::engine::runtime::now_ms(),
-        };
-        self.rt.store.run(update).await
-    }
-
-    /// Delete the stored definition of queue `name` (its workflows stay). Answers whether it
-    /// existed.
-    pub async fn delete_queue(&self, name: &str) -> Result<bool> {
-        let delete = store::DeleteQueue {
-            name: name.to_owned(),
-        };
-        self.rt.store.run(delete).await
-    }
-
     /// Start a workflow and wait for its result. Called inside a workflow, the start is a
     /// child's and the wait is recorded (`DBOS.getResult`), both exactly once across replays.
     pub fn run<W, M>(
@@ -744,354 +650,10 @@ impl Cairn {
         }
     }
 
-    /// A handle to any workflow by id (started here, elsewhere, or by another language).
-    pub async fn retrieve<T>(&self, workflow_id: &str) -> Result<WorkflowHandle<T>>
-    where
-        T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
-    {
-        if self
-            .rt
-            .store
-            .run(GetWorkflow::of(workflow_id))
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(workflow_id.to_owned()));
-        }
-        Ok(WorkflowHandle::new(
-            Arc::clone(&self.rt),
-            workflow_id.to_owned(),
-        ))
-    }
-
-    /// A workflow's status row.
-    pub async fn status(&self, workflow_id: &str) -> Result<WorkflowStatus> {
-        let row = self.rt.store.run(GetWorkflow::of(workflow_id)).await?;
-        row.map(WorkflowStatus::from_row)
-            .ok_or_else(|| Error::NotFound(workflow_id.to_owned()))
-    }
-
-    /// The operations a workflow has recorded, in order.
-    pub async fn list_steps(&self, workflow_id: &str) -> Result<Vec<StepInfo>> {
-        let checkpoints = self
-            .rt
-            .store
-            .run(ListCheckpoints {
-                workflow_id: workflow_id.to_owned(),
-            })
-            .await?;
-        Ok(checkpoints
-            .into_iter()
-            .map(StepInfo::from_checkpoint)
-            .collect())
-    }
-
-    /// Send `message` to the workflow `destination` on `topic` (a `&str`, or `None` for no
-    /// topic — the same convention as [`crate::send`] and [`crate::recv`]). Called inside a
-    /// workflow it is that workflow's durable send ([`crate::send`]: exactly once across
-    /// replays).
-    pub fn send<'a, T: serde::Serialize + ?Sized>(
-        &self,
-        destination: &str,
-        topic: impl Into<Option<&'a str>>,
-        message: &T,
-    ) -> impl Future<Output = Result<()>> + Send {
-        self.send_with(SendOptions::default(), destination, topic, message)
-    }
-
-    /// [`Cairn::send`] with options: with [`SendOptions::idempotency_key`], sending the same
-    /// key to the same destination again is a no-op (the key is ignored inside a workflow,
-    /// whose sends are exactly once anyway).
-    pub fn send_with<'a, T: serde::Serialize + ?Sized>(
-        &self,
-        options: SendOptions,
-        destination: &str,
-        topic: impl Into<Option<&'a str>>,
-        message: &T,
-    ) -> impl Future<Output = Result<()>> + Send {
-        let topic: Option<&'a str> = topic.into();
-        let durable = WorkflowContext::current().map(|_| comm::send(destination, topic, message));
-        let outside = comm::prepare_send(destination, topic, message, options);
-        let rt = Arc::clone(&self.rt);
-        async move {
-            match durable {
-                Some(send) => send.await,
-                None => comm::send_prepared(&rt, outside?).await,
-            }
-        }
-    }
-
-    /// Read the event `key` of a workflow, waiting up to `timeout` for it to be set.
-    pub async fn get_event<T: serde::de::DeserializeOwned>(
-        &self,
-        workflow_id: &str,
-        key: &str,
-        timeout: Duration,
-    ) -> Result<Option<T>> {
-        comm::get_event_from_outside(&self.rt, workflow_id, key, timeout).await
-    }
-
-    /// Every event of a workflow, with its latest value.
-    pub async fn list_events(
-        &self,
-        workflow_id: &str,
-    ) -> Result<BTreeMap<String, serde_json::Value>> {
-        comm::list_events(&self.rt, workflow_id).await
-    }
-
-    /// Read a workflow's stream `key` in order, as it is written. The stream ends when the
-    /// workflow closes it, or when the workflow has finished and every value has been read.
-    /// A workflow that does not exist yields [`Error::NotFound`] (as DBOS).
-    pub fn read_stream<T>(
-        &self,
-        workflow_id: &str,
-        key: &str,
-    ) -> impl Stream<Item = Result<T>> + Send + 'static
-    where
-        T: serde::de::DeserializeOwned + Send + 'static,
-    {
-        comm::read_stream(Arc::clone(&self.rt), workflow_id, key)
-    }
-
-    /// Cancel a workflow: it becomes `CANCELLED`; if it runs in this process it is
-    /// interrupted at once, elsewhere at its next durable operation. Returns whether it was
-    /// cancelled (`false`: it had already finished). Inside a workflow the call is a step
-    /// (`DBOS.cancelWorkflow`, as in DBOS), so a replay does not cancel again.
-    pub fn cancel(&self, workflow_id: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
-        let rt = Arc::clone(&self.rt);
-        let workflow_id = workflow_id.to_owned();
-        let call = StepCall::begin("DBOS.cancelWorkflow");
-        async move {
-            call.run(Some(std::convert::identity), async move {
-                Ok(!control::cancel(&rt, &workflow_id, false).await?.is_empty())
-            })
-            .await
-        }
-    }
-
-    /// Cancel a workflow and every workflow it started, transitively. Returns the ids
-    /// cancelled. Inside a workflow the call is a step (`DBOS.cancelWorkflow`).
-    pub fn cancel_with_descendants(
-        &self,
-        workflow_id: &str,
-    ) -> impl Future<Output = Result<Vec<String>>> + Send + use<> {
-        let rt = Arc::clone(&self.rt);
-        let workflow_id = workflow_id.to_owned();
-        let call = StepCall::begin("DBOS.cancelWorkflow");
-        async move {
-            call.run(Some(std::convert::identity), async move {
-                control::cancel(&rt, &workflow_id, true).await
-            })
-            .await
-        }
-    }
-
-    /// Resume a workflow, as DBOS 3.4 does: unless it finished (`SUCCESS` or `ERROR`), it is
-    /// put back on DBOS's internal queue (`_dbos_internal_queue`) with its recovery attempts
-    /// reset, keeping its application version, and a process of that version — this one at
-    /// once, if it is — continues it from its last checkpoint. A finished workflow is left as
-    /// it is. Returns a handle to it either way; a missing id is [`Error::NotFound`]. Inside
-    /// a workflow the call is a step (`DBOS.resumeWorkflow`).
-    pub fn resume<T>(
-        &self,
-        workflow_id: &str,
-    ) -> impl Future<Output = Result<WorkflowHandle<T>>> + Send + use<T>
-    where
-        T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
-    {
-        let rt = Arc::clone(&self.rt);
-        let workflow_id = workflow_id.to_owned();
-        let call = StepCall::begin("DBOS.resumeWorkflow");
-        async move {
-            call.run(Some(std::convert::identity), async {
-                control::resume(&rt, &workflow_id).await.map(drop)
-            })
-            .await?;
-            Ok(WorkflowHandle::new(rt, workflow_id))
-        }
-    }
-
     /// Claim and resume this executor's unfinished workflows now (launch does it once).
     /// Returns the ids of the workflows resumed.
     pub async fn recover_pending(&self) -> Result<Vec<String>> {
         recovery::recover_pending(&self.rt).await
-    }
-
-    /// Create a schedule: from now on, at every tick of `cron` some process of this
-    /// application starts `workflow` with the tick's scheduled time and `context`. The
-    /// workflow must take `(chrono::DateTime<Utc>, C)` (checked at compile time). Each tick's
-    /// workflow has the id `sched-<name>-<scheduled time>` (`sched-nightly-2026-01-01T00:00:00+00:00`,
-    /// as DBOS), which makes it exactly once however many processes run; it is enqueued on
-    /// [`ScheduleOptions::queue`] (DBOS's internal queue by default) and runs in whichever
-    /// process dequeues it. `cron` has 5 fields (minute hour day-of-month month
-    /// day-of-week) or 6 with seconds first (`*/5 * * * * *`: every 5 seconds), read in
-    /// [`ScheduleOptions::timezone`] (UTC by default). A name in use, an invalid cron
-    /// expression or time zone is [`Error::InvalidArgument`]. Inside a workflow the call is a
-    /// step (`DBOS.createSchedule`).
-    pub fn create_schedule<W, M, C>(
-        &self,
-        name: &str,
-        _workflow: W,
-        cron: &str,
-        context: C,
-        options: ScheduleOptions,
-    ) -> impl Future<Output = Result<()>> + Send + use<W, M, C>
-    where
-        W: WorkflowFn<M, Args = (chrono::DateTime<chrono::Utc>, C)>,
-        C: serde::Serialize,
-    {
-        let app = self.clone();
-        let prepared = workflow::registration_of::<W>().and_then(|registration| {
-            let context = serde_json::to_value(&context).map_err(|source| Error::Serialize {
-                what: format!("the context of schedule {name}"),
-                source,
-            })?;
-            schedule::new_row(&app.rt, name, registration.name, cron, &context, &options)
-        });
-        let call = StepCall::begin("DBOS.createSchedule");
-        async move {
-            call.run(Some(std::convert::identity), async move {
-                let row = prepared?;
-                let name = row.schedule_name.clone();
-                let op = store::CreateSchedule {
-                    row,
-                    replace_definition: false,
-                };
-                if !app.rt.store.run(op).await? {
-                    return Err(Error::InvalidArgument {
-                        argument: "name",
-                        reason: format!("a schedule named `{name}` already exists"),
-                    });
-                }
-                app.scheduler.changed().await;
-                Ok(())
-            })
-            .await
-        }
-    }
-
-    /// This application's schedules (and those no application owns), by name.
-    pub async fn list_schedules(&self) -> Result<Vec<Schedule>> {
-        let list = store::ListSchedules {
-            application_name: Some(self.rt.app_name.clone()),
-        };
-        let rows = self.rt.store.run(list).await?;
-        Ok(rows.into_iter().map(Schedule::from_row).collect())
-    }
-
-    /// A schedule by name, or `None`.
-    pub async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
-        let get = store::GetSchedule {
-            schedule_name: name.to_owned(),
-        };
-        Ok(self.rt.store.run(get).await?.map(Schedule::from_row))
-    }
-
-    /// Pause a schedule: no process fires its ticks until it is resumed (in this process,
-    /// none from the moment this returns; in others, from their next reading of the schedules,
-    /// within about 2 seconds). A missing schedule is [`Error::NotFound`]. Inside a workflow
-    /// the call is a step (`DBOS.pauseSchedule`).
-    pub fn pause_schedule(&self, name: &str) -> impl Future<Output = Result<()>> + Send + use<> {
-        self.set_schedule_status(name, schedule::PAUSED, "DBOS.pauseSchedule")
-    }
-
-    /// Resume a paused schedule: its ticks fire again from now on (after the missed ones, if
-    /// it has [`ScheduleOptions::automatic_backfill`]). A missing schedule is
-    /// [`Error::NotFound`]. Inside a workflow the call is a step (`DBOS.resumeSchedule`).
-    pub fn resume_schedule(&self, name: &str) -> impl Future<Output = Result<()>> + Send + use<> {
-        self.set_schedule_status(name, schedule::ACTIVE, "DBOS.resumeSchedule")
-    }
-
-    fn set_schedule_status(
-        &self,
-        name: &str,
-        status: &'static str,
-        step: &'static str,
-    ) -> impl Future<Output = Result<()>> + Send + use<> {
-        let app = self.clone();
-        let name = name.to_owned();
-        let call = StepCall::begin(step);
-        async move {
-            call.run(Some(std::convert::identity), async move {
-                let op = store::SetScheduleStatus {
-                    schedule_name: name.clone(),
-                    status: status.to_owned(),
-                };
-                if !app.rt.store.run(op).await? {
-                    return Err(Error::NotFound(format!("schedule {name}")));
-                }
-                app.scheduler.changed().await;
-                Ok(())
-            })
-            .await
-        }
-    }
-
-    /// Delete a schedule; the workflows it started stay. Answers whether it existed. Inside a
-    /// workflow the call is a step (`DBOS.deleteSchedule`).
-    pub fn delete_schedule(&self, name: &str) -> impl Future<Output = Result<bool>> + Send + use<> {
-        let app = self.clone();
-        let name = name.to_owned();
-        let call = StepCall::begin("DBOS.deleteSchedule");
-        async move {
-            call.run(Some(std::convert::identity), async move {
-                let op = store::DeleteSchedule {
-                    schedule_name: name,
-                };
-                let existed = app.rt.store.run(op).await?;
-                app.scheduler.changed().await;
-                Ok(existed)
-            })
-            .await
-        }
-    }
-
-    /// Start a schedule's workflow now, outside its cron, with the current time as its
-    /// scheduled time, under the id `sched-<name>-trigger-<now>` (as DBOS). Answers the id.
-    /// Works on a paused schedule too. A missing schedule is [`Error::NotFound`]. Inside a
-    /// workflow the call is a step (`DBOS.triggerSchedule`).
-    pub fn trigger_schedule(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<String>> + Send + use<> {
-        let rt = Arc::clone(&self.rt);
-        let name = name.to_owned();
-        let call = StepCall::begin("DBOS.triggerSchedule");
-        async move {
-            call.run(Some(std::convert::identity), async move {
-                let loaded = schedule::load(&rt, &name).await?;
-                schedule::trigger(&rt, &loaded).await
-            })
-            .await
-        }
-    }
-
-    /// Start the workflow of every tick of a schedule strictly after `start` and strictly
-    /// before `end` (as DBOS's `backfill_schedule`), each under its tick's id, so running a
-    /// backfill again, or over a range the schedule already fired, starts nothing twice.
-    /// Answers the ticks' ids in order (those that existed included). A missing schedule is
-    /// [`Error::NotFound`]. Inside a workflow the call is a step (`DBOS.backfillSchedule`).
-    pub fn backfill_schedule(
-        &self,
-        name: &str,
-        start: chrono::DateTime<chrono::Utc>,
-        end: chrono::DateTime<chrono::Utc>,
-    ) -> impl Future<Output = Result<Vec<String>>> + Send + use<> {
-        let rt = Arc::clone(&self.rt);
-        let name = name.to_owned();
-        let call = StepCall::begin("DBOS.backfillSchedule");
-        async move {
-            call.run(Some(std::convert::identity), async move {
-                let loaded = schedule::load(&rt, &name).await?;
-                schedule::backfill(&rt, &loaded, start, end).await
-            })
-            .await
-        }
-    }
-
-    /// The system database backend: `"sqlite"` or `"postgres"`.
-    pub fn backend(&self) -> &'static str {
-        self.rt.store.backend()
     }
 
     /// This application's name.

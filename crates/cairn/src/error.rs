@@ -237,6 +237,20 @@ pub enum Error {
         timeout_ms: u64,
     },
 
+    /// Reading a stream waited longer than its per-value timeout for the next value
+    /// ([`ReadStreamOptions::timeout`](crate::ReadStreamOptions::timeout)).
+    #[error("no value at offset {offset} of stream `{key}` of workflow {workflow_id} within {timeout_ms} ms")]
+    StreamTimedOut {
+        /// The workflow writing the stream.
+        workflow_id: String,
+        /// The stream's key.
+        key: String,
+        /// The offset that was awaited.
+        offset: u64,
+        /// The per-value timeout, milliseconds.
+        timeout_ms: u64,
+    },
+
     /// The workflow failed recovery too many times and was moved to the dead-letter status.
     #[error("workflow {workflow_id} exceeded its {max_attempts} recovery attempts")]
     MaxRecoveryAttemptsExceeded {
@@ -398,6 +412,7 @@ impl Error {
             Error::TimedOut(_) => "DBOSAwaitedWorkflowCancelledError",
             Error::StepRetriesExhausted { .. } => "DBOSMaxStepRetriesExceeded",
             Error::StepTimedOut { .. } => "DBOSStepTimeoutError",
+            Error::StreamTimedOut { .. } => "DBOSStreamTimeoutError",
             Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceededError",
             Error::OwnershipLost(_) => "DBOSWorkflowConflictIDError",
             Error::Shutdown => "ShutdownError",
@@ -487,6 +502,12 @@ enum Detail {
         step: String,
         timeout_ms: u64,
     },
+    StreamTimedOut {
+        workflow_id: String,
+        key: String,
+        offset: u64,
+        timeout_ms: u64,
+    },
     MaxRecoveryAttemptsExceeded {
         workflow_id: String,
         max_attempts: u32,
@@ -570,6 +591,17 @@ impl Detail {
             },
             Error::StepTimedOut { step, timeout_ms } => Detail::StepTimedOut {
                 step: step.clone(),
+                timeout_ms: *timeout_ms,
+            },
+            Error::StreamTimedOut {
+                workflow_id,
+                key,
+                offset,
+                timeout_ms,
+            } => Detail::StreamTimedOut {
+                workflow_id: workflow_id.clone(),
+                key: key.clone(),
+                offset: *offset,
                 timeout_ms: *timeout_ms,
             },
             Error::MaxRecoveryAttemptsExceeded {
@@ -664,6 +696,17 @@ impl Detail {
                 last,
             },
             Detail::StepTimedOut { step, timeout_ms } => Error::StepTimedOut { step, timeout_ms },
+            Detail::StreamTimedOut {
+                workflow_id,
+                key,
+                offset,
+                timeout_ms,
+            } => Error::StreamTimedOut {
+                workflow_id,
+                key,
+                offset,
+                timeout_ms,
+            },
             Detail::MaxRecoveryAttemptsExceeded {
                 workflow_id,
                 max_attempts,

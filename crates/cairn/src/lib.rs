@@ -22,6 +22,7 @@
 //! - [Workflow ids and idempotency](#workflow-ids-and-idempotency)
 //! - [Child workflows and parallel steps](#child-workflows-and-parallel-steps)
 //! - [Queues](#queues)
+//! - [The client and workflow management](#the-client-and-workflow-management)
 //! - [Application state and context](#application-state-and-context)
 //! - [What the macros check](#what-the-macros-check)
 //! - [Recovery](#recovery)
@@ -105,7 +106,7 @@
 //! id that exists returns the existing workflow's handle and never runs it twice, even under
 //! concurrent starts. [`WorkflowHandle::created`] says whether this call created it, so a
 //! caller can tell its own retry from another request that chose the same id.
-//! [`Cairn::retrieve`] returns a handle to any workflow.
+//! [`Client::retrieve`] returns a handle to any workflow.
 //!
 //! # Child workflows and parallel steps
 //!
@@ -119,14 +120,14 @@
 //!
 //! A [`Queue`] is defined on the builder ([`CairnBuilder::queue`]; stored in the system
 //! database's `queues` table at launch, as DBOS does) and workflows are put on it with
-//! [`Cairn::enqueue`] / [`Cairn::enqueue_with`] ([`EnqueueOptions`]: id, priority,
+//! [`Client::enqueue`] / [`Client::enqueue_with`] ([`EnqueueOptions`]: id, priority,
 //! deduplication id — [`Error::Deduplicated`] or the holder's handle — partition key, delay,
 //! timeout counted from dequeue, application version). Whichever process serves the queue
 //! runs them. Inside a workflow, [`enqueue_workflow`] (or `app.enqueue`) is an operation of
 //! that workflow: the row and its checkpoint commit together, exactly once across replays.
-//! [`Cairn::enqueue_by_name`] enqueues by workflow name with JSON arguments, for code that
-//! does not link the workflow. [`Cairn::list_queues`], [`Cairn::get_queue`],
-//! [`Cairn::update_queue`] and [`Cairn::delete_queue`] manage the stored definitions.
+//! [`Client::enqueue_by_name`] enqueues by workflow name with JSON arguments, for code that
+//! does not link the workflow. [`Client::list_queues`], [`Client::get_queue`],
+//! [`Client::update_queue`] and [`Client::delete_queue`] manage the stored definitions.
 //!
 //! ```no_run
 //! # #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -142,6 +143,38 @@
 //! let options = cairn::EnqueueOptions::default().with_deduplication_id("cat.png");
 //! let handle = app.enqueue_with(options, &images, resize, "cat.png".into()).await?;
 //! # let _ = handle;
+//! # Ok(()) }
+//! ```
+//!
+//! # The client and workflow management
+//!
+//! A process that does not run workflows — an API server, a cron job, an operator's script —
+//! uses a [`Client`]: [`Client::connect`] takes the same URL as the application (SQLite or
+//! Postgres) and never creates or migrates a schema (a missing or older one is
+//! [`Error::SchemaVersion`], saying what to run). It enqueues typed workflows (only the
+//! function's signature is needed, not a worker), or by name with JSON arguments for
+//! workflows in other languages; sends messages; reads events and streams; retrieves handles
+//! and awaits results; and lists, inspects and manages workflows, queues and schedules —
+//! Cairn's and DBOS's alike, on the one system database.
+//!
+//! A launched [`Cairn`] *is* a client too: it dereferences to its own [`Client`], so
+//! `app.cancel(id)` and `client.cancel(id)` are one implementation. Called inside a workflow,
+//! each management call is a durable step of that workflow (with DBOS's step names), so a
+//! replay does not repeat it.
+//!
+//! ```no_run
+//! # #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+//! # #[error("{0}")] struct AppError(String);
+//! #[cairn::workflow]
+//! async fn resize(image: String) -> Result<String, AppError> {
+//!     Ok(image)
+//! }
+//!
+//! # async fn demo() -> cairn::Result<()> {
+//! let client = cairn::Client::connect("postgres://postgres@db:5432/gallery").await?;
+//! let handle = client.enqueue("images", resize, "cat.png".into()).await?;
+//! let resized: String = handle.result().await?;
+//! # let _ = resized;
 //! # Ok(()) }
 //! ```
 //!
@@ -218,12 +251,12 @@
 //!
 //! # Cancellation and resume
 //!
-//! [`Cairn::cancel`] (and [`Cairn::cancel_with_descendants`]) makes a workflow `CANCELLED`.
+//! [`Client::cancel`] (and [`Client::cancel_with_descendants`]) makes a workflow `CANCELLED`.
 //! In this process it stops at once where it waits (`sleep`, `recv`, `get_event`, a child's
 //! result) or in a cancellable step (`#[cairn::step(cancellable = true)]`); a step that is
 //! not cancellable finishes and is recorded, and the workflow stops at its next durable
 //! operation. Its caller's [`WorkflowHandle::result`] returns [`Error::Cancelled`].
-//! [`Cairn::resume`] follows DBOS 3.4: a workflow that has not finished goes back on DBOS's
+//! [`Client::resume`] follows DBOS 3.4: a workflow that has not finished goes back on DBOS's
 //! internal queue with its recovery attempts reset, and a process of its application version
 //! (this one at once, if it can) continues it from its last checkpoint. To run a failed
 //! workflow's code again, fork it (coming with workflow management).
@@ -231,13 +264,13 @@
 //! # Messages, events and streams
 //!
 //! - [`send`] / [`recv`]: messages to a workflow by topic, FIFO, each consumed by exactly one
-//!   `recv`; `recv` waits up to a durable deadline. From outside, [`Cairn::send`] (and
-//!   [`Cairn::send_with`] with an idempotency key).
+//!   `recv`; `recv` waits up to a durable deadline. From outside, [`Client::send`] (and
+//!   [`Client::send_with`] with an idempotency key).
 //! - [`set_event`] / [`get_event`]: a workflow publishes key/value events (latest wins,
-//!   history kept); anyone reads them, waiting if needed ([`Cairn::get_event`],
-//!   [`Cairn::list_events`]).
+//!   history kept); anyone reads them, waiting if needed ([`Client::get_event`],
+//!   [`Client::list_events`]).
 //! - [`write_stream`] / [`close_stream`]: an ordered stream of values;
-//!   [`Cairn::read_stream`] yields them as they are written.
+//!   [`Client::read_stream`] yields them as they are written.
 //! - [`wait_first`] / [`wait_all`]: durable waits over several workflows.
 //!
 //! Writes made by a workflow commit with its checkpoint, so a replay neither repeats nor
@@ -258,7 +291,7 @@
 //!
 //! # Schedules
 //!
-//! [`Cairn::create_schedule`] runs a workflow at every tick of a cron expression (5 fields, or
+//! [`Client::create_schedule`] runs a workflow at every tick of a cron expression (5 fields, or
 //! 6 with seconds first), read in an IANA time zone ([`ScheduleOptions::timezone`], UTC by
 //! default). The workflow takes the tick's scheduled time and the schedule's context, checked
 //! at compile time. Each tick starts exactly one workflow, `sched-<name>-<time>` as DBOS names
@@ -359,13 +392,13 @@
 //! | `DBOS.start_workflow(f, *args)` | [`Cairn::start`] → [`WorkflowHandle<T>`] | Arguments are one value, `()` or a tuple. Inside a workflow it starts a child exactly once, as DBOS does ([`start_child_workflow`] too). |
 //! | calling `f(*args)` | `f(args).await` | Inside a workflow: a child, waited for. Outside, after launch: a durable workflow with a generated id when `E: From<cairn::Error>` (a cancellation needs somewhere to go), else a plain call that says so in the log; [`Cairn::run`] is always durable. |
 //! | `with SetWorkflowID(id):` | [`Cairn::start_with`] with [`StartOptions::id`] | An option instead of a context manager; [`WorkflowHandle::created`] says whether the start created the workflow. |
-//! | `DBOS.retrieve_workflow(id)` | [`Cairn::retrieve`] | The caller names the output type. |
-//! | `DBOS.send` / `DBOS.recv` | [`send`], [`Cairn::send`], [`Cairn::send_with`] / [`recv`] | A topic is a `&str` or `None`; `recv` takes its timeout explicitly (DBOS defaults to 60 s). |
-//! | `DBOS.set_event` / `DBOS.get_event` | [`set_event`] / [`get_event`], [`Cairn::get_event`], [`Cairn::list_events`] | |
-//! | `DBOS.write_stream` / `DBOS.read_stream` | [`write_stream`], [`close_stream`] / [`Cairn::read_stream`] | Reading is an async `futures::Stream`. |
+//! | `DBOS.retrieve_workflow(id)` | [`Client::retrieve`] | The caller names the output type. |
+//! | `DBOS.send` / `DBOS.recv` | [`send`], [`Client::send`], [`Client::send_with`] / [`recv`] | A topic is a `&str` or `None`; `recv` takes its timeout explicitly (DBOS defaults to 60 s). |
+//! | `DBOS.set_event` / `DBOS.get_event` | [`set_event`] / [`get_event`], [`Client::get_event`], [`Client::list_events`] | |
+//! | `DBOS.write_stream` / `DBOS.read_stream` | [`write_stream`], [`close_stream`] / [`Client::read_stream`] | Reading is an async `futures::Stream`. |
 //! | `DBOS.sleep(seconds)` | [`sleep`] | |
 //! | `DBOS.workflow_id`, `DBOS.step_id`, `DBOS.step_status.current_attempt` | [`workflow_id()`], [`step_id()`], [`step_attempt()`] | `step_attempt()` counts from 1; DBOS's from 0. |
-//! | `DBOS.cancel_workflow` / `DBOS.resume_workflow` | [`Cairn::cancel`], [`Cairn::cancel_with_descendants`] / [`Cairn::resume`] | As DBOS 3.4: resume goes through `_dbos_internal_queue` and keeps the workflow's version. |
+//! | `DBOS.cancel_workflow` / `DBOS.resume_workflow` | [`Client::cancel`], [`Client::cancel_with_descendants`] / [`Client::resume`] | As DBOS 3.4: resume goes through `_dbos_internal_queue` and keeps the workflow's version. |
 //! | `DBOS.fork_workflow` | not yet in Cairn's API | `dbos workflow fork` works on Cairn's database (see [Rolling out new code](#rolling-out-new-code)). |
 //! | `DBOSClient` | not yet in Rust | A launched [`Cairn`] does by id what a client does (retrieve, send, events, streams, cancel, resume); DBOS's own clients work on Cairn's database. |
 //! | `Queue(..)`, `queue.enqueue(..)`, `SetEnqueueOptions` | `CairnBuilder::queue(Queue::new(..))`, `app.enqueue(&queue, ..)`, `EnqueueOptions` | Rows and definitions as DBOS writes them. |
@@ -386,6 +419,7 @@
 //! [`Error::Config`].
 
 mod app;
+mod client;
 mod engine;
 mod error;
 mod serialization;
@@ -393,6 +427,7 @@ mod status;
 pub(crate) mod store;
 
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
+pub use client::{Client, ClientOptions, Message, ReadStreamOptions};
 pub use engine::comm::{SendOptions, close_stream, get_event, recv, send, set_event, write_stream};
 pub use engine::control::{deprecate_patch, patch, wait_all, wait_first};
 pub use engine::debounce::Debouncer;
@@ -409,7 +444,7 @@ pub use engine::workflow::{
     StartOptions, WorkflowFn, WorkflowHandle, start_child_workflow, start_child_workflow_with,
 };
 pub use error::{DatabaseErrorKind, DurableError, Error, PortableError, Result};
-pub use status::{StepInfo, WorkflowState, WorkflowStatus};
+pub use status::{ListStepsOptions, ListWorkflowsOptions, SortOrder, StepInfo, WorkflowState, WorkflowStatus};
 
 /// Mark an `async fn` as a durable workflow. See the [crate docs](crate#a-first-workflow).
 ///

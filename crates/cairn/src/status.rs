@@ -1,5 +1,9 @@
 //! What a workflow looks like from outside: its status row.
 
+mod list;
+
+pub use list::{ListStepsOptions, ListWorkflowsOptions, SortOrder};
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -122,11 +126,41 @@ pub struct WorkflowStatus {
     pub instance: Option<String>,
     /// The value format of its stored inputs and outputs (`portable_json` for Cairn's).
     pub serialization: Option<String>,
-    /// The stored inputs, raw.
+    /// The workflow's timeout (start to finish), milliseconds, if it has one.
+    pub timeout_ms: Option<i64>,
+    /// When the timeout runs out, epoch milliseconds (set when the workflow starts running;
+    /// a child inherits its parent's).
+    pub deadline_ms: Option<i64>,
+    /// Its deduplication id on its queue, while it is queued or running.
+    pub deduplication_id: Option<String>,
+    /// Its priority on its queue (lower runs first; 0, the default, is the highest).
+    pub priority: i32,
+    /// Its partition of a partitioned queue, if any.
+    pub queue_partition_key: Option<String>,
+    /// The workflow it was forked from, for a fork.
+    pub forked_from: Option<String>,
+    /// Whether another workflow was forked from this one.
+    pub was_forked_from: bool,
+    /// Its key/value attributes, searchable with [`ListWorkflowsOptions::attributes`](crate::ListWorkflowsOptions::attributes).
+    /// A stored value that is not JSON is shown as a JSON string holding its text.
+    pub attributes: Option<Value>,
+    /// For a `DELAYED` workflow: when it becomes `ENQUEUED`, epoch milliseconds.
+    pub delay_until_ms: Option<i64>,
+    /// The user who started it, if the starter said (DBOS's `authenticated_user`).
+    pub authenticated_user: Option<String>,
+    /// The role it runs with, if any.
+    pub assumed_role: Option<String>,
+    /// Every role the user could assume (empty if none were recorded).
+    pub authenticated_roles: Vec<String>,
+    /// The schedule that started it, for a scheduled workflow.
+    pub schedule_name: Option<String>,
+    /// The class of the workflow function (DBOS Python's class-based workflows), if any.
+    pub class_name: Option<String>,
+    /// The stored inputs, raw (`None` when listed without inputs).
     pub raw_input: Option<String>,
-    /// The stored output, raw.
+    /// The stored output, raw (`None` when listed without outputs).
     pub raw_output: Option<String>,
-    /// The stored error, raw.
+    /// The stored error, raw (`None` when listed without outputs).
     pub raw_error: Option<String>,
 }
 
@@ -149,6 +183,25 @@ impl WorkflowStatus {
             recovery_attempts: row.recovery_attempts.unwrap_or(0),
             parent_workflow_id: row.parent_workflow_id,
             instance: row.config_name,
+            timeout_ms: row.workflow_timeout_ms,
+            deadline_ms: row.workflow_deadline_epoch_ms,
+            deduplication_id: row.deduplication_id,
+            priority: row.priority,
+            queue_partition_key: row.queue_partition_key,
+            forked_from: row.forked_from,
+            was_forked_from: row.was_forked_from,
+            attributes: row
+                .attributes
+                .map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text))),
+            delay_until_ms: row.delay_until_epoch_ms,
+            authenticated_user: row.authenticated_user,
+            assumed_role: row.assumed_role,
+            authenticated_roles: row
+                .authenticated_roles
+                .map(|text| roles(&text))
+                .unwrap_or_default(),
+            schedule_name: row.schedule_name,
+            class_name: row.class_name,
             serialization: row.serialization,
             raw_input: row.inputs,
             raw_output: row.output,
@@ -194,6 +247,12 @@ impl WorkflowStatus {
             })
             .transpose()
     }
+}
+
+/// The roles stored in `authenticated_roles` (a JSON list of strings, as DBOS writes it). A
+/// value in another shape is kept whole as one role, so nothing stored is hidden.
+fn roles(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_else(|_| vec![text.to_owned()])
 }
 
 /// One recorded operation of a workflow (a step, a child start, a durable wait…).

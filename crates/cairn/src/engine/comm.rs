@@ -22,9 +22,9 @@ use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
 use crate::store::{
-    ConsumeMessage, GetEvent, GetWorkflow, HasMessage, ListEvents, NULL_TOPIC, NewMessage,
-    ReadStream, RecordOutcome, SendMessage, SetEvent, SetEventFromStep, Stored, WriteStream,
-    WriteStreamFromStep,
+    ConsumeMessage, GetEvent, GetWorkflow, ListEvents, NULL_TOPIC, NewMessage, PeekMessage,
+    ReadStream, RecordOutcome, RecordStep, SendMessage, SetEvent, SetEventFromStep, Stored,
+    WriteStream, WriteStreamFromStep,
 };
 
 const SEND: &str = "DBOS.send";
@@ -33,6 +33,9 @@ const SET_EVENT: &str = "DBOS.setEvent";
 const GET_EVENT: &str = "DBOS.getEvent";
 const WRITE_STREAM: &str = "DBOS.writeStream";
 const CLOSE_STREAM: &str = "DBOS.closeStream";
+
+/// Where a message is read from, as named in a decode error.
+const MESSAGE_COLUMN: &str = "notifications.message";
 
 /// The value a closed stream ends with (portable JSON of DBOS's sentinel string).
 const STREAM_CLOSED: &str = "\"__DBOS_STREAM_CLOSED__\"";
@@ -153,6 +156,11 @@ pub(crate) async fn send_prepared(rt: &Runtime, message: NewMessage) -> Result<(
 /// Receive the oldest unconsumed message on `topic` sent to this workflow, waiting up to
 /// `timeout`; `None` when the (durable) deadline passes first. Each message is consumed by
 /// exactly one `recv`, and a replay returns the same message.
+///
+/// A message that does not decode as `T` (a format Cairn cannot read, such as `py_pickle`,
+/// or a value of another type) is [`Error::Decode`], and it stays unconsumed: the workflow
+/// may handle the error, and the message is still there for whoever can read it. Messages in
+/// `js_superjson` (DBOS TypeScript's default) are read as portable JSON.
 pub fn recv<'a, T: DeserializeOwned>(
     topic: impl Into<Option<&'a str>>,
     timeout: Duration,
@@ -180,24 +188,44 @@ pub fn recv<'a, T: DeserializeOwned>(
         let ctx_ref = &ctx;
         // An announcement only says "look": a duplicate one (an idempotent re-send, or the
         // same insert announced in-process and by Postgres) must not make recv give up early.
+        // The look reads the message itself (the read recv makes anyway), so it is decoded
+        // before anything is consumed, at no extra round trip.
         let (workflow_id, topic_ref) = (&ctx.workflow_id, &topic);
-        wait_for(Some(&ctx), &subscription, wake_at, || async move {
-            let look = HasMessage {
+        let peeked = wait_for(Some(&ctx), &subscription, wake_at, || async move {
+            let peek = PeekMessage {
                 workflow_id: workflow_id.clone(),
                 topic: topic_ref.clone(),
             };
-            Ok(ctx_ref.durable(look).await?.then_some(()))
+            ctx_ref.durable(peek).await
         })
         .await?;
-        let record = ctx.step_record(function_id, RECV, started);
+        let mut record = ctx.step_record(function_id, RECV, started);
+        let Some(peeked) = peeked else {
+            // The deadline passed with nothing there: record `null` and consume nothing (a
+            // message arriving just now was not decoded; it waits for the next recv).
+            record.output = Some("null".to_owned());
+            let outcome = ctx.durable(RecordStep(record)).await?;
+            if let RecordOutcome::Duplicate(existing) = &outcome {
+                return ctx.replay(existing, RECV);
+            }
+            ctx.settle(outcome, RECV)?;
+            return Ok(None);
+        };
+        // Checked before consuming (and decoded again after: `T` need not be `Send`, so it is
+        // not held across the consume).
+        decode_stored::<T>(&peeked, &ctx.workflow_id, MESSAGE_COLUMN)?;
         let (outcome, message) = ctx.durable(ConsumeMessage { record, topic }).await?;
         if let RecordOutcome::Duplicate(existing) = &outcome {
             return ctx.replay(existing, RECV);
         }
         ctx.settle(outcome, RECV)?;
-        message
-            .map(|m| decode_stored(&m, &ctx.workflow_id, "notifications.message"))
-            .transpose()
+        match message {
+            // The message looked at, or — when a sender's clock is behind ours — one sorted
+            // before it and inserted in between: either way the one consumed and recorded.
+            Some(consumed) => decode_stored(&consumed, &ctx.workflow_id, MESSAGE_COLUMN).map(Some),
+            // Consumed by someone else meanwhile: the checkpoint says `null`, and so do we.
+            None => Ok(None),
+        }
     })
 }
 
@@ -532,12 +560,13 @@ pub(crate) fn read_stream<T: DeserializeOwned + Send + 'static>(
     rt: Arc<Runtime>,
     workflow_id: &str,
     key: &str,
+    offset: u64,
 ) -> impl Stream<Item = Result<T>> + Send + 'static {
     let reader = Reader {
         rt,
         workflow_id: workflow_id.to_owned(),
         key: key.to_owned(),
-        next_offset: 0,
+        next_offset: i32::try_from(offset).unwrap_or(i32::MAX),
         buffered: VecDeque::new(),
         done: false,
     };

@@ -11,7 +11,7 @@ use super::workflow::WorkflowHandle;
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
-use crate::store::{CancelWorkflows, Descendants, GetWorkflow, ResumeWorkflow};
+use crate::store::{CancelWorkflows, Descendants, ExecutionStates, GetWorkflow, ResumeWorkflow};
 
 const WAIT_FIRST: &str = "DBOS.waitFirst";
 
@@ -243,4 +243,76 @@ pub fn deprecate_patch(name: &str) -> impl Future<Output = Result<bool>> + Send 
         }
         Ok(true)
     })
+}
+
+/// The ids of `workflow_ids` that have no row (one read, however many ids), each once.
+async fn missing(rt: &Runtime, workflow_ids: &[String]) -> Result<Vec<String>> {
+    let states = rt
+        .store
+        .run(ExecutionStates {
+            workflow_ids: workflow_ids.to_vec(),
+        })
+        .await?;
+    let found: std::collections::HashSet<&str> =
+        states.iter().map(|s| s.workflow_id.as_str()).collect();
+    let mut seen = std::collections::HashSet::new();
+    Ok(workflow_ids
+        .iter()
+        .filter(|id| !found.contains(id.as_str()) && seen.insert(id.as_str()))
+        .cloned()
+        .collect())
+}
+
+/// [`Error::NotFound`] naming every id of `workflow_ids` that does not exist, if any does not.
+async fn all_exist(rt: &Runtime, workflow_ids: &[String]) -> Result<()> {
+    let missing = missing(rt, workflow_ids).await?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::NotFound(missing.join(", ")))
+    }
+}
+
+/// [`cancel`] for several workflows in one write: every id must exist (else
+/// [`Error::NotFound`] naming the missing ones, and nothing is cancelled). Returns the ids
+/// cancelled, in the order asked (each workflow before its descendants), each once.
+pub(crate) async fn cancel_many(
+    rt: &Runtime,
+    workflow_ids: &[String],
+    descendants: bool,
+) -> Result<Vec<String>> {
+    all_exist(rt, workflow_ids).await?;
+    let mut ids = Vec::with_capacity(workflow_ids.len());
+    for workflow_id in workflow_ids {
+        ids.push(workflow_id.clone());
+        if descendants {
+            let of = Descendants {
+                workflow_id: workflow_id.clone(),
+            };
+            ids.extend(rt.store.run(of).await?);
+        }
+    }
+    let cancelled = rt
+        .store
+        .run(CancelWorkflows {
+            workflow_ids: ids,
+            now_ms: now_ms(),
+        })
+        .await?;
+    for id in &cancelled {
+        rt.interrupt(id);
+    }
+    Ok(cancelled)
+}
+
+/// [`resume`] for several workflows: every id must exist (else [`Error::NotFound`] naming
+/// the missing ones, and nothing is resumed, as DBOS's `resume_workflows`). Returns, in the
+/// order asked, whether each was put back (`false`: it had finished).
+pub(crate) async fn resume_many(rt: &Arc<Runtime>, workflow_ids: &[String]) -> Result<Vec<bool>> {
+    all_exist(rt, workflow_ids).await?;
+    let mut resumed = Vec::with_capacity(workflow_ids.len());
+    for workflow_id in workflow_ids {
+        resumed.push(resume(rt, workflow_id).await?);
+    }
+    Ok(resumed)
 }

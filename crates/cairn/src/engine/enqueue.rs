@@ -29,7 +29,7 @@ pub enum DeduplicationPolicy {
     ReturnExisting,
 }
 
-/// Options of [`Cairn::enqueue_with`](crate::Cairn::enqueue_with) (DBOS's `SetEnqueueOptions`
+/// Options of [`Client::enqueue_with`](crate::Client::enqueue_with) (DBOS's `SetEnqueueOptions`
 /// and `SetWorkflowID` / `SetWorkflowTimeout`). Every field defaults to none.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -152,6 +152,11 @@ fn validate(rt: &Runtime, queue: &str, options: &EnqueueOptions) -> Result<()> {
     Ok(())
 }
 
+/// `Some` unless empty (a client's runtime has no application version, perhaps no name).
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -199,11 +204,12 @@ pub(crate) async fn enqueue(
         },
         queue_name: Some(queue.to_owned()),
         executor_id: rt.executor_id.clone(),
+        // A client has neither: any worker of the queue may run what it enqueues (as DBOS).
         app_version: options
             .app_version
             .clone()
-            .unwrap_or_else(|| rt.app_version.clone()),
-        application_name: Some(rt.app_name.clone()),
+            .or_else(|| non_empty(&rt.app_version)),
+        application_name: non_empty(&rt.app_name),
         inputs: serialization::encode_inputs(args)?,
         creator_xid: uuid::Uuid::new_v4().to_string(),
         parent_workflow_id: parent.as_ref().map(|(ctx, _)| ctx.workflow_id.clone()),
@@ -356,7 +362,7 @@ fn replayed(ctx: &WorkflowContext, checkpoint: &crate::store::Checkpoint) -> Res
 /// Enqueue a workflow on `queue` from inside a workflow (on the application running it), as
 /// that workflow's operation: exactly once across replays, the child's id
 /// `<parent id>-<operation id>`. Outside a workflow: [`Error::NotInWorkflow`] (use
-/// [`Cairn::enqueue`](crate::Cairn::enqueue)).
+/// [`Client::enqueue`](crate::Client::enqueue)).
 pub fn enqueue_workflow<W, M, Q>(
     queue: Q,
     workflow: W,

@@ -134,6 +134,7 @@ pub(crate) async fn execute_claimed(
         deadline_ms: row.workflow_deadline_epoch_ms,
         instance: row.config_name,
         origin,
+        serialization: row.serialization,
     };
     spawn_execution(rt, registration, execution);
     Ok(Some(id))

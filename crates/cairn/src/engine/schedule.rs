@@ -91,7 +91,7 @@ pub enum ScheduleStatus {
     Paused,
 }
 
-/// A stored schedule, as [`Cairn::list_schedules`](crate::Cairn::list_schedules) reads it.
+/// A stored schedule, as [`Client::list_schedules`](crate::Client::list_schedules) reads it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Schedule {
@@ -330,7 +330,7 @@ async fn fire(rt: &Runtime, s: &Parsed, workflow_id: String, time: &DateTime<Tz>
                 .unwrap_or_else(|| INTERNAL_QUEUE.to_owned()),
         ),
         executor_id: rt.executor_id.clone(),
-        app_version: rt.app_version.clone(),
+        app_version: Some(rt.app_version.clone()),
         // The schedule's owner routes its runs, whoever fires them (as DBOS).
         application_name: Some(
             s.row

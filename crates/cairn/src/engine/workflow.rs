@@ -293,6 +293,7 @@ fn execute_if_new(
                 deadline_ms: new.deadline_epoch_ms,
                 instance: new.config_name,
                 origin,
+                serialization: None,
             };
             spawn_execution(rt, registration, execution);
             Ok(true)
@@ -352,7 +353,7 @@ fn new_workflow(
         status: WorkflowState::Pending,
         queue_name: None,
         executor_id: rt.executor_id.clone(),
-        app_version: rt.app_version.clone(),
+        app_version: Some(rt.app_version.clone()),
         application_name: Some(rt.app_name.clone()),
         inputs: serialization::encode_inputs(args)?,
         creator_xid: uuid::Uuid::new_v4().to_string(),
@@ -417,6 +418,9 @@ pub(crate) struct NewExecution {
     /// The instance it runs as (`config_name`).
     pub instance: Option<String>,
     pub origin: Origin,
+    /// The format its row names (`workflow_status.serialization`), which its outcome is
+    /// written in: `None` for workflows Cairn starts (portable JSON).
+    pub serialization: Option<String>,
 }
 
 /// Execute a workflow in this process as a task of its own, inside a `workflow` span. A
@@ -435,6 +439,7 @@ pub(crate) fn spawn_execution(
         deadline_ms,
         instance,
         origin,
+        serialization,
     } = execution;
     let caller = tracing::Span::current();
     let parent = if origin == Origin::Child {
@@ -470,7 +475,7 @@ pub(crate) fn spawn_execution(
             if matches!(origin, Origin::Started | Origin::Child) {
                 tracing::debug!(workflow_id = %ctx.workflow_id, name = ctx.name, "workflow started");
             }
-            let outcome = execute(&ctx, registration, args).await;
+            let outcome = execute(&ctx, registration, args, serialization.as_deref()).await;
             execution.publish(outcome);
         }
         .instrument(span),
@@ -484,6 +489,7 @@ async fn execute(
     ctx: &Arc<WorkflowContext>,
     registration: &WorkflowRegistration,
     args: Vec<Value>,
+    row_format: Option<&str>,
 ) -> LocalOutcome {
     let body = AssertUnwindSafe(Arc::clone(ctx).scope((registration.run)(args))).catch_unwind();
     tokio::pin!(body);
@@ -532,8 +538,10 @@ async fn execute(
         } else {
             WorkflowState::Error
         },
-        output: outcome.as_ref().ok().cloned(),
-        error: outcome.as_ref().err().map(encode_error),
+        output: (outcome.as_ref().ok().cloned())
+            .map(|text| serialization::in_row_format(text, row_format)),
+        error: (outcome.as_ref().err().map(encode_error))
+            .map(|text| serialization::in_row_format(text, row_format)),
         now_ms: now_ms(),
     };
     match ctx.rt.store.run(CompleteWorkflow(completion)).await {
@@ -784,7 +792,7 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
     /// Whether the call that returned this handle created the workflow. `false` when a start
     /// found its id taken (a retry of the same request, or another request that chose the
     /// same id: the existing workflow is returned and nothing new runs), for a handle from
-    /// [`Cairn::retrieve`](crate::Cairn::retrieve), and inside a workflow when a child start
+    /// [`Client::retrieve`](crate::Client::retrieve), and inside a workflow when a child start
     /// is replayed (an earlier execution created the child).
     pub fn created(&self) -> bool {
         self.created

@@ -14,6 +14,9 @@ use crate::status::WorkflowState;
 
 #[cfg(test)]
 mod conformance;
+pub(crate) mod bulk;
+pub(crate) mod list;
+pub(crate) mod manage;
 pub(crate) mod ops;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -21,6 +24,9 @@ pub(crate) mod retry;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
+pub(crate) use list::{ListSteps, ListWorkflows, MsRange};
+pub(crate) use bulk::SendMessages;
+pub(crate) use manage::*;
 pub(crate) use ops::*;
 
 /// The `serialization` column value for everything Cairn writes.
@@ -38,7 +44,8 @@ pub(crate) struct NewWorkflow {
     pub status: WorkflowState,
     pub queue_name: Option<String>,
     pub executor_id: String,
-    pub app_version: String,
+    /// `None` (NULL): any process serving the queue may run it (a client's enqueue).
+    pub app_version: Option<String>,
     pub application_name: Option<String>,
     /// The portable JSON of `{"positionalArgs":[…],"namedArgs":{}}`.
     pub inputs: String,
@@ -139,6 +146,19 @@ pub(crate) struct WorkflowRow {
     pub workflow_deadline_epoch_ms: Option<i64>,
     pub parent_workflow_id: Option<String>,
     pub owner_xid: Option<String>,
+    pub deduplication_id: Option<String>,
+    pub priority: i32,
+    pub queue_partition_key: Option<String>,
+    pub forked_from: Option<String>,
+    pub was_forked_from: bool,
+    /// The JSON text of `attributes` (JSONB on Postgres, read as text).
+    pub attributes: Option<String>,
+    pub delay_until_epoch_ms: Option<i64>,
+    pub authenticated_user: Option<String>,
+    pub assumed_role: Option<String>,
+    /// The JSON text of the roles list.
+    pub authenticated_roles: Option<String>,
+    pub schedule_name: Option<String>,
     pub serialization: Option<String>,
     /// From `workflow_input.inputs`.
     pub inputs: Option<String>,
@@ -454,6 +474,10 @@ pub(crate) struct StoreOptions {
     pub pool_size: usize,
     /// How long opening the database keeps retrying while it is unreachable. Default: 30 s.
     pub connect_timeout: std::time::Duration,
+    /// Create the database and its schema when missing (an application's launch). `false`
+    /// (a client): a missing database or schema is [`Error::SchemaVersion`] with `found: 0`,
+    /// and nothing is written.
+    pub create: bool,
 }
 
 impl Default for StoreOptions {
@@ -462,6 +486,7 @@ impl Default for StoreOptions {
             schema: "dbos".to_owned(),
             pool_size: 16,
             connect_timeout: std::time::Duration::from_secs(30),
+            create: true,
         }
     }
 }

@@ -262,15 +262,18 @@ impl Operation for ConsumeMessage {
     }
 }
 
-/// Whether `workflow_id` has an unconsumed message on `topic`.
+/// The message [`ConsumeMessage`] would consume now, without consuming it: the oldest
+/// unconsumed message of `workflow_id` on `topic`, if any. `recv` looks with it while it
+/// waits, so it can refuse a message it cannot decode before consuming anything (one read,
+/// the one it makes anyway to learn whether a message is there).
 #[derive(Debug, Clone)]
-pub(crate) struct HasMessage {
+pub(crate) struct PeekMessage {
     pub workflow_id: String,
     pub topic: String,
 }
 
-impl Operation for HasMessage {
-    type Output = bool;
+impl Operation for PeekMessage {
+    type Output = Option<Stored>;
     fn describe(&self) -> String {
         format!(
             "looking for a message to workflow {} on topic {}",
@@ -682,16 +685,17 @@ impl Operation for GetQueue {
 /// The stored queue definitions of `application_name` and the unowned ones, by name.
 #[derive(Debug, Clone)]
 pub(crate) struct ListQueues {
-    pub application_name: String,
+    /// `None`: every application's.
+    pub application_name: Option<String>,
 }
 
 impl Operation for ListQueues {
     type Output = Vec<crate::engine::queue::Queue>;
     fn describe(&self) -> String {
-        format!(
-            "listing the queues of application {}",
-            self.application_name
-        )
+        match &self.application_name {
+            Some(name) => format!("listing the queues of application {name}"),
+            None => "listing the queues".to_owned(),
+        }
     }
 }
 

@@ -108,3 +108,92 @@ pub async fn run_cli(args: &[&str]) -> Value {
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| Value::String(stdout.into_owned()))
 }
+
+/// A long-running DBOS Python process (`scripts/interop/<script> <args>`), for tests that
+/// need a DBOS application serving queues or recovering workflows while the test runs. Its
+/// stderr (DBOS's log) goes to the test's; its stdout carries one JSON line when it is ready.
+/// Dropping it kills it.
+pub struct PythonProcess {
+    child: tokio::process::Child,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    label: String,
+}
+
+impl PythonProcess {
+    /// Start the script and wait (up to 120 s) for the JSON line it prints when ready
+    /// (`{"ready": true, …}`), which is returned.
+    pub async fn start(script: &str, args: &[&str], env: &[(&str, &str)]) -> (Self, Value) {
+        use tokio::io::AsyncBufReadExt;
+        let python = dbos_python();
+        let script_path = repo_root().join("scripts/interop").join(script);
+        let label = format!("{} {}", script, args.join(" "));
+        let mut child = tokio::process::Command::new(&python)
+            .arg(&script_path)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {}: {e} (run scripts/python-venv.sh?)",
+                    python.display()
+                )
+            });
+        let stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut process = Self {
+            child,
+            stdout,
+            label,
+        };
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            loop {
+                match process
+                    .stdout
+                    .next_line()
+                    .await
+                    .expect("read the script's stdout")
+                {
+                    Some(line) if line.trim_start().starts_with('{') => {
+                        break serde_json::from_str::<Value>(&line).unwrap_or_else(|e| {
+                            panic!("{} printed invalid JSON ({e}): {line}", process.label)
+                        });
+                    }
+                    Some(_) => continue,
+                    None => {
+                        let status = process.child.wait().await.expect("wait");
+                        panic!("{} exited ({status}) before it was ready", process.label);
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} was not ready within 120 s", process.label));
+        assert_eq!(
+            ready["ready"],
+            Value::Bool(true),
+            "{}: {ready}",
+            process.label
+        );
+        (process, ready)
+    }
+
+    /// SIGKILL the process (no shutdown of any kind) and reap it.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL the DBOS process");
+    }
+
+    /// Close its stdin, which asks it to shut DBOS down and exit; fail the test unless it
+    /// exits 0 within 60 s.
+    pub async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let status = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within 60 s", self.label))
+            .expect("wait");
+        assert!(status.success(), "{} exited with {status}", self.label);
+    }
+}

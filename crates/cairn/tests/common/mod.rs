@@ -5,6 +5,7 @@ pub mod dbos;
 pub mod pg_server;
 pub mod proxy;
 pub mod side_log;
+pub mod ts;
 
 use std::path::PathBuf;
 
@@ -170,7 +171,7 @@ fn rusqlite_open(path: &std::path::Path) -> sqlite::Connection {
 
 pub use rusqlite as sqlite;
 
-async fn pg_client(url: &str) -> tokio_postgres::Client {
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect to postgres");

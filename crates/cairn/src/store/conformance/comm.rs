@@ -7,7 +7,7 @@ use super::*;
 use crate::error::Error;
 use crate::status::WorkflowState;
 use crate::store::{
-    ConsumeMessage, GetEvent, HasMessage, ListEvents, NULL_TOPIC, PORTABLE_JSON, ReadStream,
+    ConsumeMessage, GetEvent, ListEvents, NULL_TOPIC, PORTABLE_JSON, PeekMessage, ReadStream,
     RecordOutcome, SendMessage, SetEvent, WriteStream,
 };
 
@@ -36,9 +36,9 @@ fn text(consumed: &Option<Stored>) -> Option<&str> {
     consumed.as_ref().map(|s| s.text.as_str())
 }
 
-/// Whether `workflow_id` has an unconsumed message on `topic`.
-fn has(workflow_id: &str, topic: &str) -> HasMessage {
-    HasMessage {
+/// The oldest unconsumed message of `workflow_id` on `topic`, unconsumed.
+fn peek(workflow_id: &str, topic: &str) -> PeekMessage {
+    PeekMessage {
         workflow_id: workflow_id.to_owned(),
         topic: topic.to_owned(),
     }
@@ -236,7 +236,7 @@ conformance! {
             (checkpoint.function_name.as_str(), checkpoint.output.as_deref()),
             ("DBOS.recv", Some("null"))
         );
-        assert!(db.run(has("w", "other")).await);
+        assert!(db.run(peek("w", "other")).await.is_some());
     }
 
     /// A receive replayed at a recorded id returns its checkpoint and consumes nothing more; a
@@ -266,21 +266,29 @@ conformance! {
             db.lines("SELECT message_uuid FROM notifications WHERE NOT consumed").await,
             ["m2"]
         );
-        assert!(db.run(has("w", "t")).await);
+        assert!(db.run(peek("w", "t")).await.is_some());
     }
 
-    /// `HasMessage` sees only unconsumed messages of its workflow and topic.
-    async fn has_message_sees_only_unconsumed_messages_of_its_topic(db) {
+    /// `PeekMessage` sees only unconsumed messages of its workflow and topic, and answers the
+    /// one `ConsumeMessage` consumes next (with its format), consuming nothing itself.
+    async fn peek_message_answers_the_next_message_without_consuming_it(db) {
         db.pending(&["w", "v"]).await;
-        assert!(!db.run(has("w", "t")).await);
+        assert_eq!(db.run(peek("w", "t")).await, None);
         db.run(send(message("w", "t", "1", "m1"))).await;
-        db.run(send(message("v", "u", "1", "m2"))).await;
-        assert!(db.run(has("w", "t")).await);
-        assert!(!db.run(has("w", "u")).await);
-        assert!(!db.run(has("v", "t")).await);
-        assert!(!db.run(has("nowhere", "t")).await);
-        db.run(recv("w", 1, "t")).await;
-        assert!(!db.run(has("w", "t")).await);
+        db.run(send(message("w", "t", "2", "m2"))).await;
+        db.run(send(message("v", "u", "1", "m3"))).await;
+        let first = db.run(peek("w", "t")).await;
+        assert_eq!(text(&first), Some("1"));
+        assert_eq!(first.as_ref().and_then(|s| s.serialization.as_deref()), Some(PORTABLE_JSON));
+        assert_eq!(db.run(peek("w", "t")).await, first, "a peek consumes nothing");
+        assert_eq!(db.run(peek("w", "u")).await, None);
+        assert_eq!(db.run(peek("v", "t")).await, None);
+        assert_eq!(db.run(peek("nowhere", "t")).await, None);
+        let (_, consumed) = db.run(recv("w", 1, "t")).await;
+        assert_eq!(consumed, first);
+        assert_eq!(text(&db.run(peek("w", "t")).await), Some("2"));
+        db.run(recv("w", 2, "t")).await;
+        assert_eq!(db.run(peek("w", "t")).await, None);
     }
 
     /// The latest value of an event wins, every write stays in the history (by function id, in

@@ -232,7 +232,7 @@ conformance! {
         let mut other_app = enqueued("other-app", 0);
         other_app.application_name = Some("bank".to_owned());
         let mut other_version = enqueued("other-version", 0);
-        other_version.app_version = "v0".to_owned();
+        other_version.app_version = Some("v0".to_owned());
         for wf in [
             enqueued("first", 0),
             timed,

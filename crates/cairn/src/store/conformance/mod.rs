@@ -68,9 +68,12 @@ macro_rules! conformance {
     )*};
 }
 
+mod bulk;
 mod comm;
 mod control;
+mod list;
 mod liveness;
+mod manage;
 mod queues;
 mod retry_safety;
 mod schedules;
@@ -426,7 +429,7 @@ pub(crate) fn workflow(id: &str, status: WorkflowState) -> NewWorkflow {
         queue_name: (status == WorkflowState::Enqueued).then(|| "orders".to_owned()),
         status,
         executor_id: "local".to_owned(),
-        app_version: "v1".to_owned(),
+        app_version: Some("v1".to_owned()),
         application_name: Some("shop".to_owned()),
         inputs: INPUTS.to_owned(),
         creator_xid: owner(id),

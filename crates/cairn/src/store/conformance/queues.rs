@@ -207,7 +207,7 @@ conformance! {
         db.run(upsert(Queue::new("z"), "bank", QueueUpdate::Always)).await;
         db.execute("INSERT INTO queues (queue_id, name) VALUES ('u', 'unowned')").await;
         let names = |queues: Vec<Queue>| queues.into_iter().map(|q| q.name).collect::<Vec<_>>();
-        let listed = db.run(ListQueues { application_name: "shop".to_owned() }).await;
+        let listed = db.run(ListQueues { application_name: Some("shop".to_owned()) }).await;
         assert_eq!(names(listed), ["a", "b", "unowned"]);
 
         let update = UpdateQueue { queue: Queue::new("a").worker_concurrency(4), now_ms: T0 + 9 };

@@ -234,7 +234,7 @@ conformance! {
         let mut unclaimed = workflow("unclaimed", WorkflowState::Pending);
         unclaimed.application_name = None;
         let mut old_version = workflow("old-version", WorkflowState::Pending);
-        old_version.app_version = "v0".to_owned();
+        old_version.app_version = Some("v0".to_owned());
         for wf in [
             workflow("a", WorkflowState::Pending),
             workflow("b", WorkflowState::Pending),

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::store::{
-    ConsumeMessage, GetEvent, HasMessage, ListEvents, ReadStream, RecordOutcome, SendMessage,
+    ConsumeMessage, GetEvent, ListEvents, PeekMessage, ReadStream, RecordOutcome, SendMessage,
     SetEvent, SetEventFromStep, StepRecord, Stored, WriteStream, WriteStreamFromStep,
 };
 
@@ -204,21 +204,22 @@ impl OnPostgres for ConsumeMessage {
     }
 }
 
-/// `$1` workflow, `$2` topic: one row, whether an unconsumed message is there.
-static HAS_MESSAGE: Sql = Sql(|q| {
+/// `$1` workflow, `$2` topic: the oldest unconsumed message, in [`CONSUME`]'s order.
+static PEEK_MESSAGE: Sql = Sql(|q| {
     format!(
-        "SELECT EXISTS (SELECT 1 FROM {q}.notifications \
-             WHERE destination_uuid = $1 AND topic = $2 AND NOT consumed)"
+        "SELECT message, serialization FROM {q}.notifications \
+             WHERE destination_uuid = $1 AND topic = $2 AND NOT consumed \
+             ORDER BY created_at_epoch_ms, ctid LIMIT 1"
     )
 });
 
-impl OnPostgres for HasMessage {
+impl OnPostgres for PeekMessage {
     /// One statement.
-    async fn on_postgres(&self, db: &PostgresStore) -> Result<bool> {
-        let row = db
-            .query_row(&HAS_MESSAGE, &[&self.workflow_id, &self.topic], self)
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Option<Stored>> {
+        let rows = db
+            .query(&PEEK_MESSAGE, &[&self.workflow_id, &self.topic], self)
             .await?;
-        col(&row, 0)
+        rows.first().map(|row| stored_at(row, 0)).transpose()
     }
 }
 

@@ -23,6 +23,9 @@ const SCHEMA_SQL: &str = include_str!("schema.sql");
 /// What to tell a user whose database is older than Cairn's schema.
 const UPGRADE_HINT: &str = "run `dbos migrate` with dbos>=3.4, or start from an empty database";
 
+/// What to tell a client (which never creates a schema) about a database without one.
+pub(crate) const MISSING_HINT: &str = "launch a Cairn application on it first (it creates the schema), or run `dbos migrate` with dbos>=3.4";
+
 /// How long opening one connection may take unless the URL says (`connect_timeout`): a host
 /// that drops packets fails this attempt instead of hanging for the OS's SYN timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,14 +83,22 @@ impl Target {
         })
     }
 
-    /// Open one connection for setup, creating the database if it does not exist yet.
+    /// Open one connection for setup, creating the database if it does not exist yet (when
+    /// `create`; otherwise a missing database is [`Error::SchemaVersion`] with `found: 0`).
     ///
     /// With `sslmode=prefer`, a server that accepts TLS but fails the handshake is retried in
     /// plain text, and the pool then uses plain text too.
-    pub(super) async fn bootstrap(&mut self) -> Result<Client> {
+    pub(super) async fn bootstrap(&mut self, create: bool) -> Result<Client> {
         let context = |redacted: &str| format!("connecting to {redacted}");
         match self.open().await {
             Ok(client) => Ok(client),
+            Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) && !create => {
+                Err(Error::SchemaVersion {
+                    found: 0,
+                    expected: SCHEMA_VERSION,
+                    hint: format!("the database of {} does not exist; {MISSING_HINT}", self.redacted),
+                })
+            }
             Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
                 self.create_database().await?;
                 self.open()
@@ -220,12 +231,13 @@ pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Bring the schema to version 125, or refuse.
+/// Bring the schema to version 125, or refuse (`create: false`: only check, and refuse a
+/// missing schema too).
 ///
 /// One transaction under an advisory lock, so processes launching together migrate once: an
 /// empty schema gets the whole DDL and `125`; `125` is used as is; an older version is refused
 /// without touching anything; a newer one is used with a warning.
-pub(super) async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
+pub(super) async fn migrate(client: &mut Client, schema: &str, create: bool) -> Result<()> {
     let context = || format!("migrating the system database schema `{schema}`");
     // A connection lost mid-migration is transient: the transaction rolled back, and the
     // caller's next attempt starts over.
@@ -246,6 +258,13 @@ pub(super) async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
         .and_then(|row| row.try_get(0))
         .map_err(err)?;
     let quoted = quote_ident(schema);
+    if !exists && !create {
+        return Err(Error::SchemaVersion {
+            found: 0,
+            expected: SCHEMA_VERSION,
+            hint: format!("the schema `{schema}` has no system database tables; {MISSING_HINT}"),
+        });
+    }
     if !exists {
         tracing::info!(
             schema,

@@ -15,11 +15,14 @@
 //! and carry the server's own message (`error`).
 
 mod batch;
+mod bulk;
 mod comm;
 mod connect;
 mod error;
+mod list;
 mod listen;
 pub(crate) mod liveness;
+mod manage;
 mod queues;
 mod recovery;
 mod schedules;
@@ -98,8 +101,8 @@ impl PostgresStore {
     /// retries); a failed authentication or a bad URL is permanent.
     pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
         let mut target = Target::parse(url)?;
-        let mut client = target.bootstrap().await?;
-        connect::migrate(&mut client, &options.schema).await?;
+        let mut client = target.bootstrap(options.create).await?;
+        connect::migrate(&mut client, &options.schema, options.create).await?;
         drop(client);
         // `Fast` recycling checks only that the connection is still open: a connection the
         // server ended (a restart) is noticed by its driver task and never handed out again,
@@ -402,10 +405,21 @@ fn workflow_row(row: &Row) -> Result<WorkflowRow> {
         workflow_deadline_epoch_ms: col(row, 15)?,
         parent_workflow_id: col(row, 16)?,
         owner_xid: col(row, 17)?,
-        serialization: col(row, 18)?,
-        inputs: col(row, 19)?,
-        output: col(row, 20)?,
-        error: col(row, 21)?,
+        deduplication_id: col(row, 18)?,
+        priority: col(row, 19)?,
+        queue_partition_key: col(row, 20)?,
+        forked_from: col(row, 21)?,
+        was_forked_from: col(row, 22)?,
+        attributes: col(row, 23)?,
+        delay_until_epoch_ms: col(row, 24)?,
+        authenticated_user: col(row, 25)?,
+        assumed_role: col(row, 26)?,
+        authenticated_roles: col(row, 27)?,
+        schedule_name: col(row, 28)?,
+        serialization: col(row, 29)?,
+        inputs: col(row, 30)?,
+        output: col(row, 31)?,
+        error: col(row, 32)?,
     })
 }
 

@@ -309,7 +309,7 @@ static GET_QUEUE: Sql = Sql(|q| format!("SELECT {QUEUE_COLUMNS} FROM {q}.queues 
 static LIST_QUEUES: Sql = Sql(|q| {
     format!(
         "SELECT {QUEUE_COLUMNS} FROM {q}.queues \
-         WHERE application_name = $1 OR application_name IS NULL ORDER BY name"
+         WHERE $1::text IS NULL OR application_name = $1 OR application_name IS NULL ORDER BY name"
     )
 });
 

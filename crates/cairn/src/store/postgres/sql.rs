@@ -29,6 +29,12 @@ impl Statements {
         }
     }
 
+    /// The schema's quoted identifier, for a statement assembled at run time (a listing
+    /// whose filters vary); its values are still bound parameters.
+    pub(super) fn schema(&self) -> &str {
+        &self.schema
+    }
+
     /// A statement's text for this schema, built on first use.
     pub(super) fn text(&self, sql: &'static Sql) -> Arc<str> {
         let key = std::ptr::from_ref(sql) as usize;
@@ -47,13 +53,27 @@ impl Statements {
     }
 }
 
+/// The status-row columns of a [`WorkflowRow`](crate::store::WorkflowRow), in its field
+/// order, up to `serialization`.
+macro_rules! status_columns {
+    () => {
+        "s.workflow_uuid, s.status, s.name, s.class_name, s.config_name, s.queue_name, \
+         s.executor_id, s.application_version, s.application_name, s.created_at, s.updated_at, \
+         s.started_at_epoch_ms, s.completed_at, s.recovery_attempts, s.workflow_timeout_ms, \
+         s.workflow_deadline_epoch_ms, s.parent_workflow_id, s.owner_xid, s.deduplication_id, \
+         s.priority, s.queue_partition_key, s.forked_from, s.was_forked_from, s.attributes::text, \
+         s.delay_until_epoch_ms, s.authenticated_user, s.assumed_role, s.authenticated_roles, \
+         s.schedule_name, s.serialization"
+    };
+}
+
 /// The columns of a [`WorkflowRow`](crate::store::WorkflowRow), in its field order; `s` is the
 /// status row, `i` the input row and `o` the output row.
-pub(super) const WORKFLOW_COLUMNS: &str = "s.workflow_uuid, s.status, s.name, s.class_name, s.config_name, s.queue_name, \
-     s.executor_id, s.application_version, s.application_name, s.created_at, s.updated_at, \
-     s.started_at_epoch_ms, s.completed_at, s.recovery_attempts, s.workflow_timeout_ms, \
-     s.workflow_deadline_epoch_ms, s.parent_workflow_id, s.owner_xid, s.serialization, \
-     i.inputs, o.output, o.error";
+pub(super) const WORKFLOW_COLUMNS: &str = concat!(status_columns!(), ", i.inputs, o.output, o.error");
+
+/// [`WORKFLOW_COLUMNS`] up to the joined payloads (inputs, output, error), for a statement
+/// that selects those three itself (or NULLs in their place).
+pub(super) const STATUS_COLUMNS: &str = status_columns!();
 
 /// The columns of a [`Checkpoint`](crate::store::Checkpoint), in its field order.
 pub(super) const CHECKPOINT_COLUMNS: &str = "function_id, function_name, output, error, child_workflow_id, serialization, \

@@ -16,8 +16,8 @@ use super::ops;
 use super::{OnSqlite, failed};
 use crate::error::{Error, Result};
 use crate::store::{
-    CancelWorkflows, ConsumeMessage, Descendants, GetEvent, HasMessage, ListEvents, Operation,
-    PORTABLE_JSON, ReadStream, RecordOutcome, ResumeWorkflow, SendMessage, SetEvent,
+    CancelWorkflows, ConsumeMessage, Descendants, GetEvent, ListEvents, Operation, PORTABLE_JSON,
+    PeekMessage, ReadStream, RecordOutcome, ResumeWorkflow, SendMessage, SetEvent,
     SetEventFromStep, StepRecord, Stored, WriteStream, WriteStreamFromStep,
 };
 
@@ -102,16 +102,19 @@ impl OnSqlite for ConsumeMessage {
     }
 }
 
-impl OnSqlite for HasMessage {
+impl OnSqlite for PeekMessage {
     const WRITES: bool = false;
 
-    fn on_sqlite(&self, conn: &Connection) -> Result<bool> {
+    /// The same order as [`ConsumeMessage`]'s.
+    fn on_sqlite(&self, conn: &Connection) -> Result<Option<Stored>> {
         conn.prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM notifications \
-             WHERE destination_uuid = ?1 AND topic = ?2 AND NOT consumed)",
+            "SELECT message, serialization FROM notifications \
+             WHERE destination_uuid = ?1 AND topic = ?2 AND NOT consumed \
+             ORDER BY created_at_epoch_ms, rowid LIMIT 1",
         )
         .and_then(|mut stmt| {
-            stmt.query_row(params![self.workflow_id, self.topic], |row| row.get(0))
+            stmt.query_row(params![self.workflow_id, self.topic], stored)
+                .optional()
         })
         .map_err(failed(self))
     }

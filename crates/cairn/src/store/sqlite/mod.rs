@@ -10,8 +10,11 @@
 //! (another connection or process holds the lock) are transient, so the store's retry loop
 //! waits the lock out; everything else is permanent.
 
+mod bulk;
 mod comm;
+mod list;
 pub(crate) mod liveness;
+mod manage;
 mod ops;
 mod queues;
 mod schedules;
@@ -123,7 +126,8 @@ impl SqliteStore {
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Self> {
         let location = Location::parse(url)?;
         let opening = location.clone();
-        let (conn, path) = tokio::task::spawn_blocking(move || open_writer(&opening))
+        let create = options.create;
+        let (conn, path) = tokio::task::spawn_blocking(move || open_writer(&opening, create))
             .await
             .map_err(|e| Error::database("opening the SQLite system database", e))??;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -263,8 +267,21 @@ pub(super) fn failed<O: Operation>(op: &O) -> impl Fn(rusqlite::Error) -> Error 
 
 /// Open the writer connection, migrate, and switch to WAL. Returns the connection and, for a
 /// file, its canonical path (so readers find the same file whatever the working directory).
-fn open_writer(location: &Location) -> Result<(Connection, Option<PathBuf>)> {
+/// Without `create`, a missing file or schema is refused and nothing is written.
+fn open_writer(location: &Location, create: bool) -> Result<(Connection, Option<PathBuf>)> {
     let db_err = |e| database_error("opening the SQLite system database", e);
+    if let (Location::File(path), false) = (location, create)
+        && !path.exists()
+    {
+        return Err(Error::SchemaVersion {
+            found: 0,
+            expected: crate::store::SCHEMA_VERSION,
+            hint: format!(
+                "there is no SQLite system database at {}; launch a Cairn application with this URL first (it creates the database)",
+                path.display()
+            ),
+        });
+    }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -277,7 +294,7 @@ fn open_writer(location: &Location) -> Result<(Connection, Option<PathBuf>)> {
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(db_err)?;
     // Check the schema before anything else changes the file: a refused database stays as it was.
-    schema::migrate(&conn)?;
+    schema::migrate(&conn, create)?;
     if let Location::File(path) = location {
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))

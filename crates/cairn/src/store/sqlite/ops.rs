@@ -322,8 +322,10 @@ macro_rules! checkpoint_columns {
     };
 }
 
+pub(super) use checkpoint_columns;
+
 /// Decode a row selected with `checkpoint_columns!()`.
-fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Checkpoint> {
+pub(super) fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Checkpoint> {
     Ok(Checkpoint {
         function_id: row.get(0)?,
         function_name: row.get(1)?,
@@ -519,47 +521,76 @@ fn list_checkpoints(conn: &Connection, workflow_id: &str) -> rusqlite::Result<Ve
     .collect()
 }
 
+/// The status-row columns of a [`WorkflowRow`], in its field order up to `serialization`
+/// (`s` is the status row); [`workflow_from_row`] decodes them, followed by the three payload
+/// columns (inputs, output, error).
+macro_rules! status_columns {
+    () => {
+        "s.workflow_uuid, s.status, s.name, s.class_name, s.config_name, s.queue_name, \
+         s.executor_id, s.application_version, s.application_name, s.created_at, s.updated_at, \
+         s.started_at_epoch_ms, s.completed_at, s.recovery_attempts, s.workflow_timeout_ms, \
+         s.workflow_deadline_epoch_ms, s.parent_workflow_id, s.owner_xid, s.deduplication_id, \
+         s.priority, s.queue_partition_key, s.forked_from, s.was_forked_from, s.attributes, \
+         s.delay_until_epoch_ms, s.authenticated_user, s.assumed_role, s.authenticated_roles, \
+         s.schedule_name, s.serialization"
+    };
+}
+pub(super) use status_columns;
+
+/// Decode a row selected as `status_columns!()` followed by inputs, output and error.
+pub(super) fn workflow_from_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRow> {
+    Ok(WorkflowRow {
+        workflow_id: row.get(0)?,
+        status: state_at(row, 1)?,
+        name: row.get(2)?,
+        class_name: row.get(3)?,
+        config_name: row.get(4)?,
+        queue_name: row.get(5)?,
+        executor_id: row.get(6)?,
+        application_version: row.get(7)?,
+        application_name: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+        started_at_epoch_ms: row.get(11)?,
+        completed_at: row.get(12)?,
+        recovery_attempts: row.get(13)?,
+        workflow_timeout_ms: row.get(14)?,
+        workflow_deadline_epoch_ms: row.get(15)?,
+        parent_workflow_id: row.get(16)?,
+        owner_xid: row.get(17)?,
+        deduplication_id: row.get(18)?,
+        priority: row.get(19)?,
+        queue_partition_key: row.get(20)?,
+        forked_from: row.get(21)?,
+        was_forked_from: row.get(22)?,
+        attributes: row.get(23)?,
+        delay_until_epoch_ms: row.get(24)?,
+        authenticated_user: row.get(25)?,
+        assumed_role: row.get(26)?,
+        authenticated_roles: row.get(27)?,
+        schedule_name: row.get(28)?,
+        serialization: row.get(29)?,
+        inputs: row.get(30)?,
+        output: row.get(31)?,
+        error: row.get(32)?,
+    })
+}
+
 /// One workflow's status row joined with its input and output.
 pub(super) fn get_workflow(
     conn: &Connection,
     workflow_id: &str,
 ) -> rusqlite::Result<Option<WorkflowRow>> {
-    conn.prepare_cached(
-        "SELECT s.workflow_uuid, s.status, s.name, s.class_name, s.config_name, s.queue_name, s.executor_id, \
-         s.application_version, s.application_name, s.created_at, s.updated_at, s.started_at_epoch_ms, \
-         s.completed_at, s.recovery_attempts, s.workflow_timeout_ms, s.workflow_deadline_epoch_ms, \
-         s.parent_workflow_id, s.owner_xid, s.serialization, i.inputs, o.output, o.error \
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        status_columns!(),
+        ", i.inputs, o.output, o.error \
          FROM workflow_status s \
          LEFT JOIN workflow_input i ON i.workflow_uuid = s.workflow_uuid \
          LEFT JOIN workflow_output o ON o.workflow_uuid = s.workflow_uuid \
-         WHERE s.workflow_uuid = ?1",
-    )?
-    .query_row([workflow_id], |row| {
-        Ok(WorkflowRow {
-            workflow_id: row.get(0)?,
-            status: state_at(row, 1)?,
-            name: row.get(2)?,
-            class_name: row.get(3)?,
-            config_name: row.get(4)?,
-            queue_name: row.get(5)?,
-            executor_id: row.get(6)?,
-            application_version: row.get(7)?,
-            application_name: row.get(8)?,
-            created_at: row.get(9)?,
-            updated_at: row.get(10)?,
-            started_at_epoch_ms: row.get(11)?,
-            completed_at: row.get(12)?,
-            recovery_attempts: row.get(13)?,
-            workflow_timeout_ms: row.get(14)?,
-            workflow_deadline_epoch_ms: row.get(15)?,
-            parent_workflow_id: row.get(16)?,
-            owner_xid: row.get(17)?,
-            serialization: row.get(18)?,
-            inputs: row.get(19)?,
-            output: row.get(20)?,
-            error: row.get(21)?,
-        })
-    })
+         WHERE s.workflow_uuid = ?1"
+    ))?
+    .query_row([workflow_id], workflow_from_row)
     .optional()
 }
 

@@ -274,7 +274,7 @@ impl OnSqlite for ListQueues {
     fn on_sqlite(&self, conn: &Connection) -> Result<Vec<Queue>> {
         conn.prepare_cached(&format!(
             "SELECT {QUEUE_COLUMNS} FROM queues \
-             WHERE application_name = ?1 OR application_name IS NULL ORDER BY name"
+             WHERE ?1 IS NULL OR application_name = ?1 OR application_name IS NULL ORDER BY name"
         ))
         .and_then(|mut s| {
             s.query_map([&self.application_name], queue_from_row)?

@@ -13,12 +13,16 @@ const SCHEMA_SQL: &str = include_str!("schema.sql");
 const UPGRADE_HINT: &str =
     "run `dbos migrate` with dbos>=3.4 on this database, or start from an empty database";
 
-/// Bring the database to [`SCHEMA_VERSION`]: create everything in an empty database, accept
-/// the current version as is, refuse an older one without writing, warn about a newer one.
-pub(super) fn migrate(conn: &Connection) -> Result<()> {
+/// What to tell a client (which never creates a schema) about a database without one.
+const MISSING_HINT: &str = "launch a Cairn application on it first (it creates the schema), or run `dbos migrate` with dbos>=3.4";
+
+/// Bring the database to [`SCHEMA_VERSION`]: create everything in an empty database (only if
+/// `create`; otherwise refuse it), accept the current version as is, refuse an older one
+/// without writing, warn about a newer one.
+pub(super) fn migrate(conn: &Connection, create: bool) -> Result<()> {
     let db_err = |e| database_error("migrating the SQLite system database", e);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
-    match migrate_in_transaction(conn) {
+    match migrate_in_transaction(conn, create) {
         Ok(changed) => {
             let end = if changed { "COMMIT" } else { "ROLLBACK" };
             conn.execute_batch(end).map_err(db_err)
@@ -32,7 +36,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
 }
 
 /// The body of [`migrate`]; returns whether it wrote anything.
-fn migrate_in_transaction(conn: &Connection) -> Result<bool> {
+fn migrate_in_transaction(conn: &Connection, create: bool) -> Result<bool> {
     let db_err = |e| database_error("migrating the SQLite system database", e);
     let has_table: bool = conn
         .query_row(
@@ -41,6 +45,13 @@ fn migrate_in_transaction(conn: &Connection) -> Result<bool> {
             |row| row.get(0),
         )
         .map_err(db_err)?;
+    if !has_table && !create {
+        return Err(Error::SchemaVersion {
+            found: 0,
+            expected: SCHEMA_VERSION,
+            hint: format!("the database has no system database tables; {MISSING_HINT}"),
+        });
+    }
     if !has_table {
         conn.execute_batch(SCHEMA_SQL)
             .map_err(|e| database_error("creating the SQLite system database schema", e))?;

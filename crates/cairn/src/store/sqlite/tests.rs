@@ -14,8 +14,8 @@ use crate::error::Error;
 use crate::status::WorkflowState;
 use crate::store::conformance::{owner, sqlite_connection, step, workflow};
 use crate::store::{
-    ChangeSink, ConsumeMessage, GetCheckpoint, GetWorkflow, HasMessage, InsertOutcome,
-    InsertWorkflow, ListCheckpoints, RecordOutcome, RecordStep, SCHEMA_VERSION, SendMessage, Store,
+    ChangeSink, ConsumeMessage, GetCheckpoint, GetWorkflow, InsertOutcome, InsertWorkflow,
+    ListCheckpoints, PeekMessage, RecordOutcome, RecordStep, SCHEMA_VERSION, SendMessage, Store,
     StoreOptions,
 };
 
@@ -263,11 +263,11 @@ async fn watch_changes_sees_other_connections_and_stops_at_close() {
         fired.load(Ordering::SeqCst) >= 1,
         "the watcher missed another connection's commit"
     );
-    let has = HasMessage {
+    let peek = PeekMessage {
         workflow_id: "wf".to_owned(),
         topic: "t".to_owned(),
     };
-    assert!(store.run(has).await.unwrap());
+    assert!(store.run(peek).await.unwrap().is_some());
 
     let started = Instant::now();
     store.close().await;

@@ -1,0 +1,188 @@
+//! Workflow management on SQLite: deletion, retention, forks, delays, attributes,
+//! application versions and event history. Writes run inside the writer's group transaction
+//! (each in its own savepoint), so an operation of several statements is atomic.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{OnSqlite, failed};
+use crate::error::{Error, Result};
+use crate::store::manage::in_order_asked;
+use crate::store::{DeleteWorkflows, ForkOutcome, ForkWorkflow, Operation};
+
+/// The tables holding a workflow's rows besides `workflow_status`, with the column naming
+/// the workflow. Deleted explicitly: the first three carry no foreign key, and the others
+/// cascade only on a connection with `foreign_keys` on.
+const OWNED_ROWS: [(&str, &str); 7] = [
+    ("workflow_input", "workflow_uuid"),
+    ("workflow_output", "workflow_uuid"),
+    ("operation_outputs", "workflow_uuid"),
+    ("notifications", "destination_uuid"),
+    ("workflow_events", "workflow_uuid"),
+    ("workflow_events_history", "workflow_uuid"),
+    ("streams", "workflow_uuid"),
+];
+
+/// Delete every row of the workflows in the JSON array `ids`; answers the ids whose status
+/// row was deleted.
+pub(super) fn delete_rows(conn: &Connection, ids: &str) -> rusqlite::Result<HashSet<String>> {
+    for (table, column) in OWNED_ROWS {
+        let sql =
+            format!("DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?1))");
+        conn.prepare_cached(&sql)?.execute([ids])?;
+    }
+    conn.prepare_cached(
+        "DELETE FROM workflow_status WHERE workflow_uuid IN (SELECT value FROM json_each(?1)) \
+         RETURNING workflow_uuid",
+    )?
+    .query_map([ids], |row| row.get(0))?
+    .collect()
+}
+
+/// `values` as a JSON array, for `json_each`.
+fn json_array<O: Operation>(op: &O, values: &[String]) -> Result<String> {
+    serde_json::to_string(values).map_err(|e| Error::database(op.describe(), e))
+}
+
+impl OnSqlite for DeleteWorkflows {
+    const WRITES: bool = true;
+
+    /// One `DELETE` per table, all ids at once.
+    fn on_sqlite(&self, conn: &Connection) -> Result<Vec<String>> {
+        if self.workflow_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = json_array(self, &self.workflow_ids)?;
+        let deleted = delete_rows(conn, &ids).map_err(failed(self))?;
+        Ok(in_order_asked(&self.workflow_ids, &deleted))
+    }
+}
+
+/// The statements of a fork after its status row, shared by both parameter sets: `?1`
+/// original, `?2` fork, `?3` start step, `?4` now, `?5` the fork's owner.
+const FORK_COPIES: [&str; 4] = [
+    "INSERT INTO operation_outputs (workflow_uuid, function_id, function_name, output, error, \
+     child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, \
+     application_name, retention_timestamp) \
+     SELECT ?2, function_id, function_name, output, error, child_workflow_id, \
+     started_at_epoch_ms, completed_at_epoch_ms, serialization, ?5, ?4 \
+     FROM operation_outputs WHERE workflow_uuid = ?1 AND function_id < ?3",
+    "INSERT INTO workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
+     SELECT ?2, function_id, key, value, serialization FROM workflow_events_history \
+     WHERE workflow_uuid = ?1 AND function_id < ?3",
+    "INSERT INTO workflow_events (workflow_uuid, key, value, serialization) \
+     SELECT ?2, key, value, serialization FROM ( \
+         SELECT key, value, serialization, \
+             row_number() OVER (PARTITION BY key ORDER BY function_id DESC) AS rn \
+         FROM workflow_events_history WHERE workflow_uuid = ?1 AND function_id < ?3) \
+     WHERE rn = 1",
+    "INSERT INTO streams (workflow_uuid, key, value, \"offset\", function_id, serialization) \
+     SELECT ?2, key, value, \"offset\", function_id, serialization FROM streams \
+     WHERE workflow_uuid = ?1 AND function_id < ?3",
+];
+
+impl OnSqlite for ForkWorkflow {
+    const WRITES: bool = true;
+
+    /// The status row (copied from the original's), then the input row, the original's
+    /// mark, and the copies.
+    fn on_sqlite(&self, conn: &Connection) -> Result<ForkOutcome> {
+        let fail = failed(self);
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO workflow_status (workflow_uuid, status, name, class_name, config_name, \
+                 application_version, application_id, authenticated_user, authenticated_roles, \
+                 assumed_role, serialization, queue_name, queue_partition_key, forked_from, \
+                 attributes, application_name, workflow_timeout_ms, created_at, updated_at, \
+                 recovery_attempts, priority, creator_xid) \
+                 SELECT ?2, 'ENQUEUED', name, class_name, config_name, ?3, application_id, \
+                 authenticated_user, authenticated_roles, assumed_role, serialization, ?4, ?5, \
+                 workflow_uuid, attributes, COALESCE(application_name, ?6), ?7, ?8, ?8, 0, 0, ?9 \
+                 FROM workflow_status WHERE workflow_uuid = ?1 \
+                 ON CONFLICT (workflow_uuid) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    self.original_id,
+                    self.forked_id,
+                    self.application_version,
+                    self.queue_name,
+                    self.queue_partition_key,
+                    self.application_name,
+                    self.timeout_ms,
+                    self.now_ms,
+                    self.creator_xid,
+                ])
+            })
+            .map_err(&fail)?;
+        if inserted == 0 {
+            return fork_refused(conn, self).map_err(&fail);
+        }
+        let owner: Option<String> = conn
+            .prepare_cached(
+                "INSERT INTO workflow_input (workflow_uuid, inputs, retention_timestamp) \
+                 SELECT ?2, COALESCE(i.inputs, s.inputs), ?3 FROM workflow_status s \
+                 LEFT JOIN workflow_input i ON i.workflow_uuid = s.workflow_uuid \
+                 WHERE s.workflow_uuid = ?1 \
+                 ON CONFLICT (workflow_uuid) DO UPDATE SET inputs = excluded.inputs, \
+                 retention_timestamp = excluded.retention_timestamp",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![self.original_id, self.forked_id, self.now_ms])
+            })
+            .and_then(|_| {
+                conn.prepare_cached(
+                    "UPDATE workflow_status SET was_forked_from = TRUE WHERE workflow_uuid = ?1",
+                )?
+                .execute([&self.original_id])
+            })
+            .and_then(|_| {
+                conn.prepare_cached(
+                    "SELECT application_name FROM workflow_status WHERE workflow_uuid = ?1",
+                )?
+                .query_row([&self.forked_id], |row| row.get(0))
+            })
+            .map_err(&fail)?;
+        if self.start_step > 1 {
+            let values: [&dyn rusqlite::ToSql; 5] = [
+                &self.original_id,
+                &self.forked_id,
+                &self.start_step,
+                &self.now_ms,
+                &owner,
+            ];
+            for sql in FORK_COPIES {
+                conn.prepare_cached(sql)
+                    .and_then(|mut stmt| {
+                        // Each statement binds the leading parameters it names.
+                        let used = stmt.parameter_count();
+                        stmt.execute(&values[..used])
+                    })
+                    .map_err(&fail)?;
+            }
+        }
+        Ok(ForkOutcome::Forked)
+    }
+}
+
+/// Why a fork's status row was not inserted: no original, this very fork committed unseen,
+/// or another workflow holding the id.
+fn fork_refused(conn: &Connection, fork: &ForkWorkflow) -> rusqlite::Result<ForkOutcome> {
+    let mine: Option<bool> = conn
+        .prepare_cached(
+            "SELECT forked_from = ?2 AND creator_xid = ?3 FROM workflow_status \
+             WHERE workflow_uuid = ?1",
+        )?
+        .query_row(
+            params![fork.forked_id, fork.original_id, fork.creator_xid],
+            |row| row.get::<_, Option<bool>>(0),
+        )
+        .optional()?
+        .map(|mine| mine.unwrap_or(false));
+    match mine {
+        Some(true) => Ok(ForkOutcome::Forked),
+        Some(false) => Ok(ForkOutcome::IdTaken),
+        None => Ok(ForkOutcome::OriginalMissing),
+    }
+}
