@@ -63,7 +63,7 @@ async fn first_step(seed: u32) -> Result<u32, cairn::Error> {
 #[cairn::workflow]
 async fn interrupted(seed: u32) -> Result<u32, cairn::Error> {
     let value = first_step(seed).await?;
-    if seed % 2 == 0 {
+    if !receives(seed) {
         cairn::sleep(SLEEP).await?;
     } else {
         let _: Option<u32> = cairn::recv(TOPIC, RECV_TIMEOUT).await?;
@@ -84,7 +84,7 @@ fn workflow_id(seed: u32) -> String {
 
 /// Whether the `seed`th workflow waits in `recv` (else in a sleep).
 fn receives(seed: u32) -> bool {
-    seed % 2 == 1
+    !seed.is_multiple_of(2)
 }
 
 /// The hidden child mode: launch Cairn on `url`, start `n` workflows, wait until each has

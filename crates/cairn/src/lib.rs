@@ -428,6 +428,7 @@ pub(crate) mod store;
 
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
 pub use client::{Client, ClientOptions, Message, ReadStreamOptions};
+pub use client::ForkOptions;
 pub use engine::comm::{SendOptions, close_stream, get_event, recv, send, set_event, write_stream};
 pub use engine::control::{deprecate_patch, patch, wait_all, wait_first};
 pub use engine::debounce::Debouncer;

@@ -358,15 +358,16 @@ pub(crate) mod superjson {
         let mut segments = vec![String::new()];
         let mut chars = path.chars().peekable();
         while let Some(c) = chars.next() {
-            match c {
-                '\\' if chars.peek() == Some(&'.') => {
-                    chars.next();
-                    segments.last_mut().map(|s| s.push('.'));
+            let c = match c {
+                '\\' if chars.peek() == Some(&'.') => chars.next().unwrap_or(c),
+                '.' => {
+                    segments.push(String::new());
+                    continue;
                 }
-                '.' => segments.push(String::new()),
-                c => {
-                    segments.last_mut().map(|s| s.push(c));
-                }
+                c => c,
+            };
+            if let Some(segment) = segments.last_mut() {
+                segment.push(c);
             }
         }
         segments

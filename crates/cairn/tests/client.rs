@@ -38,6 +38,7 @@ both_backends!(
     a_client_messages_a_workflow_and_reads_its_event_and_stream,
     a_client_sends_many_messages_all_or_none,
     a_client_reads_a_stream_from_an_offset_with_a_timeout,
+    management_calls_inside_a_workflow_are_recorded_as_its_steps,
 );
 
 async fn a_client_refuses_a_database_without_a_schema_and_creates_nothing(db: &TestDb) {
@@ -248,6 +249,61 @@ async fn a_client_reads_a_stream_from_an_offset_with_a_timeout(db: &TestDb) {
         .collect()
         .await;
     assert!(rest.is_empty(), "{rest:?}");
+    client.close().await;
+    app.shutdown().await.expect("shutdown");
+}
+
+/// The clients the `inspect` workflows use, by test database url.
+static CLIENTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Client>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Inspects workflow `target` through the client registered for `url`.
+#[cairn::workflow]
+async fn inspect(url: String, target: String) -> Result<String, AppError> {
+    let client = CLIENTS
+        .lock()
+        .unwrap()
+        .get(&url)
+        .cloned()
+        .expect("a client for this test");
+    let status = client.status(&target).await?;
+    let steps = client.list_steps(&target).await?;
+    let events = client.list_events(&target).await?;
+    Ok(format!("{} {} {}", status.state, steps.len(), events.len()))
+}
+
+async fn management_calls_inside_a_workflow_are_recorded_as_its_steps(db: &TestDb) {
+    let app = db.launch().await;
+    let target = app
+        .start_with(cairn::StartOptions::id("target"), double, 4)
+        .await
+        .expect("start");
+    assert_eq!(target.result().await.expect("target"), 8);
+    let client = Client::connect(&db.url).await.expect("connect");
+    CLIENTS
+        .lock()
+        .unwrap()
+        .insert(db.url.clone(), client.clone());
+    let inspected = app
+        .start_with(
+            cairn::StartOptions::id("inspector"),
+            inspect,
+            (db.url.clone(), "target".to_owned()),
+        )
+        .await
+        .expect("start inspector");
+    assert_eq!(inspected.result().await.expect("inspector"), "SUCCESS 0 0");
+    let steps = app.list_steps("inspector").await.expect("steps");
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["DBOS.getStatus", "DBOS.listWorkflowSteps", "DBOS.get_events"]
+    );
+    let recorded: serde_json::Value =
+        serde_json::from_str(steps[0].raw_output.as_deref().expect("recorded status"))
+            .expect("status JSON");
+    assert_eq!(recorded["workflow_id"], "target");
+    CLIENTS.lock().unwrap().remove(&db.url);
     client.close().await;
     app.shutdown().await.expect("shutdown");
 }

@@ -523,5 +523,30 @@ both_backends!(
     call_while_running_starts_anew,
     max_wait_bounds,
     keys_and_workflows_apart,
-    foreign_holder_refused
+    foreign_holder_refused,
+    a_standalone_client_debounces_onto_a_served_queue
 );
+
+/// A process that runs no workflows debounces through a client (DBOS's `DebouncerClient`):
+/// its calls coalesce with each other's and the application runs the workflow once, with the
+/// last arguments.
+async fn a_standalone_client_debounces_onto_a_served_queue(db: &TestDb) {
+    let key = format!("client-{}", uuid::Uuid::new_v4());
+    let runner = server(db).await;
+    let client = cairn::Client::connect(&db.url).await.expect("connect");
+    let d = debouncer();
+    let first = client
+        .debounce(&d, collect, "c", PERIOD, (key.clone(), 1))
+        .await
+        .expect("debounce");
+    assert!(first.created());
+    let again = client
+        .debounce(&d, collect, "c", PERIOD, (key.clone(), 2))
+        .await
+        .expect("debounce again");
+    assert_eq!(again.id(), first.id());
+    assert_eq!(first.result().await.expect("result"), 2);
+    assert_eq!(counted(&key), 1);
+    client.close().await;
+    runner.shutdown().await.expect("shutdown");
+}

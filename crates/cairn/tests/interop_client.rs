@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn::{
-    Client, EnqueueOptions, Error, ListStepsOptions, ListWorkflowsOptions, SortOrder, StartOptions,
-    WorkflowState,
+    Client, EnqueueOptions, Error, ForkOptions, ListStepsOptions, ListWorkflowsOptions, SortOrder,
+    StartOptions, WorkflowState,
 };
 use common::dbos::{PythonProcess, dbos_url, run_cli, run_python};
 use common::{Backend, TestDb};
@@ -307,7 +307,7 @@ async fn dbos_lists_and_inspects_cairn_workflows_with_filters(db: &TestDb) {
     );
     let newest = cli_list(&url, &["-n", "pipeline", "-l", "2", "-d"]).await;
     assert_eq!(newest.len(), 2, "{newest:#?}");
-    let created: Vec<i64> = newest.iter().map(|r| created_at(r)).collect();
+    let created: Vec<i64> = newest.iter().map(created_at).collect();
     assert!(created[0] >= created[1], "newest first: {newest:#?}");
     let first_page = cli_list(&url, &["-n", "pipeline", "-l", "1"]).await;
     let second_page = cli_list(&url, &["-n", "pipeline", "-l", "1", "-o", "1"]).await;
@@ -533,8 +533,9 @@ async fn a_dbos_fork_of_a_cairn_workflow_runs_in_cairn_from_its_step(db: &TestDb
 
 /// Cairn's standalone client lists workflows a DBOS application ran (enqueued by DBOS's own
 /// client): filtered by name, status, application and id prefix, newest first and paged,
-/// with DBOS's inputs, outputs and errors decoded, and their steps.
-async fn cairn_lists_workflows_dbos_ran(db: &TestDb) {
+/// with DBOS's inputs, outputs and errors decoded, and their steps; and it forks one, which
+/// the DBOS application runs from the given step without running the earlier ones again.
+async fn cairn_lists_and_forks_workflows_dbos_ran(db: &TestDb) {
     let log = side_log(db);
     let (worker, ready) = PythonProcess::start(
         "client_worker.py",
@@ -686,33 +687,84 @@ async fn cairn_lists_workflows_dbos_ran(db: &TestDb) {
         Some("py_pickle py_pickle")
     );
 
-    // TODO(fork_workflow): `Client::fork_workflow` is not in crates/cairn/src/client/manage.rs
-    // yet (another helper is adding it). Once it is, fork a workflow DBOS ran from its third
-    // step and check that DBOS runs the fork without re-running its first two steps:
-    //
-    // let fork = client
-    //     .fork_workflow("dbos-steps-1", 3, ForkOptions::default().workflow_id("dbos-fork-3"))
-    //     .await
-    //     .expect("fork");
-    // let output = within(120, "the fork DBOS runs", async {
-    //     client.retrieve::<String>("dbos-fork-3").await.expect("retrieve").result().await
-    // })
-    // .await
-    // .expect("result");
-    // assert_eq!(output, "t1:1:2:3");
-    // let fork_lines: Vec<String> = common::side_log::read(&log)
-    //     .into_iter()
-    //     .filter(|l| l.ends_with(" dbos-fork-3"))
-    //     .collect();
-    // assert_eq!(fork_lines, ["exec py_three dbos-fork-3"], "steps 1 and 2 copied, not re-run");
-    // let status = client.status("dbos-fork-3").await.expect("status");
-    // assert_eq!(status.forked_from.as_deref(), Some("dbos-steps-1"));
-    // assert_eq!(status.application_name.as_deref(), Some("interop-py"));
+    // Cairn's client forks workflows DBOS ran; the DBOS application runs the forks, from
+    // their start step: the steps before it are copied, not run again.
+    let version = ready["app_version"]
+        .as_str()
+        .expect("app_version")
+        .to_owned();
+    for (start_step, fork_id, options) in [
+        (
+            3,
+            "dbos-fork-3",
+            ForkOptions::default().with_id("dbos-fork-3"),
+        ),
+        (
+            2,
+            "dbos-fork-2",
+            ForkOptions::default()
+                .with_id("dbos-fork-2")
+                .with_app_version(&version),
+        ),
+    ] {
+        let fork = client
+            .fork_workflow::<String>("dbos-steps-1", start_step, options)
+            .await
+            .expect("fork");
+        assert_eq!(fork.id(), fork_id);
+        let output = within(120, "a fork DBOS runs", fork.result())
+            .await
+            .expect("the fork's result");
+        assert_eq!(output, "t1:1:2:3");
+        let status = client.status(fork_id).await.expect("status");
+        assert_eq!(status.forked_from.as_deref(), Some("dbos-steps-1"));
+        assert_eq!(status.application_name.as_deref(), Some("interop-py"));
+        assert_eq!(status.app_version.as_deref(), Some(version.as_str()));
+        assert_eq!(status.executor_id.as_deref(), Some("local"), "DBOS ran it");
+        let names: Vec<String> = client
+            .list_steps(fork_id)
+            .await
+            .expect("steps")
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["py_one", "py_two", "py_three"]);
+    }
+    let fork_runs = |fork_id: &str| -> Vec<String> {
+        common::side_log::read(&log)
+            .into_iter()
+            .filter(|l| l.ends_with(&format!(" {fork_id}")))
+            .collect()
+    };
+    assert_eq!(
+        fork_runs("dbos-fork-3"),
+        ["exec py_three dbos-fork-3"],
+        "steps 1 and 2 copied, not run again"
+    );
+    assert_eq!(
+        fork_runs("dbos-fork-2"),
+        ["exec py_two dbos-fork-2", "exec py_three dbos-fork-2"],
+        "step 1 copied, not run again"
+    );
+    let forks = client
+        .list_workflows(ListWorkflowsOptions::new().forked_from("dbos-steps-1"))
+        .await
+        .expect("list_workflows");
+    let mut fork_ids: Vec<&str> = forks.iter().map(|s| s.workflow_id.as_str()).collect();
+    fork_ids.sort();
+    assert_eq!(fork_ids, ["dbos-fork-2", "dbos-fork-3"]);
+    assert!(
+        client
+            .status("dbos-steps-1")
+            .await
+            .expect("status")
+            .was_forked_from
+    );
     let executions = common::side_log::read(&log);
     assert_eq!(
         executions.len(),
-        9,
-        "three steps of three workflows: {executions:?}"
+        9 + 3,
+        "three steps of three workflows, one and two of the forks: {executions:?}"
     );
 
     client.close().await;
@@ -818,7 +870,7 @@ both_backends!(
     dbos_lists_and_inspects_cairn_workflows_with_filters,
     dbos_cli_cancel_and_resume_are_carried_out_by_cairn,
     a_dbos_fork_of_a_cairn_workflow_runs_in_cairn_from_its_step,
-    cairn_lists_workflows_dbos_ran,
+    cairn_lists_and_forks_workflows_dbos_ran,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -295,10 +295,121 @@ async fn cancel_and_resume_many_at_once(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+#[cairn::step]
+async fn tally(key: String, n: u32) -> Result<u32, cairn::Error> {
+    common::count(&format!("{key}#{n}"));
+    Ok(n)
+}
+
+/// Three counted steps, with an event set and a stream value written between them
+/// (operations 1 to 6: step, event, stream, step, event, step).
+#[cairn::workflow]
+async fn three_steps(key: String) -> Result<u32, cairn::Error> {
+    let a = tally(key.clone(), 1).await?;
+    cairn::set_event("after", &1u32).await?;
+    cairn::write_stream("s", &"one").await?;
+    let b = tally(key.clone(), 2).await?;
+    cairn::set_event("after", &2u32).await?;
+    let c = tally(key, 3).await?;
+    Ok(a + b + c)
+}
+
+/// A fork from step 4 replays the original's first three operations from their copied
+/// checkpoints (their step body does not run again; their event and stream value are
+/// there) and runs the rest; the fork records where it came from, and the original that it
+/// was forked. A fork from step 1 runs everything again. A missing original and a taken
+/// fork id are refused.
+async fn a_fork_replays_the_steps_before_its_start(db: &TestDb) {
+    let (app, client) = launch(db).await;
+    let key = format!("fork@{}", db.url);
+    let original = app
+        .start_with(
+            cairn::StartOptions::id("original"),
+            three_steps,
+            key.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(original.result().await.unwrap(), 6);
+
+    let fork = client
+        .fork_workflow::<u32>(
+            "original",
+            4,
+            cairn::ForkOptions::default().with_id("fork-4"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fork.id(), "fork-4");
+    assert_eq!(fork.result().await.unwrap(), 6);
+    let runs = |n| common::counted(&format!("{key}#{n}"));
+    assert_eq!((runs(1), runs(2), runs(3)), (1, 2, 2));
+    let steps = client.list_steps("fork-4").await.unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    let stream: Vec<String> = {
+        use futures::StreamExt;
+        client
+            .read_stream::<String>("fork-4", "s")
+            .map(|value| value.unwrap())
+            .collect()
+            .await
+    };
+    assert_eq!(stream, ["one"]);
+    assert_eq!(
+        db.query_text("SELECT forked_from FROM workflow_status WHERE workflow_uuid = 'fork-4'")
+            .await
+            .as_deref(),
+        Some("original")
+    );
+    assert_eq!(
+        db.query_text(
+            "SELECT CASE WHEN was_forked_from THEN 'yes' ELSE 'no' END FROM workflow_status \
+             WHERE workflow_uuid = 'original'"
+        )
+        .await
+        .as_deref(),
+        Some("yes")
+    );
+
+    let again = app
+        .fork_workflow::<u32>("original", 1, cairn::ForkOptions::default())
+        .await
+        .unwrap();
+    assert_ne!(again.id(), "original");
+    assert_eq!(again.result().await.unwrap(), 6);
+    assert_eq!((runs(1), runs(2), runs(3)), (2, 3, 3));
+
+    let missing = client
+        .fork_workflow::<u32>("missing", 1, cairn::ForkOptions::default())
+        .await;
+    assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+    let taken = client
+        .fork_workflow::<u32>(
+            "original",
+            1,
+            cairn::ForkOptions::default().with_id("fork-4"),
+        )
+        .await;
+    assert!(
+        matches!(
+            taken,
+            Err(Error::InvalidArgument {
+                argument: "workflow_id",
+                ..
+            })
+        ),
+        "{taken:?}"
+    );
+    client.close().await;
+    app.shutdown().await.unwrap();
+}
+
 both_backends!(
     deleting_a_workflow_removes_every_row_it_owns,
     deleting_with_children_removes_the_whole_tree,
     deleting_a_running_workflow_stops_it,
     a_delete_inside_a_workflow_is_a_step,
     cancel_and_resume_many_at_once,
+    a_fork_replays_the_steps_before_its_start,
 );

@@ -10,6 +10,7 @@ mod list;
 mod manage;
 mod messages;
 
+pub use manage::ForkOptions;
 pub use messages::{Message, ReadStreamOptions};
 
 use std::collections::BTreeMap;
@@ -313,25 +314,45 @@ impl Client {
     }
 
     /// A workflow's status row.
-    pub async fn status(&self, workflow_id: &str) -> Result<WorkflowStatus> {
-        let row = self.rt.store.run(GetWorkflow::of(workflow_id)).await?;
-        row.map(WorkflowStatus::from_row)
-            .ok_or_else(|| Error::NotFound(workflow_id.to_owned()))
+    ///
+    /// Inside a workflow the call is a step (`DBOS.getStatus`): a replay answers the status
+    /// recorded the first time.
+    pub fn status(
+        &self,
+        workflow_id: &str,
+    ) -> impl Future<Output = Result<WorkflowStatus>> + Send + use<> {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = workflow_id.to_owned();
+        let call = StepCall::begin("DBOS.getStatus");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                let row = rt.store.run(GetWorkflow::of(&workflow_id)).await?;
+                row.map(WorkflowStatus::from_row)
+                    .ok_or(Error::NotFound(workflow_id))
+            })
+            .await
+        }
     }
 
-    /// The operations a workflow has recorded, in order.
-    pub async fn list_steps(&self, workflow_id: &str) -> Result<Vec<StepInfo>> {
-        let checkpoints = self
-            .rt
-            .store
-            .run(ListCheckpoints {
-                workflow_id: workflow_id.to_owned(),
+    /// The operations a workflow has recorded, in order. Inside a workflow the call is a
+    /// step (`DBOS.listWorkflowSteps`).
+    pub fn list_steps(
+        &self,
+        workflow_id: &str,
+    ) -> impl Future<Output = Result<Vec<StepInfo>>> + Send + use<> {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = workflow_id.to_owned();
+        let call = StepCall::begin("DBOS.listWorkflowSteps");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                let checkpoints = rt.store.run(ListCheckpoints { workflow_id }).await?;
+                Ok(checkpoints
+                    .into_iter()
+                    .map(StepInfo::from_checkpoint)
+                    .collect())
             })
-            .await?;
-        Ok(checkpoints
-            .into_iter()
-            .map(StepInfo::from_checkpoint)
-            .collect())
+            .await
+        }
     }
 
     /// Send `message` to the workflow `destination` on `topic` (a `&str`, or `None` for no
@@ -380,11 +401,21 @@ impl Client {
     }
 
     /// Every event of a workflow, with its latest value.
-    pub async fn list_events(
+    ///
+    /// Inside a workflow the call is a step (`DBOS.get_events`).
+    pub fn list_events(
         &self,
         workflow_id: &str,
-    ) -> Result<BTreeMap<String, serde_json::Value>> {
-        comm::list_events(&self.rt, workflow_id).await
+    ) -> impl Future<Output = Result<BTreeMap<String, serde_json::Value>>> + Send + use<> {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = workflow_id.to_owned();
+        let call = StepCall::begin("DBOS.get_events");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                comm::list_events(&rt, &workflow_id).await
+            })
+            .await
+        }
     }
 
     /// Read a workflow's stream `key` in order, as it is written. The stream ends when the

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::app::Cairn;
+use crate::client::Client;
 use crate::engine::context::{WorkflowContext, halting};
 use crate::engine::enqueue::{self, DeduplicationPolicy, EnqueueOptions};
 use crate::engine::queue::INTERNAL_QUEUE_NAME;
@@ -56,7 +56,7 @@ use crate::store::{Checkpoint, RecordOutcome, RecordStep, UpdateDelayed};
 pub(crate) const DEBOUNCE_STEP: &str = "DBOS.debounce_delayed_workflow";
 
 /// How a workflow is debounced (DBOS's `Debouncer`): the queue it runs on and the longest
-/// it may be put off. Use it with [`Cairn::debounce`].
+/// it may be put off. Use it with [`Client::debounce`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Debouncer {
@@ -100,7 +100,7 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-impl Cairn {
+impl Client {
     /// Debounce `workflow` under `key`: it starts once no call with this key (for this
     /// workflow) has come for `period`, with the latest call's arguments, and no later than
     /// the debouncer's maximum wait after the first call. Answers a handle to the workflow

@@ -368,7 +368,7 @@ impl ListWorkflowsOptions {
 /// A range of instants as inclusive epoch milliseconds (stored times are whole
 /// milliseconds: a bound between two is rounded inwards).
 fn ms_range(range: impl RangeBounds<DateTime<Utc>>) -> MsRange {
-    let exact = |t: &DateTime<Utc>| t.timestamp_subsec_nanos() % 1_000_000 == 0;
+    let exact = |t: &DateTime<Utc>| t.timestamp_subsec_nanos().is_multiple_of(1_000_000);
     let min = match range.start_bound() {
         Bound::Included(t) if exact(t) => Some(t.timestamp_millis()),
         Bound::Included(t) | Bound::Excluded(t) => Some(t.timestamp_millis().saturating_add(1)),

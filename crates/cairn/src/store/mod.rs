@@ -24,8 +24,8 @@ pub(crate) mod retry;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
-pub(crate) use list::{ListSteps, ListWorkflows, MsRange};
 pub(crate) use bulk::SendMessages;
+pub(crate) use list::{ListSteps, ListWorkflows, MsRange};
 pub(crate) use manage::*;
 pub(crate) use ops::*;
 

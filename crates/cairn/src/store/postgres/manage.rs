@@ -14,8 +14,8 @@ use tokio_postgres::Row;
 use super::sql::Sql;
 use super::{OnPostgres, Param, PostgresStore, col, failed};
 use crate::error::Result;
-use crate::store::DeleteWorkflows;
 use crate::store::manage::in_order_asked;
+use crate::store::{DeleteWorkflows, ForkOutcome, ForkWorkflow};
 
 /// `$1` ids (text[]): lock their status rows, in id order (two overlapping deletes cannot
 /// deadlock).
@@ -102,4 +102,170 @@ impl OnPostgres for DeleteWorkflows {
             .await?;
         Ok(in_order_asked(&self.workflow_ids, &ids_of(&rows)?))
     }
+}
+
+/// `$1` original, `$2` fork, `$3` version, `$4` queue, `$5` partition key, `$6` owner when
+/// the original has none, `$7` timeout, `$8` now, `$9` creator: the fork's status row, copied
+/// from the original's; answers the fork's owner (no row: not inserted).
+static FORK_STATUS: Sql = Sql(|q| {
+    format!(
+        "INSERT INTO {q}.workflow_status (workflow_uuid, status, name, class_name, config_name, \
+             application_version, application_id, authenticated_user, authenticated_roles, \
+             assumed_role, serialization, queue_name, queue_partition_key, forked_from, \
+             attributes, application_name, workflow_timeout_ms, created_at, updated_at, \
+             recovery_attempts, priority, creator_xid) \
+         SELECT $2::text, 'ENQUEUED', name, class_name, config_name, $3::text, application_id, \
+             authenticated_user, authenticated_roles, assumed_role, serialization, $4::text, \
+             $5::text, workflow_uuid, attributes, COALESCE(application_name, $6::text), $7::int8, \
+             $8::int8, $8::int8, 0, 0, $9::text \
+         FROM {q}.workflow_status WHERE workflow_uuid = $1::text \
+         ON CONFLICT (workflow_uuid) DO NOTHING RETURNING application_name"
+    )
+});
+
+/// `$1` fork, `$2` original, `$3` creator: whether the row holding the fork's id is this very
+/// fork (no row: the id is free).
+static FORK_MINE: Sql = Sql(|q| {
+    format!(
+        "SELECT COALESCE(forked_from = $2::text AND creator_xid = $3::text, FALSE) \
+         FROM {q}.workflow_status WHERE workflow_uuid = $1::text"
+    )
+});
+
+/// `$1` original, `$2` fork, `$3` now: the fork's input row and the original's mark.
+static FORK_INPUT: Sql = Sql(|q| {
+    format!(
+        "WITH mark AS (UPDATE {q}.workflow_status SET was_forked_from = TRUE \
+             WHERE workflow_uuid = $1::text) \
+         INSERT INTO {q}.workflow_input (workflow_uuid, inputs, retention_timestamp) \
+         SELECT $2::text, COALESCE(i.inputs, s.inputs), $3::int8 FROM {q}.workflow_status s \
+         LEFT JOIN {q}.workflow_input i ON i.workflow_uuid = s.workflow_uuid \
+         WHERE s.workflow_uuid = $1::text \
+         ON CONFLICT (workflow_uuid) DO UPDATE SET inputs = excluded.inputs, \
+             retention_timestamp = excluded.retention_timestamp"
+    )
+});
+
+/// `$1` original, `$2` fork, `$3` start step, `$4` now, `$5` owner: the checkpoints before
+/// the start step.
+static FORK_STEPS: Sql = Sql(|q| {
+    format!(
+        "INSERT INTO {q}.operation_outputs (workflow_uuid, function_id, function_name, output, \
+             error, child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, \
+             application_name, retention_timestamp) \
+         SELECT $2::text, function_id, function_name, output, error, child_workflow_id, \
+             started_at_epoch_ms, completed_at_epoch_ms, serialization, $5::text, $4::int8 \
+         FROM {q}.operation_outputs WHERE workflow_uuid = $1::text AND function_id < $3::int4"
+    )
+});
+
+/// `$1` original, `$2` fork, `$3` start step: the events history, each event's latest value
+/// and the stream values written before the start step.
+static FORK_EFFECTS: Sql = Sql(|q| {
+    format!(
+        "WITH h AS (INSERT INTO {q}.workflow_events_history \
+                 (workflow_uuid, function_id, key, value, serialization) \
+             SELECT $2::text, function_id, key, value, serialization \
+             FROM {q}.workflow_events_history \
+             WHERE workflow_uuid = $1::text AND function_id < $3::int4), \
+         t AS (INSERT INTO {q}.streams (workflow_uuid, key, value, \"offset\", function_id, serialization) \
+             SELECT $2::text, key, value, \"offset\", function_id, serialization FROM {q}.streams \
+             WHERE workflow_uuid = $1::text AND function_id < $3::int4) \
+         INSERT INTO {q}.workflow_events (workflow_uuid, key, value, serialization) \
+         SELECT $2::text, key, value, serialization FROM ( \
+             SELECT key, value, serialization, \
+                 row_number() OVER (PARTITION BY key ORDER BY function_id DESC) AS rn \
+             FROM {q}.workflow_events_history \
+             WHERE workflow_uuid = $1::text AND function_id < $3::int4) ranked \
+         WHERE rn = 1"
+    )
+});
+
+impl OnPostgres for ForkWorkflow {
+    /// One transaction: the status row, then (if inserted) the input row with the original's
+    /// mark, the checkpoints and their effects.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<ForkOutcome> {
+        let texts = [
+            &FORK_STATUS,
+            &FORK_MINE,
+            &FORK_INPUT,
+            &FORK_STEPS,
+            &FORK_EFFECTS,
+        ]
+        .map(|sql| db.sql.text(sql));
+        let mut client = db.checkout(self).await?;
+        match fork(&mut client, &texts, self).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => Err(failed(&db.pool, client, e, self)),
+        }
+    }
+}
+
+/// [`ForkWorkflow`]'s transaction; `texts` are its statements in declaration order.
+async fn fork(
+    client: &mut Object,
+    texts: &[std::sync::Arc<str>; 5],
+    op: &ForkWorkflow,
+) -> std::result::Result<ForkOutcome, tokio_postgres::Error> {
+    let [status, mine, input, steps, effects] = texts;
+    let tx = client.transaction().await?;
+    let statement = tx.prepare_cached(status).await?;
+    let inserted = tx
+        .query_opt(
+            &statement,
+            &[
+                &op.original_id,
+                &op.forked_id,
+                &op.application_version,
+                &op.queue_name,
+                &op.queue_partition_key,
+                &op.application_name,
+                &op.timeout_ms,
+                &op.now_ms,
+                &op.creator_xid,
+            ],
+        )
+        .await?;
+    let Some(inserted) = inserted else {
+        let statement = tx.prepare_cached(mine).await?;
+        let row = tx
+            .query_opt(
+                &statement,
+                &[&op.forked_id, &op.original_id, &op.creator_xid],
+            )
+            .await?;
+        return Ok(
+            match row.map(|row| row.try_get::<_, bool>(0)).transpose()? {
+                Some(true) => ForkOutcome::Forked,
+                Some(false) => ForkOutcome::IdTaken,
+                None => ForkOutcome::OriginalMissing,
+            },
+        );
+    };
+    let owner: Option<String> = inserted.try_get(0)?;
+    let statement = tx.prepare_cached(input).await?;
+    tx.execute(&statement, &[&op.original_id, &op.forked_id, &op.now_ms])
+        .await?;
+    if op.start_step > 1 {
+        let statement = tx.prepare_cached(steps).await?;
+        tx.execute(
+            &statement,
+            &[
+                &op.original_id,
+                &op.forked_id,
+                &op.start_step,
+                &op.now_ms,
+                &owner,
+            ],
+        )
+        .await?;
+        let statement = tx.prepare_cached(effects).await?;
+        tx.execute(
+            &statement,
+            &[&op.original_id, &op.forked_id, &op.start_step],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ForkOutcome::Forked)
 }

@@ -215,10 +215,95 @@ async fn attempt(
 /// (`engine::dispatch::QUEUE_CHANNEL`).
 const NOTIFY_QUEUE: &str = "SELECT pg_notify('cairn_queue_channel', $1::text)";
 
+/// [`INSERT_QUEUED`]'s `$1`…`$18`, then `$19` inputs: the status row and its input row, in
+/// one autocommitted statement. Row: `(inserted)`. Nothing is written when the insert
+/// conflicts: the transaction of [`attempt`] then says why.
+static ENQUEUE_AT_ONCE: Sql = Sql(|q| {
+    format!(
+        "WITH ins AS ( \
+             INSERT INTO {q}.workflow_status (workflow_uuid, status, name, queue_name, executor_id, \
+                 application_version, application_name, created_at, updated_at, recovery_attempts, \
+                 workflow_timeout_ms, workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, \
+                 owner_xid, started_at_epoch_ms, serialization, priority, config_name, \
+                 deduplication_id, queue_partition_key, delay_until_epoch_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 0, $9, $10, $11, $12, NULL, NULL, $13, $14, \
+                 $15, $16, $17, $18) \
+             ON CONFLICT DO NOTHING RETURNING workflow_uuid), \
+         inp AS ( \
+             INSERT INTO {q}.workflow_input (workflow_uuid, inputs, retention_timestamp) \
+             SELECT workflow_uuid, $19::text, $8::int8 FROM ins \
+             ON CONFLICT (workflow_uuid) DO UPDATE SET \
+                 inputs = excluded.inputs, retention_timestamp = excluded.retention_timestamp) \
+         SELECT EXISTS (SELECT 1 FROM ins)"
+    )
+});
+
+/// A top-level enqueue as one statement, `true` if it inserted, and its announcement
+/// pipelined behind it (one round trip for both). The announcement is a transaction of its
+/// own, committed without waiting for its WAL flush: Postgres serializes the commits of
+/// transactions that notify (a global lock held through the commit), so a NOTIFY inside each
+/// enqueue would let only one enqueue commit per disk flush, whereas alone and asynchronous
+/// it holds that lock only briefly, and the enqueues group-commit. (A notification is not
+/// durable anyway.) It is sent whatever the insert did (a spare wake-up costs a claim that
+/// finds nothing), and a failed announcement is only logged: the enqueue is committed, and
+/// dispatchers also poll.
+async fn enqueue_at_once(db: &PostgresStore, op: &EnqueueWorkflow) -> Result<bool> {
+    let (wf, q) = (&op.workflow, &op.queued);
+    let queue = wf.queue_name.as_deref().unwrap_or_default();
+    let params: [Param<'_>; 19] = [
+        &wf.id,
+        &wf.status.as_str(),
+        &wf.name,
+        &wf.queue_name,
+        &wf.executor_id,
+        &wf.app_version,
+        &wf.application_name,
+        &wf.now_ms,
+        &wf.timeout_ms,
+        &wf.deadline_epoch_ms,
+        &wf.parent_workflow_id,
+        &wf.creator_xid,
+        &PORTABLE_JSON,
+        &q.priority,
+        &wf.config_name,
+        &q.deduplication_id,
+        &q.partition_key,
+        &q.delay_until_epoch_ms,
+        &wf.inputs,
+    ];
+    let text = db.sql.text(&ENQUEUE_AT_ONCE);
+    let client = db.checkout(op).await?;
+    let result = async {
+        let enqueue = client.prepare_cached(&text).await?;
+        // Simple-query protocol: both statements run as one implicit transaction, which
+        // `SET LOCAL` scopes; the queue's name is therefore a quoted literal.
+        let announce = format!(
+            "SET LOCAL synchronous_commit = off; \
+             SELECT pg_notify('cairn_queue_channel', '{}')",
+            queue.replace('\'', "''")
+        );
+        let (inserted, announced) = futures::join!(
+            client.query_one(&enqueue, &params),
+            client.batch_execute(&announce)
+        );
+        if let Err(error) = announced {
+            tracing::warn!(%error, queue, "could not announce an enqueue to other processes");
+        }
+        inserted?.try_get::<_, bool>(0)
+    }
+    .await;
+    result.map_err(|e| super::failed(&db.pool, client, e, op))
+}
+
 impl OnPostgres for EnqueueWorkflow {
-    /// One short transaction: check the parent, insert the child, write the parent's
-    /// checkpoint. An outcome that wrote nothing rolls back.
+    /// A top-level enqueue is first tried as one statement (status, input, announcement),
+    /// the common case. A child's enqueue, or one whose insert conflicted, is one short
+    /// transaction: check the parent, insert the child, write the parent's checkpoint (or
+    /// read why nothing was inserted). An outcome that wrote nothing rolls back.
     async fn on_postgres(&self, db: &PostgresStore) -> Result<EnqueueOutcome> {
+        if self.parent.is_none() && enqueue_at_once(db, self).await? {
+            return Ok(EnqueueOutcome::Enqueued);
+        }
         for _ in 0..ATTEMPTS {
             let mut client = db.checkout(self).await?;
             let result = async {

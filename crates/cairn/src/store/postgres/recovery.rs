@@ -112,8 +112,9 @@ const CLAIMED_AGAIN: &str = "started_at_epoch_ms = $3::int8 AND owner_xid = $14:
 /// `$1`–`$14` as [`ROOM`] and [`CLAIMED_AGAIN`], `$15` names (text[]), `$16` application name
 /// or NULL, `$17` version, `$18` whether priorities order the queue: claims up to the room
 /// (`FOR UPDATE SKIP LOCKED`), counting the rows this very claim took in an attempt that
-/// committed unseen, and returns both, oldest first. (`LEAST` ignores NULLs: an absent limit
-/// leaves no bound.)
+/// committed unseen, and returns both, oldest first, each followed by whether it has
+/// checkpoints (most dequeued workflows have none: their load is skipped). (`LEAST` ignores
+/// NULLs: an absent limit leaves no bound.)
 static CLAIM_ENQUEUED: Sql = Sql(|q| {
     let room = ROOM.replace("{q}", q);
     format!(
@@ -142,7 +143,9 @@ static CLAIM_ENQUEUED: Sql = Sql(|q| {
              SELECT * FROM upd \
              UNION ALL \
              SELECT w.* FROM {q}.workflow_status w JOIN again USING (workflow_uuid)) \
-         SELECT {WORKFLOW_COLUMNS} FROM s {} \
+         SELECT {WORKFLOW_COLUMNS}, \
+             EXISTS (SELECT 1 FROM {q}.operation_outputs c WHERE c.workflow_uuid = s.workflow_uuid) \
+         FROM s {} \
          ORDER BY s.created_at, s.workflow_uuid",
         workflow_joins(q)
     )
@@ -150,8 +153,9 @@ static CLAIM_ENQUEUED: Sql = Sql(|q| {
 
 impl OnPostgres for ClaimEnqueued {
     /// With `probe`, a plain read first (an idle queue costs nothing more) and the promotion
-    /// of due `DELAYED` rows if there are any, then one claiming statement (after the queue's turn lock when
-    /// processes share its budget: one transaction) and the claimed workflows' checkpoints.
+    /// of due `DELAYED` rows if there are any, then one claiming statement (after the queue's
+    /// turn lock when processes share its budget: one transaction) and, if any claimed
+    /// workflow has checkpoints, their load.
     async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<Reclaimed>> {
         let claim = &self.0;
         let limits = &claim.limits;
@@ -199,8 +203,40 @@ impl OnPostgres for ClaimEnqueued {
         } else {
             db.query(&CLAIM_ENQUEUED, &params, self).await?
         };
-        db.with_checkpoints(&rows, self).await
+        with_checkpoints_if_any(db, rows, self).await
     }
+}
+
+/// The claimed rows (each ending with whether it has checkpoints) with their checkpoints,
+/// oldest first: a round trip for the checkpoints only if some row has any (a resumed or
+/// forked workflow), so a claim of fresh workflows is one statement.
+async fn with_checkpoints_if_any(
+    db: &PostgresStore,
+    rows: Vec<tokio_postgres::Row>,
+    op: &dyn super::Describe,
+) -> Result<Vec<Reclaimed>> {
+    let mut fresh = Vec::new();
+    let mut recorded = Vec::new();
+    for row in rows {
+        let has_checkpoints = match row.len().checked_sub(1) {
+            Some(last) => col::<bool>(&row, last)?,
+            None => true,
+        };
+        if has_checkpoints {
+            recorded.push(row);
+        } else {
+            fresh.push(Reclaimed {
+                row: super::workflow_row(&row)?,
+                checkpoints: Vec::new(),
+            });
+        }
+    }
+    let mut claimed = db.with_checkpoints(&recorded, op).await?;
+    claimed.append(&mut fresh);
+    claimed.sort_by(|a, b| {
+        (a.row.created_at, &a.row.workflow_id).cmp(&(b.row.created_at, &b.row.workflow_id))
+    });
+    Ok(claimed)
 }
 
 /// Whether claimers in several processes share the queue's budget (and must take turns).

@@ -69,7 +69,8 @@ macro_rules! status_columns {
 
 /// The columns of a [`WorkflowRow`](crate::store::WorkflowRow), in its field order; `s` is the
 /// status row, `i` the input row and `o` the output row.
-pub(super) const WORKFLOW_COLUMNS: &str = concat!(status_columns!(), ", i.inputs, o.output, o.error");
+pub(super) const WORKFLOW_COLUMNS: &str =
+    concat!(status_columns!(), ", i.inputs, o.output, o.error");
 
 /// [`WORKFLOW_COLUMNS`] up to the joined payloads (inputs, output, error), for a statement
 /// that selects those three itself (or NULLs in their place).

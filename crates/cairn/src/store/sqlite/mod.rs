@@ -17,6 +17,7 @@ pub(crate) mod liveness;
 mod manage;
 mod ops;
 mod queues;
+mod recovery;
 mod schedules;
 mod schema;
 #[cfg(test)]
