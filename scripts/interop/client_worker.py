@@ -22,7 +22,7 @@ Usage: python client_worker.py <command> <system database URL> <side log> <argum
       "local" (the same version and executor id as the Cairn process it shares the database
       with: only the application name tells their workflows apart). One workflow,
       "shared_job(tag: str) -> str" (portable JSON): step "mark" (appends
-      "mark py <workflow id>" to the side log), recv "go" (120 s), returns "py:<tag>:<go>".
+      "mark py <workflow id>" to the side log), recv "go" (600 s), returns "py:<tag>:<go>".
       `start` starts `count` of them with ids "py-<i>"; `recover` starts none (launch
       recovers this application's pending workflows).
 
@@ -129,7 +129,7 @@ def shared(url, log, mode, count):
     )
     def shared_job(tag: str) -> str:
         mark(tag)
-        go = DBOS.recv("go", timeout_seconds=120)
+        go = DBOS.recv("go", timeout_seconds=600)
         return f"py:{tag}:{go}"
 
     DBOS.launch()

@@ -72,11 +72,11 @@ async fn pipeline(tag: String, factor: i64) -> Result<Outcome, ClientError> {
     })
 }
 
-/// A step, a message on "go" (60 s), another step.
+/// A step, a message on "go" (10 min: long enough to outlast a slow test), another step.
 #[cairn::workflow]
 async fn gated(tag: String) -> Result<String, ClientError> {
     let one = stage_one(tag.clone()).await?;
-    let go = cairn::recv::<String>("go", Duration::from_secs(60)).await?;
+    let go = cairn::recv::<String>("go", Duration::from_secs(600)).await?;
     let three = stage_three(tag).await?;
     Ok(format!("{one}/{}/{three}", go.unwrap_or_default()))
 }
@@ -975,7 +975,7 @@ async fn shared_mark(tag: String) -> Result<String, ClientError> {
 #[cairn::workflow]
 async fn shared_job(tag: String) -> Result<String, ClientError> {
     shared_mark(tag.clone()).await?;
-    let go = cairn::recv::<String>("go", Duration::from_secs(120)).await?;
+    let go = cairn::recv::<String>("go", Duration::from_secs(600)).await?;
     Ok(format!("rs:{tag}:{}", go.unwrap_or_default()))
 }
 

@@ -405,6 +405,49 @@ async fn a_fork_replays_the_steps_before_its_start(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+/// A delayed workflow's delay can be moved: shortened to now, it runs at once; a workflow
+/// that is not delayed is left alone; a missing one is `NotFound`.
+async fn a_delayed_workflow_runs_when_its_delay_is_moved(db: &TestDb) {
+    let app = db
+        .builder("manage")
+        .queue(cairn::Queue::new("later"))
+        .launch()
+        .await
+        .expect("launch");
+    let client = Client::connect(&db.url).await.expect("connect a client");
+    let key = format!("delay@{}", db.url);
+    let options = cairn::EnqueueOptions::default().with_delay(Duration::from_secs(3600));
+    let handle = client
+        .enqueue_with(options, "later", three_steps, key)
+        .await
+        .unwrap();
+    assert_eq!(handle.status().await.unwrap().state, WorkflowState::Delayed);
+    assert!(
+        client
+            .set_workflow_delay(handle.id(), Duration::from_secs(7200))
+            .await
+            .unwrap()
+    );
+    assert_eq!(handle.status().await.unwrap().state, WorkflowState::Delayed);
+    assert!(
+        app.set_workflow_delay_until(handle.id(), chrono::Utc::now())
+            .await
+            .unwrap()
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(30), handle.result()).await;
+    assert_eq!(outcome.expect("it runs once due").unwrap(), 6);
+    assert!(
+        !client
+            .set_workflow_delay(handle.id(), Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let missing = client.set_workflow_delay("missing", Duration::ZERO).await;
+    assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+    client.close().await;
+    app.shutdown().await.unwrap();
+}
+
 both_backends!(
     deleting_a_workflow_removes_every_row_it_owns,
     deleting_with_children_removes_the_whole_tree,
@@ -412,4 +455,5 @@ both_backends!(
     a_delete_inside_a_workflow_is_a_step,
     cancel_and_resume_many_at_once,
     a_fork_replays_the_steps_before_its_start,
+    a_delayed_workflow_runs_when_its_delay_is_moved,
 );

@@ -300,3 +300,59 @@ async fn fork(
         }),
     }
 }
+
+impl Client {
+    /// Change when a `DELAYED` workflow (one enqueued with a delay) may be dequeued: `delay`
+    /// from now (DBOS's `set_workflow_delay`). Answers whether it was `DELAYED` (a workflow in
+    /// any other status is left as it is); a missing id is [`Error::NotFound`]. Inside a
+    /// workflow the call is a step (`DBOS.setWorkflowDelay`).
+    pub fn set_workflow_delay(
+        &self,
+        workflow_id: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send + use<> {
+        let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        self.set_delay(workflow_id, Box::new(move |now| now.saturating_add(millis)))
+    }
+
+    /// [`Client::set_workflow_delay`] to an instant: the workflow may be dequeued from `until`
+    /// on (at once if it has passed).
+    pub fn set_workflow_delay_until(
+        &self,
+        workflow_id: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send + use<> {
+        let until = until.timestamp_millis().max(0);
+        self.set_delay(workflow_id, Box::new(move |_| until))
+    }
+
+    /// Set a delay computed from the time of the call (`until` maps now to the new instant).
+    fn set_delay(
+        &self,
+        workflow_id: &str,
+        until: Box<dyn FnOnce(i64) -> i64 + Send>,
+    ) -> impl Future<Output = Result<bool>> + Send + use<> {
+        let rt = Arc::clone(&self.rt);
+        let workflow_id = workflow_id.to_owned();
+        let call = StepCall::begin("DBOS.setWorkflowDelay");
+        async move {
+            call.run(Some(std::convert::identity), async move {
+                let now = now_ms();
+                let op = store::SetWorkflowDelay {
+                    workflow_id: workflow_id.clone(),
+                    delay_until_epoch_ms: until(now),
+                    now_ms: now,
+                };
+                match rt.store.run(op).await? {
+                    None => Err(Error::NotFound(workflow_id)),
+                    Some(changed) => {
+                        // The dispatcher promotes due workflows when it next polls.
+                        rt.wake_dispatcher();
+                        Ok(changed)
+                    }
+                }
+            })
+            .await
+        }
+    }
+}

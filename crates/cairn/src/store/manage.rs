@@ -90,3 +90,20 @@ impl Operation for ForkWorkflow {
         )
     }
 }
+
+/// Set a `DELAYED` workflow's `delay_until_epoch_ms` (DBOS's `set_workflow_delay`;
+/// `updated_at = now_ms`); a workflow in any other status is left alone. Answers `None` if
+/// the workflow does not exist, else whether it was `DELAYED` (and so changed). Idempotent.
+#[derive(Debug, Clone)]
+pub(crate) struct SetWorkflowDelay {
+    pub workflow_id: String,
+    pub delay_until_epoch_ms: i64,
+    pub now_ms: i64,
+}
+
+impl Operation for SetWorkflowDelay {
+    type Output = Option<bool>;
+    fn describe(&self) -> String {
+        format!("setting the delay of workflow {}", self.workflow_id)
+    }
+}

@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::store::{
-    CompleteWorkflow, DeleteWorkflows, RecordOutcome, RecordStep, SendMessage, SetEvent,
-    WriteStream,
+    CompleteWorkflow, DeleteWorkflows, ForkOutcome, ForkWorkflow, RecordOutcome, RecordStep,
+    SendMessage, SetEvent, SetWorkflowDelay, WriteStream,
 };
 
 /// The tables holding a workflow's rows, with the column naming the workflow.
@@ -116,5 +116,76 @@ conformance! {
         let late = db.run(RecordStep(step("w", &owner("w"), 5))).await;
         assert_eq!(late, RecordOutcome::NotOwner { status: None });
         assert_eq!(rows_of(db, "w").await, [0; 8]);
+    }
+
+    /// A fork from step 3 gets a copy of the checkpoints before it, the event history they
+    /// wrote and each event's latest value among them, and none of the later stream value;
+    /// it is `ENQUEUED` on its queue with `forked_from`, and the original is marked. A re-run
+    /// by the same creator is `Forked`; another creator finds the id taken; a missing original
+    /// writes nothing.
+    async fn a_fork_copies_what_came_before_its_start(db) {
+        populated(db, "orig", true).await;
+        let fork = ForkWorkflow {
+            original_id: "orig".to_owned(),
+            forked_id: "fork".to_owned(),
+            start_step: 3,
+            application_version: Some("v2".to_owned()),
+            queue_name: "_dbos_internal_queue".to_owned(),
+            queue_partition_key: None,
+            timeout_ms: None,
+            application_name: Some("other".to_owned()),
+            creator_xid: "forker".to_owned(),
+            now_ms: T0 + 5,
+        };
+        assert_eq!(db.run(fork.clone()).await, ForkOutcome::Forked);
+        assert_eq!(rows_of(db, "fork").await, [1, 1, 0, 2, 0, 1, 1, 0]);
+        assert_eq!(
+            db.lines(
+                "SELECT status, queue_name, application_version, application_name, forked_from \
+                 FROM workflow_status WHERE workflow_uuid = 'fork'"
+            )
+            .await,
+            ["ENQUEUED|_dbos_internal_queue|v2|shop|orig"]
+        );
+        assert_eq!(
+            db.lines("SELECT value FROM workflow_events WHERE workflow_uuid = 'fork'").await,
+            ["1"]
+        );
+        assert_eq!(
+            db.count(
+                "SELECT COUNT(*) FROM workflow_status WHERE workflow_uuid = 'orig' AND was_forked_from"
+            )
+            .await,
+            1
+        );
+        assert_eq!(db.run(fork.clone()).await, ForkOutcome::Forked);
+        let other = ForkWorkflow { creator_xid: "another".to_owned(), ..fork.clone() };
+        assert_eq!(db.run(other).await, ForkOutcome::IdTaken);
+        let missing = ForkWorkflow {
+            original_id: "missing".to_owned(),
+            forked_id: "fork-2".to_owned(),
+            ..fork
+        };
+        assert_eq!(db.run(missing).await, ForkOutcome::OriginalMissing);
+        assert_eq!(rows_of(db, "fork-2").await, [0; 8]);
+    }
+
+    /// A delay changes only on a `DELAYED` workflow; a missing one answers `None`.
+    async fn only_a_delayed_workflow_takes_a_new_delay(db) {
+        db.pending(&["d", "p"]).await;
+        db.execute("UPDATE workflow_status SET status = 'DELAYED' WHERE workflow_uuid = 'd'").await;
+        let delay = |id: &str| SetWorkflowDelay {
+            workflow_id: id.to_owned(),
+            delay_until_epoch_ms: T0 + 42,
+            now_ms: T0 + 1,
+        };
+        assert_eq!(db.run(delay("d")).await, Some(true));
+        assert_eq!(db.run(delay("p")).await, Some(false));
+        assert_eq!(db.run(delay("missing")).await, None);
+        assert_eq!(
+            db.lines("SELECT workflow_uuid, delay_until_epoch_ms FROM workflow_status ORDER BY 1")
+                .await,
+            [format!("d|{}", T0 + 42), "p|NULL".to_owned()]
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::sql::Sql;
 use super::{OnPostgres, Param, PostgresStore, col, failed};
 use crate::error::Result;
 use crate::store::manage::in_order_asked;
-use crate::store::{DeleteWorkflows, ForkOutcome, ForkWorkflow};
+use crate::store::{DeleteWorkflows, ForkOutcome, ForkWorkflow, SetWorkflowDelay};
 
 /// `$1` ids (text[]): lock their status rows, in id order (two overlapping deletes cannot
 /// deadlock).
@@ -268,4 +268,25 @@ async fn fork(
     }
     tx.commit().await?;
     Ok(ForkOutcome::Forked)
+}
+
+/// `$1` workflow, `$2` delay until, `$3` now: `(changed, exists)`.
+static SET_DELAY: Sql = Sql(|q| {
+    format!(
+        "WITH upd AS ( \
+             UPDATE {q}.workflow_status SET delay_until_epoch_ms = $2::int8, updated_at = $3::int8 \
+             WHERE workflow_uuid = $1::text AND status = 'DELAYED' RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM upd), \
+             EXISTS (SELECT 1 FROM {q}.workflow_status WHERE workflow_uuid = $1::text)"
+    )
+});
+
+impl OnPostgres for SetWorkflowDelay {
+    /// One statement: the guarded update and whether the row exists.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Option<bool>> {
+        let params: [Param<'_>; 3] = [&self.workflow_id, &self.delay_until_epoch_ms, &self.now_ms];
+        let row = db.query_row(&SET_DELAY, &params, self).await?;
+        let (changed, exists): (bool, bool) = (col(&row, 0)?, col(&row, 1)?);
+        Ok(exists.then_some(changed))
+    }
 }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{OnSqlite, failed};
 use crate::error::{Error, Result};
 use crate::store::manage::in_order_asked;
-use crate::store::{DeleteWorkflows, ForkOutcome, ForkWorkflow, Operation};
+use crate::store::{DeleteWorkflows, ForkOutcome, ForkWorkflow, Operation, SetWorkflowDelay};
 
 /// The tables holding a workflow's rows besides `workflow_status`, with the column naming
 /// the workflow. Deleted explicitly: the first three carry no foreign key, and the others
@@ -184,5 +184,37 @@ fn fork_refused(conn: &Connection, fork: &ForkWorkflow) -> rusqlite::Result<Fork
         Some(true) => Ok(ForkOutcome::Forked),
         Some(false) => Ok(ForkOutcome::IdTaken),
         None => Ok(ForkOutcome::OriginalMissing),
+    }
+}
+
+impl OnSqlite for SetWorkflowDelay {
+    const WRITES: bool = true;
+
+    /// The guarded update, then (only when it changed nothing) whether the row exists.
+    fn on_sqlite(&self, conn: &Connection) -> Result<Option<bool>> {
+        let fail = failed(self);
+        let changed = conn
+            .prepare_cached(
+                "UPDATE workflow_status SET delay_until_epoch_ms = ?2, updated_at = ?3 \
+                 WHERE workflow_uuid = ?1 AND status = 'DELAYED'",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    self.workflow_id,
+                    self.delay_until_epoch_ms,
+                    self.now_ms
+                ])
+            })
+            .map_err(&fail)?;
+        if changed > 0 {
+            return Ok(Some(true));
+        }
+        let exists: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM workflow_status WHERE workflow_uuid = ?1)",
+            )
+            .and_then(|mut stmt| stmt.query_row([&self.workflow_id], |row| row.get(0)))
+            .map_err(&fail)?;
+        Ok(exists.then_some(false))
     }
 }

@@ -17,7 +17,6 @@ pub(crate) mod liveness;
 mod manage;
 mod ops;
 mod queues;
-mod recovery;
 mod schedules;
 mod schema;
 #[cfg(test)]

@@ -149,7 +149,7 @@ impl OnSqlite for ReclaimPending {
                 .collect()
             })
             .map_err(&fail)?;
-        super::recovery::load_claimed(conn, &ids).map_err(&fail)
+        load_all_reclaimed(conn, ids).map_err(&fail)
     }
 }
 
@@ -249,7 +249,7 @@ impl OnSqlite for ClaimEnqueued {
                     .collect()
             })
             .map_err(&fail)?;
-        super::recovery::load_claimed(conn, &ids).map_err(&fail)
+        load_all_reclaimed(conn, ids).map_err(&fail)
     }
 }
 
@@ -592,6 +592,28 @@ pub(super) fn get_workflow(
     ))?
     .query_row([workflow_id], workflow_from_row)
     .optional()
+}
+
+/// A workflow's row with its checkpoints, as recovery, claims and resume hand it to the engine.
+pub(super) fn with_checkpoints(conn: &Connection, row: WorkflowRow) -> rusqlite::Result<Reclaimed> {
+    let checkpoints = list_checkpoints(conn, &row.workflow_id)?;
+    Ok(Reclaimed { row, checkpoints })
+}
+
+/// The workflows `ids` names (just claimed in this transaction), each with its checkpoints,
+/// ordered by `created_at` then id.
+fn load_all_reclaimed(conn: &Connection, ids: Vec<String>) -> rusqlite::Result<Vec<Reclaimed>> {
+    let mut loaded = Vec::with_capacity(ids.len());
+    for id in ids {
+        // Rows the claim just updated exist in this same transaction.
+        if let Some(row) = get_workflow(conn, &id)? {
+            loaded.push(with_checkpoints(conn, row)?);
+        }
+    }
+    loaded.sort_by(|a, b| {
+        (a.row.created_at, &a.row.workflow_id).cmp(&(b.row.created_at, &b.row.workflow_id))
+    });
+    Ok(loaded)
 }
 
 impl OnSqlite for crate::store::CountPendingElsewhere {
