@@ -7,7 +7,7 @@ Usage: python client_worker.py <command> <system database URL> <side log> <argum
       its computed application version, executor "local"), serving the queue "py_queue"
       (polled every 0.1 s) with these workflows:
         py_chat(name: str, count: int, tags: list) -> dict
-            step py_greet, set_event "greeting" to {"text", "count"}, recv "reply" (60 s),
+            step py_greet, set_event "greeting" to {"text", "count"}, recv "reply" (600 s),
             return {"greeting", "count", "tags", "reply"}.
         py_fail(reason: str)
             raises ValueError(reason).
@@ -64,7 +64,7 @@ def serve(url, log):
         assert isinstance(count, int), f"count is {type(count)}"
         greeting = py_greet(name)
         DBOS.set_event("greeting", {"text": greeting, "count": count})
-        reply = DBOS.recv("reply", timeout_seconds=60)
+        reply = DBOS.recv("reply", timeout_seconds=600)
         return {"greeting": greeting, "count": count, "tags": tags, "reply": reply}
 
     @DBOS.workflow(name="py_fail")

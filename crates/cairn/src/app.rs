@@ -46,6 +46,7 @@ pub struct CairnBuilder {
     listen_queues: Option<Vec<String>>,
     /// See [`CairnBuilder::queue`].
     queues: Vec<crate::engine::queue::Queue>,
+    retention: Option<crate::client::RetentionPolicy>,
 }
 
 impl CairnBuilder {
@@ -217,6 +218,18 @@ impl CairnBuilder {
         self
     }
 
+    /// Delete finished workflows by a [`RetentionPolicy`](crate::RetentionPolicy), every
+    /// `policy.interval` (the first time one interval after launch) until shutdown: those
+    /// created longer than `older_than` ago, then all but the newest `max_finished`.
+    /// Workflows not yet finished are never touched, and each deleted workflow goes with all
+    /// its rows (see [`Client::delete_finished_before`]). A process with a policy applies it
+    /// to the whole system database, so one process per deployment is enough. Default: none
+    /// (as DBOS, everything is kept).
+    pub fn retention(mut self, policy: crate::client::RetentionPolicy) -> Self {
+        self.retention = Some(policy);
+        self
+    }
+
     /// Open (creating and migrating if needed) the system database, take the executor id,
     /// record the application version, and resume this executor's unfinished workflows.
     /// Fails with [`Error::DuplicateWorkflowName`] if two workflow functions share a name, and
@@ -296,7 +309,9 @@ impl CairnBuilder {
             app_version = %rt.app_version,
             "Cairn launched"
         );
-        rt.store.watch_changes(change_sink(&rt), CHANGE_POLL).await?;
+        rt.store
+            .watch_changes(change_sink(&rt), CHANGE_POLL)
+            .await?;
         let scheduler = schedule::Scheduler::new(self.max_automatic_backfill);
         let app = Cairn {
             client: Client::of(Arc::clone(&rt), Some(Arc::clone(&scheduler))),
@@ -330,8 +345,33 @@ impl CairnBuilder {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(scheduler);
+        if let Some(policy) = self.retention {
+            let retention = tokio::spawn(retain(app.client.clone(), policy));
+            app.background
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(retention);
+        }
         crate::engine::runtime::register_launched(&app.rt);
         Ok(app)
+    }
+}
+
+/// Apply a retention policy every `policy.interval` until shutdown. A failed pass is logged
+/// and retried at the next interval (a database outage is already retried inside it).
+async fn retain(client: Client, policy: crate::client::RetentionPolicy) {
+    let interval = policy.interval.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = client.rt.shutdown_requested() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match crate::client::run_retention(&client, &policy).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "retention deleted finished workflows"),
+            Err(Error::Shutdown) => return,
+            Err(error) => tracing::warn!(%error, "retention failed; trying again next interval"),
+        }
     }
 }
 
@@ -583,6 +623,7 @@ impl Cairn {
             schedules: Vec::new(),
             listen_queues: None,
             queues: Vec::new(),
+            retention: None,
         }
     }
 

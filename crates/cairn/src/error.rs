@@ -239,7 +239,9 @@ pub enum Error {
 
     /// Reading a stream waited longer than its per-value timeout for the next value
     /// ([`ReadStreamOptions::timeout`](crate::ReadStreamOptions::timeout)).
-    #[error("no value at offset {offset} of stream `{key}` of workflow {workflow_id} within {timeout_ms} ms")]
+    #[error(
+        "no value at offset {offset} of stream `{key}` of workflow {workflow_id} within {timeout_ms} ms"
+    )]
     StreamTimedOut {
         /// The workflow writing the stream.
         workflow_id: String,

@@ -427,8 +427,8 @@ mod status;
 pub(crate) mod store;
 
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
+pub use client::{ApplicationVersion, EventHistoryEntry, ForkOptions, RetentionPolicy};
 pub use client::{Client, ClientOptions, Message, ReadStreamOptions};
-pub use client::ForkOptions;
 pub use engine::comm::{SendOptions, close_stream, get_event, recv, send, set_event, write_stream};
 pub use engine::control::{deprecate_patch, patch, wait_all, wait_first};
 pub use engine::debounce::Debouncer;
@@ -445,7 +445,9 @@ pub use engine::workflow::{
     StartOptions, WorkflowFn, WorkflowHandle, start_child_workflow, start_child_workflow_with,
 };
 pub use error::{DatabaseErrorKind, DurableError, Error, PortableError, Result};
-pub use status::{ListStepsOptions, ListWorkflowsOptions, SortOrder, StepInfo, WorkflowState, WorkflowStatus};
+pub use status::{
+    ListStepsOptions, ListWorkflowsOptions, SortOrder, StepInfo, WorkflowState, WorkflowStatus,
+};
 
 /// Mark an `async fn` as a durable workflow. See the [crate docs](crate#a-first-workflow).
 ///

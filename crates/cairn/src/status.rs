@@ -141,7 +141,7 @@ pub struct WorkflowStatus {
     pub forked_from: Option<String>,
     /// Whether another workflow was forked from this one.
     pub was_forked_from: bool,
-    /// Its key/value attributes, searchable with [`ListWorkflowsOptions::attributes`](crate::ListWorkflowsOptions::attributes).
+    /// Its key/value attributes, searchable with [`ListWorkflowsOptions::attribute`](crate::ListWorkflowsOptions::attribute).
     /// A stored value that is not JSON is shown as a JSON string holding its text.
     pub attributes: Option<Value>,
     /// For a `DELAYED` workflow: when it becomes `ENQUEUED`, epoch milliseconds.

@@ -39,6 +39,7 @@ both_backends!(
     a_client_sends_many_messages_all_or_none,
     a_client_reads_a_stream_from_an_offset_with_a_timeout,
     management_calls_inside_a_workflow_are_recorded_as_its_steps,
+    a_retention_policy_deletes_finished_workflows_while_the_application_runs,
 );
 
 async fn a_client_refuses_a_database_without_a_schema_and_creates_nothing(db: &TestDb) {
@@ -58,7 +59,8 @@ async fn a_client_refuses_a_database_without_a_schema_and_creates_nothing(db: &T
             );
         }
         Backend::Postgres => {
-            let server = common::pg_client(&format!("{}/postgres", common::postgres_server())).await;
+            let server =
+                common::pg_client(&format!("{}/postgres", common::postgres_server())).await;
             let name = db.url.rsplit('/').next().unwrap_or_default().to_owned();
             let found = server
                 .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -146,10 +148,7 @@ async fn a_client_messages_a_workflow_and_reads_its_event_and_stream(db: &TestDb
         .collect()
         .await;
     assert_eq!(streamed, ["re: hello"]);
-    let from_client = client
-        .retrieve::<String>("echo-1")
-        .await
-        .expect("retrieve");
+    let from_client = client.retrieve::<String>("echo-1").await.expect("retrieve");
     assert_eq!(from_client.result().await.expect("result"), "re: hello");
     assert_eq!(handle.result().await.expect("result"), "re: hello");
     assert!(matches!(
@@ -297,7 +296,11 @@ async fn management_calls_inside_a_workflow_are_recorded_as_its_steps(db: &TestD
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["DBOS.getStatus", "DBOS.listWorkflowSteps", "DBOS.get_events"]
+        [
+            "DBOS.getStatus",
+            "DBOS.listWorkflowSteps",
+            "DBOS.get_events"
+        ]
     );
     let recorded: serde_json::Value =
         serde_json::from_str(steps[0].raw_output.as_deref().expect("recorded status"))
@@ -305,5 +308,55 @@ async fn management_calls_inside_a_workflow_are_recorded_as_its_steps(db: &TestD
     assert_eq!(recorded["workflow_id"], "target");
     CLIENTS.lock().unwrap().remove(&db.url);
     client.close().await;
+    app.shutdown().await.expect("shutdown");
+}
+
+async fn a_retention_policy_deletes_finished_workflows_while_the_application_runs(db: &TestDb) {
+    let policy = cairn::RetentionPolicy::default()
+        .with_max_finished(1)
+        .with_interval(Duration::from_secs(1));
+    let app = db
+        .builder("retention")
+        .retention(policy)
+        .launch()
+        .await
+        .expect("launch");
+    for (n, id) in ["old-1", "old-2", "newest"].into_iter().enumerate() {
+        let handle = app
+            .start_with(cairn::StartOptions::id(id), double, n as i64)
+            .await
+            .expect("start");
+        handle.result().await.expect("result");
+        // Distinct creation times, so "the newest" is well defined.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waiting = app
+        .start_with(cairn::StartOptions::id("waiting"), echo, String::new())
+        .await
+        .expect("start waiting");
+    // The policy runs every second: wait (bounded) until the two oldest are gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let gone = matches!(app.status("old-1").await, Err(Error::NotFound(_)))
+            && matches!(app.status("old-2").await, Err(Error::NotFound(_)));
+        if gone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.status("newest").await.expect("newest kept").state,
+        WorkflowState::Success
+    );
+    assert_eq!(
+        app.status("waiting").await.expect("unfinished kept").state,
+        WorkflowState::Pending
+    );
+    app.send("waiting", "in", &"x").await.expect("send");
+    assert_eq!(waiting.result().await.expect("waiting"), "x");
     app.shutdown().await.expect("shutdown");
 }

@@ -20,8 +20,10 @@ use cairn::{
     Client, EnqueueOptions, Error, ForkOptions, ListStepsOptions, ListWorkflowsOptions, SortOrder,
     StartOptions, WorkflowState,
 };
+#[cfg(feature = "postgres")]
+use common::Backend;
+use common::TestDb;
 use common::dbos::{PythonProcess, dbos_url, run_cli, run_python};
-use common::{Backend, TestDb};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

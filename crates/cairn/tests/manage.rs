@@ -457,3 +457,480 @@ both_backends!(
     a_fork_replays_the_steps_before_its_start,
     a_delayed_workflow_runs_when_its_delay_is_moved,
 );
+
+// ---- Workflow attributes -----------------------------------------------------------------
+
+/// A workflow that finishes at once.
+#[cairn::workflow]
+async fn tagged() -> Result<u32, cairn::Error> {
+    Ok(1)
+}
+
+/// A workflow that replaces another's attributes as one of its steps.
+#[cairn::workflow]
+async fn retagger(target: String) -> Result<(), cairn::Error> {
+    manager()?
+        .update_workflow_attributes(&target, Some(serde_json::json!({"by": "workflow"})), false)
+        .await
+}
+
+/// Attributes given at a start or an enqueue are recorded, shown by `status()`, and found by
+/// the listing's attribute filter; anything but an object is refused before anything runs.
+async fn attributes_set_at_start_are_shown_and_searchable(db: &TestDb) {
+    let manager = Arc::new(Manager::default());
+    let app = db
+        .builder("manage")
+        .state(Arc::clone(&manager))
+        .queue(cairn::Queue::new("tags"))
+        .launch()
+        .await
+        .expect("launch");
+    let client = Client::connect(&db.url).await.expect("connect a client");
+    let started_attrs = serde_json::json!({"team": "red", "tier": 1});
+    let started = app
+        .start_with(
+            cairn::StartOptions::id("attr-started").with_attributes(started_attrs.clone()),
+            tagged,
+            (),
+        )
+        .await
+        .unwrap();
+    started.result().await.unwrap();
+    let enqueued_attrs = serde_json::json!({"team": "blue", "nested": {"a": [1, 2]}});
+    let enqueued = client
+        .enqueue_with(
+            cairn::EnqueueOptions::id("attr-enqueued").with_attributes(enqueued_attrs.clone()),
+            "tags",
+            tagged,
+            (),
+        )
+        .await
+        .unwrap();
+    enqueued.result().await.unwrap();
+    let plain = app.start(tagged, ()).await.unwrap();
+    plain.result().await.unwrap();
+
+    assert_eq!(
+        client.status("attr-started").await.unwrap().attributes,
+        Some(started_attrs)
+    );
+    assert_eq!(
+        client.status("attr-enqueued").await.unwrap().attributes,
+        Some(enqueued_attrs)
+    );
+    assert_eq!(client.status(plain.id()).await.unwrap().attributes, None);
+
+    for (team, expected) in [("red", "attr-started"), ("blue", "attr-enqueued")] {
+        let found = client
+            .list_workflows(cairn::ListWorkflowsOptions::new().attribute("team", team))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = found.iter().map(|s| s.workflow_id.as_str()).collect();
+        assert_eq!(ids, [expected], "team {team}");
+    }
+
+    for refused in [
+        serde_json::json!(3),
+        serde_json::json!(["a"]),
+        serde_json::json!("x"),
+    ] {
+        let start = app
+            .start_with(
+                cairn::StartOptions::default().with_attributes(refused.clone()),
+                tagged,
+                (),
+            )
+            .await;
+        assert!(
+            matches!(
+                start,
+                Err(Error::InvalidArgument {
+                    argument: "attributes",
+                    ..
+                })
+            ),
+            "{refused}: {start:?}"
+        );
+        let enqueue = client
+            .enqueue_with(
+                cairn::EnqueueOptions::default().with_attributes(refused.clone()),
+                "tags",
+                tagged,
+                (),
+            )
+            .await;
+        assert!(
+            matches!(
+                enqueue,
+                Err(Error::InvalidArgument {
+                    argument: "attributes",
+                    ..
+                })
+            ),
+            "{refused}: {enqueue:?}"
+        );
+    }
+    client.close().await;
+    app.shutdown().await.unwrap();
+}
+
+/// Updating attributes replaces them by default, merges top-level keys with `merge`, and
+/// clears them with `None`; a missing workflow is `NotFound`; inside a workflow the update is
+/// a step under DBOS's name.
+async fn updating_attributes_replaces_merges_and_clears(db: &TestDb) {
+    let (app, client) = launch(db).await;
+    let handle = app
+        .start_with(
+            cairn::StartOptions::id("attr-update")
+                .with_attributes(serde_json::json!({"a": 1, "b": {"x": 1}})),
+            tagged,
+            (),
+        )
+        .await
+        .unwrap();
+    handle.result().await.unwrap();
+    let attributes = async || client.status("attr-update").await.unwrap().attributes;
+
+    client
+        .update_workflow_attributes("attr-update", Some(serde_json::json!({"c": 3})), false)
+        .await
+        .unwrap();
+    assert_eq!(attributes().await, Some(serde_json::json!({"c": 3})));
+
+    app.update_workflow_attributes(
+        "attr-update",
+        Some(serde_json::json!({"d": 4, "c": {"y": 2}})),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        attributes().await,
+        Some(serde_json::json!({"c": {"y": 2}, "d": 4}))
+    );
+    let found = client
+        .list_workflows(cairn::ListWorkflowsOptions::new().attribute("d", 4))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+
+    client
+        .update_workflow_attributes("attr-update", None, false)
+        .await
+        .unwrap();
+    assert_eq!(attributes().await, None);
+    // Merging into none starts from an empty object.
+    client
+        .update_workflow_attributes("attr-update", Some(serde_json::json!({"e": 5})), true)
+        .await
+        .unwrap();
+    assert_eq!(attributes().await, Some(serde_json::json!({"e": 5})));
+
+    let refused = client
+        .update_workflow_attributes("attr-update", Some(serde_json::json!([1])), false)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::InvalidArgument {
+                argument: "attributes",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let merge_none = client
+        .update_workflow_attributes("attr-update", None, true)
+        .await;
+    assert!(
+        matches!(
+            merge_none,
+            Err(Error::InvalidArgument {
+                argument: "attributes",
+                ..
+            })
+        ),
+        "{merge_none:?}"
+    );
+    let missing = client
+        .update_workflow_attributes("missing", Some(serde_json::json!({})), false)
+        .await;
+    assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+
+    let retag = app.start(retagger, "attr-update".to_owned()).await.unwrap();
+    retag.result().await.unwrap();
+    assert_eq!(
+        attributes().await,
+        Some(serde_json::json!({"by": "workflow"}))
+    );
+    let steps = client.list_steps(retag.id()).await.unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["DBOS.updateWorkflowAttributes"]);
+    client.close().await;
+    app.shutdown().await.unwrap();
+}
+
+both_backends!(
+    attributes_set_at_start_are_shown_and_searchable,
+    updating_attributes_replaces_merges_and_clears,
+);
+
+// ---- Event history -----------------------------------------------------------------------
+
+/// A workflow that sets `k` three times and `j` once.
+#[cairn::workflow]
+async fn eventful() -> Result<(), cairn::Error> {
+    cairn::set_event("k", &1u32).await?;
+    cairn::set_event("j", &"jay").await?;
+    cairn::set_event("k", &2u32).await?;
+    cairn::set_event("k", &serde_json::json!({"three": 3})).await?;
+    Ok(())
+}
+
+/// A workflow that reads another's event history as one of its steps.
+#[cairn::workflow]
+async fn history_reader(target: String) -> Result<usize, cairn::Error> {
+    Ok(manager()?.get_event_history(&target, None).await?.len())
+}
+
+/// The event history lists every value set, in the order set, for all keys or one; the
+/// latest value is still what `get_event` answers.
+async fn event_history_lists_every_value_in_order(db: &TestDb) {
+    let (app, client) = launch(db).await;
+    let handle = app
+        .start_with(cairn::StartOptions::id("eventful"), eventful, ())
+        .await
+        .unwrap();
+    handle.result().await.unwrap();
+
+    let history = app.get_event_history("eventful", None).await.unwrap();
+    let seen: Vec<(&str, serde_json::Value)> = history
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("k", serde_json::json!(1)),
+            ("j", serde_json::json!("jay")),
+            ("k", serde_json::json!(2)),
+            ("k", serde_json::json!({"three": 3})),
+        ]
+    );
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0].function_id < w[1].function_id)
+    );
+    assert_eq!(history[1].raw, "\"jay\"");
+
+    let k = client
+        .get_event_history("eventful", Some("k"))
+        .await
+        .unwrap();
+    let values: Vec<serde_json::Value> = k.into_iter().map(|e| e.value).collect();
+    assert_eq!(
+        values,
+        [
+            serde_json::json!(1),
+            serde_json::json!(2),
+            serde_json::json!({"three": 3})
+        ]
+    );
+    let latest: Option<serde_json::Value> = client
+        .get_event("eventful", "k", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(latest, Some(serde_json::json!({"three": 3})));
+    assert!(
+        client
+            .get_event_history("missing", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let reader = app
+        .start(history_reader, "eventful".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(reader.result().await.unwrap(), 4);
+    let steps = client.list_steps(reader.id()).await.unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["DBOS.getEventHistory"]);
+    client.close().await;
+    app.shutdown().await.unwrap();
+}
+
+both_backends!(event_history_lists_every_value_in_order);
+
+// ── Application versions ────────────────────────────────────────────────────────────────
+
+/// A workflow that reads the latest application version as one of its steps.
+#[cairn::workflow]
+async fn latest_reader() -> Result<Option<String>, cairn::Error> {
+    let latest = manager()?.latest_application_version().await?;
+    Ok(latest.map(|v| v.name))
+}
+
+/// Record version `name` at `timestamp` for `owner` (NULL when `None`), as another
+/// deployment would have.
+async fn add_version(db: &TestDb, name: &str, timestamp: i64, owner: Option<&str>) {
+    let owner = owner.map_or("NULL".to_owned(), |o| format!("'{o}'"));
+    db.execute(&format!(
+        "INSERT INTO application_versions \
+         (version_id, version_name, version_timestamp, created_at, application_name) \
+         VALUES ('id-{name}', '{name}', {timestamp}, {timestamp}, {owner})"
+    ))
+    .await;
+}
+
+/// An application sees its own and unclaimed versions, newest first, and a client without an
+/// application name sees all; promoting a version makes it the latest and claims an
+/// unclaimed one; another application's version is refused; a missing one answers `false`.
+/// Inside a workflow, reading the latest version is a step under DBOS's name.
+async fn application_versions_are_listed_and_promoted(db: &TestDb) {
+    let (app, client) = launch(db).await;
+    let mine = app
+        .latest_application_version()
+        .await
+        .unwrap()
+        .expect("the application registered its version");
+    assert_eq!(mine.application_name.as_deref(), Some("manage"));
+    add_version(db, "old", 1, Some("manage")).await;
+    add_version(db, "shared", 2, None).await;
+    add_version(db, "foreign", 3, Some("other")).await;
+
+    let names = |versions: Vec<cairn::ApplicationVersion>| -> Vec<String> {
+        versions.into_iter().map(|v| v.name).collect()
+    };
+    assert_eq!(
+        names(app.list_application_versions().await.unwrap()),
+        [mine.name.as_str(), "shared", "old"]
+    );
+    assert_eq!(
+        names(client.list_application_versions().await.unwrap()),
+        [mine.name.as_str(), "foreign", "shared", "old"]
+    );
+
+    assert!(app.promote_application_version("old").await.unwrap());
+    let latest = app.latest_application_version().await.unwrap().unwrap();
+    assert_eq!(latest.name, "old");
+    assert!(latest.timestamp_ms >= mine.timestamp_ms, "{latest:?}");
+    assert_eq!(latest.created_at_ms, 1);
+
+    let owner = |name: &str| {
+        let sql = format!(
+            "SELECT application_name FROM application_versions WHERE version_name = '{name}'"
+        );
+        async move { db.query_text(&sql).await }
+    };
+    assert!(app.promote_application_version("shared").await.unwrap());
+    assert_eq!(owner("shared").await.as_deref(), Some("manage"));
+    let refused = app.promote_application_version("foreign").await;
+    let owned_elsewhere = matches!(
+        refused,
+        Err(Error::InvalidArgument {
+            argument: "version",
+            ..
+        })
+    );
+    assert!(owned_elsewhere, "{refused:?}");
+    assert!(!app.promote_application_version("missing").await.unwrap());
+    assert!(client.promote_application_version("foreign").await.unwrap());
+    assert_eq!(owner("foreign").await.as_deref(), Some("other"));
+
+    let reader = app.start(latest_reader, ()).await.unwrap();
+    assert_eq!(reader.result().await.unwrap().as_deref(), Some("foreign"));
+    let steps = client.list_steps(reader.id()).await.unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["DBOS.getLatestApplicationVersion"]);
+    client.close().await;
+    app.shutdown().await.unwrap();
+}
+
+// ── Retention ───────────────────────────────────────────────────────────────────────────
+
+/// Run `busy` to completion as `id`.
+async fn finished(app: &Cairn, id: &str) {
+    let handle = app
+        .start_with(cairn::StartOptions::id(id), busy, 1)
+        .await
+        .unwrap();
+    app.send(id, "nudge", &1u32).await.unwrap();
+    assert_eq!(handle.result().await.unwrap(), 2);
+}
+
+/// Set `workflow_id`'s `created_at`.
+async fn created_at(db: &TestDb, workflow_id: &str, ms: i64) {
+    db.execute(&format!(
+        "UPDATE workflow_status SET created_at = {ms} WHERE workflow_uuid = '{workflow_id}'"
+    ))
+    .await;
+}
+
+/// Finished workflows created before the cutoff go with every row they own; a cutoff before
+/// them deletes nothing; a running (`PENDING`) and an `ENQUEUED` workflow stay whatever
+/// their age.
+async fn retention_deletes_old_finished_workflows_with_every_row(db: &TestDb) {
+    let (app, client) = launch(db).await;
+    for id in ["done-a", "done-b", "done-c"] {
+        finished(&app, id).await;
+        assert!(!gone(db, id).await);
+    }
+    let running = start_waiting(&app, &client).await;
+    let queued = client.enqueue("nobody-serves-this", busy, 3).await.unwrap();
+    for id in [running.id(), queued.id()] {
+        created_at(db, id, 1).await;
+    }
+
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(client.delete_finished_before(an_hour_ago).await.unwrap(), 0);
+    assert!(!gone(db, "done-a").await);
+
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(app.delete_finished_before(soon).await.unwrap(), 3);
+    for id in ["done-a", "done-b", "done-c"] {
+        assert!(gone(db, id).await, "{id}: {:?}", footprint(db, id).await);
+    }
+    let (running, queued) = (running.status(), queued.status());
+    assert_eq!(running.await.unwrap().state, WorkflowState::Pending);
+    assert_eq!(queued.await.unwrap().state, WorkflowState::Enqueued);
+    assert_eq!(client.delete_finished_before(soon).await.unwrap(), 0);
+    client.close().await;
+    app.shutdown().await.unwrap();
+}
+
+/// Trimming keeps the newest finished workflows by creation time; workflows tied with the
+/// last one kept stay too; trimming to 0 deletes every finished one and no unfinished one.
+async fn trimming_keeps_the_newest_finished_workflows(db: &TestDb) {
+    let (app, client) = launch(db).await;
+    for (n, id) in ["t1", "t2", "t3", "t4"].into_iter().enumerate() {
+        finished(&app, id).await;
+        created_at(db, id, 1_000 + n as i64).await;
+    }
+    let running = start_waiting(&app, &client).await;
+    created_at(db, running.id(), 1).await;
+
+    assert_eq!(client.trim_finished_to(5).await.unwrap(), 0);
+    assert_eq!(client.trim_finished_to(2).await.unwrap(), 2);
+    assert!(gone(db, "t1").await && gone(db, "t2").await);
+    assert!(!gone(db, "t3").await && !gone(db, "t4").await);
+
+    created_at(db, "t3", 2_000).await;
+    created_at(db, "t4", 2_000).await;
+    assert_eq!(app.trim_finished_to(1).await.unwrap(), 0, "ties are kept");
+
+    assert_eq!(app.trim_finished_to(0).await.unwrap(), 2);
+    assert!(gone(db, "t3").await && gone(db, "t4").await);
+    let status = running.status().await.unwrap();
+    assert_eq!(status.state, WorkflowState::Pending);
+    client.close().await;
+    app.shutdown().await.unwrap();
+}
+
+both_backends!(
+    application_versions_are_listed_and_promoted,
+    retention_deletes_old_finished_workflows_with_every_row,
+    trimming_keeps_the_newest_finished_workflows,
+);

@@ -10,7 +10,8 @@ mod list;
 mod manage;
 mod messages;
 
-pub use manage::ForkOptions;
+pub(crate) use manage::run_retention;
+pub use manage::{ApplicationVersion, EventHistoryEntry, ForkOptions, RetentionPolicy};
 pub use messages::{Message, ReadStreamOptions};
 
 use std::collections::BTreeMap;
@@ -150,7 +151,9 @@ impl Client {
             String::new(),
             AppState::default(),
         );
-        rt.store.watch_changes(change_sink(&rt), CHANGE_POLL).await?;
+        rt.store
+            .watch_changes(change_sink(&rt), CHANGE_POLL)
+            .await?;
         Ok(Client::of(rt, None))
     }
 
@@ -291,7 +294,6 @@ impl Client {
         };
         self.rt.store.run(delete).await
     }
-
 
     /// A handle to any workflow by id (started here, elsewhere, or by another language).
     pub async fn retrieve<T>(&self, workflow_id: &str) -> Result<WorkflowHandle<T>>
@@ -490,7 +492,6 @@ impl Client {
         }
     }
 
-
     /// Create a schedule: from now on, at every tick of `cron` some process of this
     /// application starts `workflow` with the tick's scheduled time and `context`. The
     /// workflow must take `(chrono::DateTime<Utc>, C)` (checked at compile time). Each tick's
@@ -667,7 +668,6 @@ impl Client {
     pub fn backend(&self) -> &'static str {
         self.rt.store.backend()
     }
-
 }
 
 /// The executor id recorded on what a standalone client writes (as DBOS's client, which

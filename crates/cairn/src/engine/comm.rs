@@ -57,7 +57,7 @@ fn topic_of(topic: Option<&str>) -> String {
 
 /// Send `message` to the workflow `destination` on `topic` (`None`: no topic), from inside a
 /// workflow: exactly once across replays, committed with the sender's checkpoint.
-/// Outside workflows use [`crate::Cairn::send`]. Inside a step it is a plain send (no
+/// Outside workflows use [`crate::Client::send`]. Inside a step it is a plain send (no
 /// checkpoint): a re-run step sends again.
 pub fn send<'a, T: Serialize + ?Sized>(
     destination: &str,
@@ -102,7 +102,7 @@ pub fn send<'a, T: Serialize + ?Sized>(
     })
 }
 
-/// Options for [`Cairn::send_with`](crate::Cairn::send_with).
+/// Options for [`Client::send_with`](crate::Client::send_with).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct SendOptions {

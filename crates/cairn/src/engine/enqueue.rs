@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::engine::context::{WorkflowContext, halting};
 use crate::engine::runtime::{Runtime, now_ms};
-use crate::engine::workflow::{Started, WorkflowFn, WorkflowHandle, check_key, registration_of};
+use crate::engine::workflow::{
+    Started, WorkflowFn, WorkflowHandle, check_key, encode_attributes, registration_of,
+};
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
@@ -54,6 +56,9 @@ pub struct EnqueueOptions {
     pub timeout: Option<Duration>,
     /// The application version that may run it. Default: this process's.
     pub app_version: Option<String>,
+    /// Custom attributes recorded with the workflow (DBOS's `attributes`), a JSON object; see
+    /// [`StartOptions::attributes`](crate::StartOptions::attributes). Default: none.
+    pub attributes: Option<Value>,
 }
 
 impl EnqueueOptions {
@@ -107,6 +112,12 @@ impl EnqueueOptions {
     /// Set [`EnqueueOptions::app_version`].
     pub fn with_app_version(mut self, version: impl Into<String>) -> Self {
         self.app_version = Some(version.into());
+        self
+    }
+
+    /// Set [`EnqueueOptions::attributes`] (a JSON object).
+    pub fn with_attributes(mut self, attributes: Value) -> Self {
+        self.attributes = Some(attributes);
         self
     }
 }
@@ -218,6 +229,7 @@ pub(crate) async fn enqueue(
         deadline_epoch_ms: None,
         config_name: None,
         now_ms: now,
+        attributes: encode_attributes(options.attributes.as_ref())?,
     };
     let record = parent.as_ref().map(|(ctx, function_id)| {
         let mut record = ctx.step_record(*function_id, name, now);

@@ -345,6 +345,7 @@ async fn fire(rt: &Runtime, s: &Parsed, workflow_id: String, time: &DateTime<Tz>
         deadline_epoch_ms: None,
         config_name: None,
         now_ms: now_ms(),
+        attributes: None,
     };
     let tick = InsertTick {
         workflow: new,

@@ -112,6 +112,13 @@ pub struct StartOptions {
     /// [`CairnBuilder::instance_state`](crate::CairnBuilder::instance_state). Default: none
     /// for a top-level workflow; a child runs as its parent's instance.
     pub instance: Option<String>,
+    /// Custom attributes recorded with the workflow (DBOS's `attributes`): a JSON object,
+    /// shown by [`WorkflowStatus`](crate::WorkflowStatus), filterable in listings and
+    /// changeable later with
+    /// [`Client::update_workflow_attributes`](crate::Client::update_workflow_attributes).
+    /// Anything but an object is [`Error::InvalidArgument`]. As DBOS, a child does not
+    /// inherit its parent's. Default: none.
+    pub attributes: Option<serde_json::Value>,
 }
 
 impl StartOptions {
@@ -136,6 +143,25 @@ impl StartOptions {
     pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
         self.instance = Some(instance.into());
         self
+    }
+
+    /// Set [`StartOptions::attributes`] (a JSON object).
+    pub fn with_attributes(mut self, attributes: serde_json::Value) -> Self {
+        self.attributes = Some(attributes);
+        self
+    }
+}
+
+/// The JSON text of workflow attributes, refusing anything but an object (DBOS's
+/// `validate_workflow_attributes`): listings filter on their keys.
+pub(crate) fn encode_attributes(attributes: Option<&serde_json::Value>) -> Result<Option<String>> {
+    match attributes {
+        None => Ok(None),
+        Some(value @ serde_json::Value::Object(_)) => Ok(Some(value.to_string())),
+        Some(other) => Err(Error::InvalidArgument {
+            argument: "attributes",
+            reason: format!("must be a JSON object, not `{other}`"),
+        }),
     }
 }
 
@@ -188,6 +214,7 @@ pub(crate) async fn start_top_level(
     if let Some(instance) = &options.instance {
         check_instance(rt, instance)?;
     }
+    let attributes = encode_attributes(options.attributes.as_ref())?;
     let mut new = new_workflow(
         rt,
         registration,
@@ -198,6 +225,7 @@ pub(crate) async fn start_top_level(
         None,
     )?;
     new.config_name = options.instance;
+    new.attributes = attributes;
     let inserted = rt.store.run(InsertWorkflow(new.clone())).await?;
     let created = execute_if_new(rt, registration, new, args, inserted, Origin::Started)?;
     Ok(Started {
@@ -236,6 +264,8 @@ pub(crate) async fn start_child(
     if let Some(instance) = &options.instance {
         check_instance(rt, instance)?;
     }
+    // Not inherited from the parent (as DBOS).
+    let attributes = encode_attributes(options.attributes.as_ref())?;
     let mut new = new_workflow(
         rt,
         registration,
@@ -246,6 +276,7 @@ pub(crate) async fn start_child(
         parent.deadline_ms,
     )?;
     new.config_name = options.instance.or_else(|| parent.instance.clone());
+    new.attributes = attributes;
     let mut record = parent.step_record(function_id, registration.name, now_ms());
     record.child_workflow_id = Some(workflow_id.clone());
     let start = StartChild {
@@ -362,6 +393,7 @@ fn new_workflow(
         deadline_epoch_ms,
         config_name: None,
         now_ms: now,
+        attributes: None,
     })
 }
 

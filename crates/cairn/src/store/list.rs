@@ -65,6 +65,7 @@ impl ListWorkflows {
     }
 
     /// The attributes filter as one JSON object (for containment).
+    #[cfg(feature = "postgres")]
     pub(crate) fn attributes_object(&self) -> serde_json::Value {
         serde_json::Value::Object(self.attributes.iter().cloned().collect())
     }
@@ -96,6 +97,7 @@ impl Operation for ListSteps {
 
 /// `text` with the wildcards of SQL `LIKE` (`%`, `_`) and its escape (`\`) escaped, followed
 /// by `%`: a pattern matching the strings that start with `text`.
+#[cfg(feature = "postgres")]
 pub(crate) fn like_prefix(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 1);
     for c in text.chars() {
@@ -111,6 +113,7 @@ pub(crate) fn like_prefix(text: &str) -> String {
 /// `text` with the wildcards of SQLite's `GLOB` (`*`, `?`, `[`) bracketed, followed by `*`:
 /// a case-sensitive pattern matching the strings that start with `text` (and one SQLite can
 /// answer from an index on the column).
+#[cfg(feature = "sqlite")]
 pub(crate) fn glob_prefix(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 1);
     for c in text.chars() {

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::status::WorkflowState;
 
+pub(crate) mod bulk;
 #[cfg(test)]
 mod conformance;
-pub(crate) mod bulk;
 pub(crate) mod list;
 pub(crate) mod manage;
 pub(crate) mod ops;
@@ -58,6 +58,8 @@ pub(crate) struct NewWorkflow {
     pub config_name: Option<String>,
     /// Epoch milliseconds, used for `created_at`, `updated_at` and (for `PENDING`) `started_at_epoch_ms`.
     pub now_ms: i64,
+    /// The user's attributes, the JSON text of an object (`attributes`); `None` writes NULL.
+    pub attributes: Option<String>,
 }
 
 /// What [`InsertWorkflow`] found.

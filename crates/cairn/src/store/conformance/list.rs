@@ -2,6 +2,7 @@
 //! payload flags, and the status row's full set of columns.
 
 use super::*;
+#[cfg(feature = "sqlite")]
 use crate::error::Error;
 use crate::store::{
     CompleteWorkflow, InsertWorkflow, ListSteps, ListWorkflows, MsRange, RecordStep,

@@ -438,6 +438,7 @@ pub(crate) fn workflow(id: &str, status: WorkflowState) -> NewWorkflow {
         deadline_epoch_ms: None,
         config_name: None,
         now_ms: T0,
+        attributes: None,
     }
 }
 

@@ -96,7 +96,10 @@ impl Target {
                 Err(Error::SchemaVersion {
                     found: 0,
                     expected: SCHEMA_VERSION,
-                    hint: format!("the database of {} does not exist; {MISSING_HINT}", self.redacted),
+                    hint: format!(
+                        "the database of {} does not exist; {MISSING_HINT}",
+                        self.redacted
+                    ),
                 })
             }
             Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {

@@ -290,3 +290,196 @@ impl OnPostgres for SetWorkflowDelay {
         Ok(exists.then_some(changed))
     }
 }
+
+// ── Application versions ────────────────────────────────────────────────────────────────
+
+/// `$1` application (NULL: all), `$2` limit (NULL: all).
+static LIST_APP_VERSIONS: Sql = Sql(|q| {
+    format!(
+        "SELECT version_name, version_timestamp, created_at, application_name \
+         FROM {q}.application_versions \
+         WHERE $1::text IS NULL OR application_name = $1::text OR application_name IS NULL \
+         ORDER BY version_timestamp DESC, version_name LIMIT $2::int8"
+    )
+});
+
+impl OnPostgres for crate::store::ListAppVersions {
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<crate::store::AppVersionRow>> {
+        let rows = db
+            .query(
+                &LIST_APP_VERSIONS,
+                &[&self.application_name, &self.limit],
+                self,
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::store::AppVersionRow {
+                    name: col(row, 0)?,
+                    timestamp_ms: col(row, 1)?,
+                    created_at_ms: col(row, 2)?,
+                    application_name: col(row, 3)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `$1` version, `$2` application (NULL: keep the owner), `$3` now: `(found, owner,
+/// promoted)`. The update re-checks its guard on the row's latest version, so a concurrent
+/// claim by another application is never overwritten.
+static PROMOTE_APP_VERSION: Sql = Sql(|q| {
+    format!(
+        "WITH cur AS (SELECT application_name FROM {q}.application_versions \
+             WHERE version_name = $1::text), \
+         upd AS (UPDATE {q}.application_versions SET version_timestamp = $3::int8, \
+                 application_name = COALESCE(application_name, $2::text) \
+             WHERE version_name = $1::text AND (application_name IS NULL \
+                 OR $2::text IS NULL OR application_name = $2::text) \
+             RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM cur), (SELECT application_name FROM cur), \
+             EXISTS (SELECT 1 FROM upd)"
+    )
+});
+
+impl OnPostgres for crate::store::PromoteAppVersion {
+    /// One statement: the guarded update, and the owner that refused it.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<crate::store::Promotion> {
+        use crate::store::Promotion;
+        let params: [Param<'_>; 3] = [&self.version, &self.application_name, &self.now_ms];
+        let row = db.query_row(&PROMOTE_APP_VERSION, &params, self).await?;
+        let (found, owner, promoted): (bool, Option<String>, bool) =
+            (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?);
+        Ok(match (found, promoted) {
+            (_, true) => Promotion::Promoted,
+            (false, false) => Promotion::Missing,
+            // Claimed meanwhile by another application when `owner` reads NULL.
+            (true, false) => Promotion::OwnedBy(owner.unwrap_or_default()),
+        })
+    }
+}
+
+// ── Retention ───────────────────────────────────────────────────────────────────────────
+
+/// `$1` cutoff, `$2` limit: the oldest finished ids, locked, skipping rows others hold.
+static LOCK_FINISHED: Sql = Sql(|q| {
+    format!(
+        "SELECT workflow_uuid FROM {q}.workflow_status \
+         WHERE status IN {finished} AND created_at < $1::int8 \
+         ORDER BY created_at, workflow_uuid LIMIT $2::int8 FOR UPDATE SKIP LOCKED",
+        finished = crate::store::FINISHED
+    )
+});
+
+impl OnPostgres for crate::store::DeleteFinishedBefore {
+    /// One transaction: lock the batch's status rows, then delete them from every table.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<u64> {
+        let (lock, delete) = (db.sql.text(&LOCK_FINISHED), db.sql.text(&DELETE_WORKFLOWS));
+        let mut client = db.checkout(self).await?;
+        match delete_finished(&mut client, &lock, &delete, self).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => Err(failed(&db.pool, client, e, self)),
+        }
+    }
+}
+
+/// [`crate::store::DeleteFinishedBefore`]'s transaction.
+async fn delete_finished(
+    client: &mut Object,
+    lock: &str,
+    delete: &str,
+    op: &crate::store::DeleteFinishedBefore,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let statement = tx.prepare_cached(lock).await?;
+    let ids: Vec<String> = tx
+        .query(&statement, &[&op.cutoff_ms, &op.limit])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let statement = tx.prepare_cached(delete).await?;
+    let deleted = tx.query(&statement, &[&ids]).await?.len();
+    tx.commit().await?;
+    Ok(deleted as u64)
+}
+
+/// `$1` rank - 1.
+static FINISHED_CREATED_AT: Sql = Sql(|q| {
+    format!(
+        "SELECT created_at FROM {q}.workflow_status WHERE status IN {finished} \
+         ORDER BY created_at DESC LIMIT 1 OFFSET $1::int8",
+        finished = crate::store::FINISHED
+    )
+});
+
+impl OnPostgres for crate::store::FinishedCreatedAt {
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Option<i64>> {
+        let offset = self.rank - 1;
+        let rows = db.query(&FINISHED_CREATED_AT, &[&offset], self).await?;
+        rows.first().map(|row| col(row, 0)).transpose()
+    }
+}
+
+// ---- Workflow attributes -----------------------------------------------------------------
+
+/// `$1` workflow, `$2` attributes (JSON text or NULL), `$3` merge, `$4` now. A merge sets
+/// `$2`'s top-level keys over the existing object (anything else counts as `{}`).
+static UPDATE_ATTRIBUTES: Sql = Sql(|q| {
+    format!(
+        "UPDATE {q}.workflow_status SET attributes = CASE WHEN $3::bool THEN \
+             (CASE WHEN jsonb_typeof(attributes) = 'object' THEN attributes ELSE '{{}}'::jsonb END) \
+                 || COALESCE($2::text::jsonb, '{{}}'::jsonb) \
+             ELSE $2::text::jsonb END, \
+             updated_at = $4::int8 \
+         WHERE workflow_uuid = $1::text"
+    )
+});
+
+impl OnPostgres for crate::store::UpdateWorkflowAttributes {
+    /// One statement; the row's lock makes a merge atomic.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<bool> {
+        let params: [Param<'_>; 4] = [
+            &self.workflow_id,
+            &self.attributes,
+            &self.merge,
+            &self.now_ms,
+        ];
+        Ok(db.execute(&UPDATE_ATTRIBUTES, &params, self).await? > 0)
+    }
+}
+
+// ---- Event history -----------------------------------------------------------------------
+
+/// `$1` workflow, `$2` key or NULL: `(key, function_id, value, serialization)` in the order set.
+static EVENT_HISTORY: Sql = Sql(|q| {
+    format!(
+        "SELECT key, function_id, value, serialization FROM {q}.workflow_events_history \
+         WHERE workflow_uuid = $1::text AND ($2::text IS NULL OR key = $2::text) \
+         ORDER BY function_id, key"
+    )
+});
+
+impl OnPostgres for crate::store::EventHistory {
+    /// One statement.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<crate::store::EventHistoryRow>> {
+        let rows = db
+            .query(&EVENT_HISTORY, &[&self.workflow_id, &self.key], self)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::store::EventHistoryRow {
+                    key: col(row, 0)?,
+                    function_id: col(row, 1)?,
+                    value: crate::store::Stored {
+                        text: col(row, 2)?,
+                        serialization: col(row, 3)?,
+                    },
+                })
+            })
+            .collect()
+    }
+}

@@ -316,7 +316,7 @@ impl<'a> Derived<'a> {
 /// `$5` executor, `$6` version, `$7` application, `$8` now, `$9` recovery attempts, `$10`
 /// timeout, `$11` deadline, `$12` parent, `$13` creator, `$14` owner, `$15` started at, `$16`
 /// inputs, `$17` instance (`config_name`).
-fn workflow_params<'a>(wf: &'a NewWorkflow, d: &'a Derived<'a>) -> [Param<'a>; 17] {
+fn workflow_params<'a>(wf: &'a NewWorkflow, d: &'a Derived<'a>) -> [Param<'a>; 18] {
     [
         &wf.id,
         &d.status,
@@ -335,6 +335,7 @@ fn workflow_params<'a>(wf: &'a NewWorkflow, d: &'a Derived<'a>) -> [Param<'a>; 1
         &d.started_at_epoch_ms,
         &wf.inputs,
         &wf.config_name,
+        &wf.attributes,
     ]
 }
 

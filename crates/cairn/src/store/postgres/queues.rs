@@ -47,9 +47,9 @@ static INSERT_QUEUED: Sql = Sql(|q| {
              application_version, application_name, created_at, updated_at, recovery_attempts, \
              workflow_timeout_ms, workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, \
              owner_xid, started_at_epoch_ms, serialization, priority, config_name, \
-             deduplication_id, queue_partition_key, delay_until_epoch_ms) \
+             deduplication_id, queue_partition_key, delay_until_epoch_ms, attributes) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 0, $9, $10, $11, $12, NULL, NULL, $13, $14, \
-             $15, $16, $17, $18) \
+             $15, $16, $17, $18, $19::text::jsonb) \
          ON CONFLICT DO NOTHING RETURNING 1"
     )
 });
@@ -169,6 +169,7 @@ async fn attempt(
             &q.deduplication_id,
             &q.partition_key,
             &q.delay_until_epoch_ms,
+            &wf.attributes,
         ],
     )
     .await?;
@@ -215,7 +216,7 @@ async fn attempt(
 /// (`engine::dispatch::QUEUE_CHANNEL`).
 const NOTIFY_QUEUE: &str = "SELECT pg_notify('cairn_queue_channel', $1::text)";
 
-/// [`INSERT_QUEUED`]'s `$1`…`$18`, then `$19` inputs: the status row and its input row, in
+/// [`INSERT_QUEUED`]'s `$1`…`$18`, then `$19` inputs and `$20` attributes: the status row and its input row, in
 /// one autocommitted statement. Row: `(inserted)`. Nothing is written when the insert
 /// conflicts: the transaction of [`attempt`] then says why.
 static ENQUEUE_AT_ONCE: Sql = Sql(|q| {
@@ -225,9 +226,9 @@ static ENQUEUE_AT_ONCE: Sql = Sql(|q| {
                  application_version, application_name, created_at, updated_at, recovery_attempts, \
                  workflow_timeout_ms, workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, \
                  owner_xid, started_at_epoch_ms, serialization, priority, config_name, \
-                 deduplication_id, queue_partition_key, delay_until_epoch_ms) \
+                 deduplication_id, queue_partition_key, delay_until_epoch_ms, attributes) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 0, $9, $10, $11, $12, NULL, NULL, $13, $14, \
-                 $15, $16, $17, $18) \
+                 $15, $16, $17, $18, $20::text::jsonb) \
              ON CONFLICT DO NOTHING RETURNING workflow_uuid), \
          inp AS ( \
              INSERT INTO {q}.workflow_input (workflow_uuid, inputs, retention_timestamp) \
@@ -250,7 +251,7 @@ static ENQUEUE_AT_ONCE: Sql = Sql(|q| {
 async fn enqueue_at_once(db: &PostgresStore, op: &EnqueueWorkflow) -> Result<bool> {
     let (wf, q) = (&op.workflow, &op.queued);
     let queue = wf.queue_name.as_deref().unwrap_or_default();
-    let params: [Param<'_>; 19] = [
+    let params: [Param<'_>; 20] = [
         &wf.id,
         &wf.status.as_str(),
         &wf.name,
@@ -270,6 +271,7 @@ async fn enqueue_at_once(db: &PostgresStore, op: &EnqueueWorkflow) -> Result<boo
         &q.partition_key,
         &q.delay_until_epoch_ms,
         &wf.inputs,
+        &wf.attributes,
     ];
     let text = db.sql.text(&ENQUEUE_AT_ONCE);
     let client = db.checkout(op).await?;

@@ -81,11 +81,11 @@ pub(super) const CHECKPOINT_COLUMNS: &str = "function_id, function_name, output,
      started_at_epoch_ms, completed_at_epoch_ms";
 
 /// The columns of a new status row, in the order of `workflow_params`' `$1`…`$15`, then
-/// `serialization` and `priority`, then `$17`.
+/// `serialization` and `priority`, then `$17` and `$18`.
 pub(super) const NEW_STATUS_COLUMNS: &str = "workflow_uuid, status, name, queue_name, executor_id, application_version, \
      application_name, created_at, updated_at, recovery_attempts, workflow_timeout_ms, \
      workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, owner_xid, \
-     started_at_epoch_ms, serialization, priority, config_name";
+     started_at_epoch_ms, serialization, priority, config_name, attributes";
 
 /// The ownership-guarded checkpoint insert (`$1` workflow, `$2` owner, `$3` function id, `$4`
 /// name, `$6` error, `$7` child, `$8` started, `$9` completed, `$10` application name; see

@@ -15,7 +15,7 @@ use crate::store::{
     ListCheckpoints, RecordOutcome, RecordStep, StartChild, WorkflowRow,
 };
 
-/// `workflow_params`' seventeen: inserts the status and input rows, or reads the existing row.
+/// `workflow_params`' eighteen: inserts the status and input rows, or reads the existing row.
 /// Rows: `(ours, name, status)`. `ours` is true when this insert wrote the row, now or in an
 /// attempt that committed unseen: the existing row is `PENDING` and owned by this insert's
 /// creator (`$13`).
@@ -24,7 +24,7 @@ static INSERT_WORKFLOW: Sql = Sql(|q| {
         "WITH ins AS ( \
              INSERT INTO {q}.workflow_status ({NEW_STATUS_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 'portable_json', 0, $17) \
+                 'portable_json', 0, $17, $18::text::jsonb) \
              ON CONFLICT (workflow_uuid) DO NOTHING \
              RETURNING workflow_uuid), \
          inp AS ( \
@@ -66,7 +66,7 @@ impl OnPostgres for InsertWorkflow {
     }
 }
 
-/// The checkpoint's `$1`…`$10`, then the child's seventeen as `$11`…`$27`: the parent's
+/// The checkpoint's `$1`…`$10`, then the child's eighteen as `$11`…`$28`: the parent's
 /// checkpoint, and the child's rows only if that checkpoint was written.
 /// Row: `(recorded, inserted, child name, child status)`.
 static INSERT_CHILD: Sql = Sql(|q| {
@@ -76,7 +76,7 @@ static INSERT_CHILD: Sql = Sql(|q| {
              INSERT INTO {q}.workflow_status ({NEW_STATUS_COLUMNS}) \
              SELECT $11::text, $12::text, $13::text, $14::text, $15::text, $16::text, $17::text, \
                  $18::int8, $18::int8, $19::int8, $20::int8, $21::int8, $22::text, $23::text, \
-                 $24::text, $25::int8, 'portable_json', 0, $27::text \
+                 $24::text, $25::int8, 'portable_json', 0, $27::text, $28::text::jsonb \
              FROM cp \
              ON CONFLICT (workflow_uuid) DO NOTHING \
              RETURNING workflow_uuid), \

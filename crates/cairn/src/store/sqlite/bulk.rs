@@ -14,7 +14,9 @@ impl OnSqlite for SendMessages {
     fn on_sqlite(&self, conn: &Connection) -> Result<Option<String>> {
         let fail = failed(self);
         let mut exists = conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM workflow_status WHERE workflow_uuid = ?1)")
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM workflow_status WHERE workflow_uuid = ?1)",
+            )
             .map_err(&fail)?;
         for message in &self.messages {
             let found: bool = exists

@@ -218,3 +218,192 @@ impl OnSqlite for SetWorkflowDelay {
         Ok(exists.then_some(false))
     }
 }
+
+// ── Application versions ────────────────────────────────────────────────────────────────
+
+impl OnSqlite for crate::store::ListAppVersions {
+    const WRITES: bool = false;
+
+    /// One select; SQLite's `LIMIT -1` is no limit.
+    fn on_sqlite(&self, conn: &Connection) -> Result<Vec<crate::store::AppVersionRow>> {
+        conn.prepare_cached(
+            "SELECT version_name, version_timestamp, created_at, application_name \
+             FROM application_versions \
+             WHERE ?1 IS NULL OR application_name = ?1 OR application_name IS NULL \
+             ORDER BY version_timestamp DESC, version_name LIMIT ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![self.application_name, self.limit.unwrap_or(-1)],
+                |row| {
+                    Ok(crate::store::AppVersionRow {
+                        name: row.get(0)?,
+                        timestamp_ms: row.get(1)?,
+                        created_at_ms: row.get(2)?,
+                        application_name: row.get(3)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+        .map_err(failed(self))
+    }
+}
+
+impl OnSqlite for crate::store::PromoteAppVersion {
+    const WRITES: bool = true;
+
+    /// The owner, then the update guarded by it (both in the writer's transaction).
+    fn on_sqlite(&self, conn: &Connection) -> Result<crate::store::Promotion> {
+        use crate::store::Promotion;
+        let fail = failed(self);
+        let owner: Option<Option<String>> = conn
+            .prepare_cached(
+                "SELECT application_name FROM application_versions WHERE version_name = ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([&self.version], |row| row.get(0)).optional())
+            .map_err(&fail)?;
+        let owner = match owner {
+            None => return Ok(Promotion::Missing),
+            Some(owner) => owner,
+        };
+        if let (Some(owner), Some(ours)) = (&owner, &self.application_name)
+            && owner != ours
+        {
+            return Ok(Promotion::OwnedBy(owner.clone()));
+        }
+        conn.prepare_cached(
+            "UPDATE application_versions SET version_timestamp = ?2, \
+             application_name = COALESCE(application_name, ?3) WHERE version_name = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![self.version, self.now_ms, self.application_name])
+        })
+        .map_err(&fail)?;
+        Ok(Promotion::Promoted)
+    }
+}
+
+// ── Retention ───────────────────────────────────────────────────────────────────────────
+
+impl OnSqlite for crate::store::DeleteFinishedBefore {
+    const WRITES: bool = true;
+
+    /// The oldest finished ids, then one `DELETE` per table (one writer transaction).
+    fn on_sqlite(&self, conn: &Connection) -> Result<u64> {
+        let fail = failed(self);
+        let sql = format!(
+            "SELECT workflow_uuid FROM workflow_status \
+             WHERE status IN {} AND created_at < ?1 \
+             ORDER BY created_at, workflow_uuid LIMIT ?2",
+            crate::store::FINISHED
+        );
+        let ids: Vec<String> = conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(params![self.cutoff_ms, self.limit], |row| row.get(0))?
+                    .collect()
+            })
+            .map_err(&fail)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = json_array(self, &ids)?;
+        let deleted = delete_rows(conn, &ids).map_err(&fail)?;
+        Ok(deleted.len() as u64)
+    }
+}
+
+impl OnSqlite for crate::store::FinishedCreatedAt {
+    const WRITES: bool = false;
+
+    fn on_sqlite(&self, conn: &Connection) -> Result<Option<i64>> {
+        let sql = format!(
+            "SELECT created_at FROM workflow_status WHERE status IN {} \
+             ORDER BY created_at DESC LIMIT 1 OFFSET ?1",
+            crate::store::FINISHED
+        );
+        conn.prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.query_row([self.rank - 1], |row| row.get(0)).optional())
+            .map_err(failed(self))
+    }
+}
+
+// ---- Workflow attributes -----------------------------------------------------------------
+
+impl OnSqlite for crate::store::UpdateWorkflowAttributes {
+    const WRITES: bool = true;
+
+    /// A merge reads the existing object and writes the merged one: on the writer thread,
+    /// nothing else writes in between.
+    fn on_sqlite(&self, conn: &Connection) -> Result<bool> {
+        let fail = failed(self);
+        let attributes = if self.merge {
+            let existing: Option<Option<String>> = conn
+                .prepare_cached("SELECT attributes FROM workflow_status WHERE workflow_uuid = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row([&self.workflow_id], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(&fail)?;
+            let Some(existing) = existing else {
+                return Ok(false);
+            };
+            Some(merged(existing.as_deref(), self.attributes.as_deref())?)
+        } else {
+            self.attributes.clone()
+        };
+        let changed = conn
+            .prepare_cached(
+                "UPDATE workflow_status SET attributes = ?2, updated_at = ?3 WHERE workflow_uuid = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![self.workflow_id, attributes, self.now_ms]))
+            .map_err(&fail)?;
+        Ok(changed > 0)
+    }
+}
+
+/// `update`'s top-level keys set over `existing` (anything but an object counts as `{}`).
+fn merged(existing: Option<&str>, update: Option<&str>) -> Result<String> {
+    use serde_json::{Map, Value};
+    let mut object = match existing.map(serde_json::from_str::<Value>) {
+        Some(Ok(Value::Object(object))) => object,
+        _ => Map::new(),
+    };
+    let update: Value =
+        serde_json::from_str(update.unwrap_or("{}")).map_err(|e| Error::InvalidArgument {
+            argument: "attributes",
+            reason: format!("not JSON: {e}"),
+        })?;
+    if let Value::Object(update) = update {
+        object.extend(update);
+    }
+    Ok(Value::Object(object).to_string())
+}
+
+// ---- Event history -----------------------------------------------------------------------
+
+impl OnSqlite for crate::store::EventHistory {
+    const WRITES: bool = false;
+
+    fn on_sqlite(&self, conn: &Connection) -> Result<Vec<crate::store::EventHistoryRow>> {
+        conn.prepare_cached(
+            "SELECT key, function_id, value, serialization FROM workflow_events_history \
+             WHERE workflow_uuid = ?1 AND (?2 IS NULL OR key = ?2) ORDER BY function_id, key",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![self.workflow_id, self.key], |row| {
+                Ok(crate::store::EventHistoryRow {
+                    key: row.get(0)?,
+                    function_id: row.get(1)?,
+                    value: crate::store::Stored {
+                        text: row.get(2)?,
+                        serialization: row.get(3)?,
+                    },
+                })
+            })?
+            .collect()
+        })
+        .map_err(failed(self))
+    }
+}

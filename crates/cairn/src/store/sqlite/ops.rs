@@ -354,8 +354,9 @@ fn insert_workflow(conn: &Connection, wf: &NewWorkflow) -> rusqlite::Result<Inse
             "INSERT INTO workflow_status (workflow_uuid, status, name, queue_name, executor_id, \
              application_version, application_name, created_at, updated_at, recovery_attempts, \
              workflow_timeout_ms, workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, owner_xid, \
-             started_at_epoch_ms, serialization, priority, config_name) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 0, ?17) \
+             started_at_epoch_ms, serialization, priority, config_name, attributes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 0, ?17, \
+             ?18) \
              ON CONFLICT (workflow_uuid) DO NOTHING",
         )?
         .execute(params![
@@ -376,6 +377,7 @@ fn insert_workflow(conn: &Connection, wf: &NewWorkflow) -> rusqlite::Result<Inse
             pending.then_some(wf.now_ms),
             PORTABLE_JSON,
             wf.config_name,
+            wf.attributes,
         ])?;
     if inserted == 0 {
         let row = existing_row(conn, &wf.id)?;

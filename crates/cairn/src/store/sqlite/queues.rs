@@ -48,9 +48,9 @@ impl OnSqlite for EnqueueWorkflow {
                  application_version, application_name, created_at, updated_at, recovery_attempts, \
                  workflow_timeout_ms, workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, \
                  owner_xid, started_at_epoch_ms, serialization, priority, config_name, \
-                 deduplication_id, queue_partition_key, delay_until_epoch_ms) \
+                 deduplication_id, queue_partition_key, delay_until_epoch_ms, attributes) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, ?9, ?10, ?11, ?12, NULL, NULL, ?13, \
-                 ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING",
+                 ?14, ?15, ?16, ?17, ?18, ?19) ON CONFLICT DO NOTHING",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -72,6 +72,7 @@ impl OnSqlite for EnqueueWorkflow {
                     q.deduplication_id,
                     q.partition_key,
                     q.delay_until_epoch_ms,
+                    wf.attributes,
                 ])
             })
             .map_err(&fail)?;
