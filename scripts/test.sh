@@ -63,12 +63,16 @@ export CAIRN_DBOS_PYTHON
 echo "CAIRN_DBOS_PYTHON=$CAIRN_DBOS_PYTHON" >&2
 CAIRN_DBOS_TS_DIR="$(scripts/node-client.sh | tail -n 1)" && export CAIRN_DBOS_TS_DIR || die "scripts/node-client.sh failed (see above); the TypeScript interop tests need @dbos-inc/dbos-sdk 5.3.0"
 
+# --- Headless Chromium, for the dashboard's browser tests --------------------------------------
+step "Chromium and chromedriver"
+CAIRN_CHROMEDRIVER="$(scripts/chromium.sh | tail -n 1)" && export CAIRN_CHROMEDRIVER || die "scripts/chromium.sh failed (see above); the dashboard's browser tests need Debian's chromium and chromium-driver"
+
 # --- The suite -------------------------------------------------------------------------------
 THREADS="${CAIRN_TEST_THREADS:-4}"
 status=0
 # Doctests first (nextest does not run them), so the suite's own summary closes the output.
-step "cargo test -p cairn --doc"
-cargo test -p cairn --doc || status=$?
+step "cargo test -p cairn --doc --features admin"
+cargo test -p cairn --doc --features admin || status=$?
 
 # The chaos tests stop and restart a Postgres server of their own, cut connections and lock
 # SQLite files: they run last, one at a time, so the rest of the suite does not starve them.
@@ -80,11 +84,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     step "cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
     cargo test --workspace --no-fail-fast --lib --bins --examples "$@" -- --test-threads "$THREADS" || status=$?
+    cargo test -p cairn-cli --no-fail-fast --tests "$@" -- --test-threads "$THREADS" || status=$?
     for test in crates/cairn/tests/*.rs; do
         name="$(basename "$test" .rs)"
         threads="$THREADS"
         [[ "$name" == chaos ]] && threads=1
-        cargo test -p cairn --no-fail-fast --test "$name" "$@" -- --test-threads "$threads" || status=$?
+        cargo test -p cairn --features admin --no-fail-fast --test "$name" "$@" -- --test-threads "$threads" || status=$?
     done
 fi
 

@@ -82,6 +82,9 @@ pub enum Workload {
     /// list_workflows with a status filter and limit 100 over 100,000 workflows, through a
     /// standalone client, N calls (default 200)
     List,
+    /// The dashboard's workflows page (GET /api/workflows, 50 rows) over 100,000 workflows,
+    /// through Cairn's admin HTTP server, N requests (default 200)
+    Dashboard,
 }
 
 impl Workload {
@@ -95,13 +98,14 @@ impl Workload {
             Self::W5 => "w5",
             Self::W6 => "w6",
             Self::List => "list",
+            Self::Dashboard => "dashboard",
         }
     }
 
     /// Measured workflows when `--n` is not given.
     pub fn default_n(self) -> usize {
         match self {
-            Self::W1 | Self::W4 | Self::List => 200,
+            Self::W1 | Self::W4 | Self::List | Self::Dashboard => 200,
             Self::W2 | Self::W6 => 1000,
             Self::W3 => 2000,
             Self::W5 => 100,
@@ -111,7 +115,7 @@ impl Workload {
     /// Workflows (w5: messages) run in the workload's own pattern before measuring, not counted.
     pub fn warm_up(self) -> usize {
         match self {
-            Self::W1 | Self::W4 | Self::List => 20,
+            Self::W1 | Self::W4 | Self::List | Self::Dashboard => 20,
             Self::W2 | Self::W3 => 100,
             Self::W5 => 10,
             Self::W6 => 0,
@@ -124,14 +128,14 @@ impl Workload {
             Self::W1 | Self::W2 => 10,
             Self::W3 => 1,
             // w6's one step is replayed, not run.
-            Self::W4 | Self::W5 | Self::W6 | Self::List => 0,
+            Self::W4 | Self::W5 | Self::W6 | Self::List | Self::Dashboard => 0,
         }
     }
 
     /// Database connections for Cairn: enough for the workload's concurrency.
     pub fn pool_size(self) -> usize {
         match self {
-            Self::W1 | Self::W4 | Self::W5 | Self::List => 4,
+            Self::W1 | Self::W4 | Self::W5 | Self::List | Self::Dashboard => 4,
             Self::W2 | Self::W3 | Self::W6 => 32,
         }
     }

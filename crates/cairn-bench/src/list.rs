@@ -35,7 +35,7 @@ const FILTERS: [WorkflowState; 5] = [
 ];
 
 /// The application the rows belong to (the client lists every application's).
-const APP: &str = "cairn-bench";
+pub const APP: &str = "cairn-bench";
 
 /// Creation time of the first row (epoch ms); each next row is 10 ms later.
 const T0: i64 = 1_750_000_000_000;
@@ -157,7 +157,7 @@ fn inserts(source: &str) -> [String; 3] {
 }
 
 /// Write the rows: one statement per table, in one transaction.
-async fn fill(database: &BenchDatabase) -> Result<(), BenchError> {
+pub async fn fill(database: &BenchDatabase) -> Result<(), BenchError> {
     match database {
         BenchDatabase::Sqlite { path, .. } => {
             let path = path.clone();

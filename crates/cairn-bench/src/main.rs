@@ -21,6 +21,8 @@
 //!   SIGKILL; with the messages sent and the sleeps due meanwhile, Cairn is launched again:
 //!   the time from that launch until all are recovered and completed (`wf_per_s`,
 //!   `first_completion_ms`, `launch_ms`).
+//! - `dashboard`: the dashboard's workflows page (`GET /api/workflows`, 50 rows) over 100,000
+//!   workflows, through Cairn's admin HTTP server: the latency of one page, HTTP included.
 //!
 //! The database is always fresh: by default a temporary SQLite file, deleted afterwards; with
 //! `--db postgres://…` a new database `cairn_bench_<uuid>` on that server, dropped afterwards.
@@ -30,6 +32,7 @@
 //! The report goes to stdout as exactly one JSON line; errors go to stderr with exit code 1.
 
 mod cli;
+mod dashboard;
 mod database;
 mod error;
 mod floor;
@@ -102,6 +105,9 @@ async fn run(options: &Options) -> Result<Report, BenchError> {
 async fn measure(options: &Options, database: &BenchDatabase) -> Result<Report, BenchError> {
     if options.workload == cli::Workload::List {
         return list::run(options, database).await;
+    }
+    if options.workload == cli::Workload::Dashboard {
+        return dashboard::run(options, database).await;
     }
     if options.workload == cli::Workload::W6 {
         // After the run: the child creates the database.

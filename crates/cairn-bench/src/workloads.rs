@@ -135,10 +135,10 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
                 "w6 launches Cairn itself (see w6::run)",
             ));
         }
-        Workload::List => {
+        Workload::List | Workload::Dashboard => {
             return Err(BenchError::new(
                 "running list",
-                "list measures a standalone client (see list::run)",
+                "list and dashboard measure a standalone client (see list::run)",
             ));
         }
     };

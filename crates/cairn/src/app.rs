@@ -47,9 +47,31 @@ pub struct CairnBuilder {
     /// See [`CairnBuilder::queue`].
     queues: Vec<crate::engine::queue::Queue>,
     retention: Option<crate::client::RetentionPolicy>,
+    /// See [`CairnBuilder::admin_options`].
+    #[cfg(feature = "admin")]
+    admin: Option<crate::admin::AdminOptions>,
 }
 
 impl CairnBuilder {
+    /// Serve the admin HTTP API and dashboard on `addr` (see [`crate::admin`]) from launch
+    /// to shutdown. An address that is not loopback needs a token:
+    /// use [`CairnBuilder::admin_options`]. Default: no admin server.
+    #[cfg(feature = "admin")]
+    pub fn admin_server(self, addr: std::net::SocketAddr) -> Self {
+        let options = self.admin.clone().unwrap_or_default().addr(addr);
+        self.admin_options(options)
+    }
+
+    /// Serve the admin HTTP API and dashboard with `options` (address, bearer token) from
+    /// launch to shutdown (see [`crate::admin`]). A non-loopback address without a token
+    /// makes [`launch`](Self::launch) fail with [`Error::InvalidArgument`] before anything is
+    /// opened. Default: no admin server.
+    #[cfg(feature = "admin")]
+    pub fn admin_options(mut self, options: crate::admin::AdminOptions) -> Self {
+        self.admin = Some(options);
+        self
+    }
+
     /// The system database URL: `postgres://user:pass@host/db?sslmode=prefer`,
     /// `sqlite:///relative/file.sqlite`, `sqlite:////absolute/file.sqlite` (as DBOS and SQLAlchemy read them) or `sqlite::memory:`.
     /// Default: `$DBOS_SYSTEM_DATABASE_URL`, else `sqlite:///<app_name>.sqlite` (a file in the working directory, as DBOS).
@@ -248,6 +270,10 @@ impl CairnBuilder {
             declared.check()?;
         }
         check_queues(&self.queues)?;
+        #[cfg(feature = "admin")]
+        if let Some(admin) = &self.admin {
+            admin.check()?;
+        }
         let url = match self.database_url {
             Some(url) => url,
             None => std::env::var(DATABASE_URL_ENV)
@@ -313,7 +339,10 @@ impl CairnBuilder {
             .watch_changes(change_sink(&rt), CHANGE_POLL)
             .await?;
         let scheduler = schedule::Scheduler::new(self.max_automatic_backfill);
-        let app = Cairn {
+        #[allow(unused_mut)] // mutable to record the admin server's address
+        let mut app = Cairn {
+            #[cfg(feature = "admin")]
+            admin_addr: None,
             client: Client::of(Arc::clone(&rt), Some(Arc::clone(&scheduler))),
             rt,
             shutdown_grace: self.shutdown_grace,
@@ -324,11 +353,12 @@ impl CairnBuilder {
             declared.upsert(&app.rt).await?;
         }
         if self.recover {
+            // Counted first: afterwards the count would wait behind the recovered work.
+            recovery::report_other_versions(&app.rt).await;
             let resumed = recovery::recover_pending(&app.rt).await?;
             if !resumed.is_empty() {
                 tracing::info!(count = resumed.len(), "resumed unfinished workflows");
             }
-            recovery::report_other_versions(&app.rt).await;
         }
         let served = dispatch::served(app.rt.queues(), self.listen_queues.as_deref());
         let dispatcher = tokio::spawn(dispatch::dispatch(Arc::clone(&app.rt), served));
@@ -341,6 +371,8 @@ impl CairnBuilder {
             Arc::clone(&app.rt),
             Arc::clone(&app.scheduler),
         ));
+        #[cfg(feature = "admin")]
+        let scheduler_abort = scheduler.abort_handle();
         app.background
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -351,6 +383,31 @@ impl CairnBuilder {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(retention);
+        }
+        #[cfg(feature = "admin")]
+        if let Some(options) = self.admin {
+            let hooks = crate::admin::AppHooks {
+                rt: Arc::clone(&app.rt),
+                scheduler: scheduler_abort,
+            };
+            let server = match crate::admin::start(app.client.clone(), options, Some(hooks)).await {
+                Ok(server) => server,
+                Err(error) => {
+                    app.clone().shutdown().await?;
+                    return Err(error);
+                }
+            };
+            app.admin_addr = Some(server.local_addr());
+            // Stopped (gracefully) when shutdown begins; shutdown awaits it.
+            let rt = Arc::clone(&app.rt);
+            let stop = tokio::spawn(async move {
+                rt.shutdown_requested().await;
+                server.shutdown().await;
+            });
+            app.background
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(stop);
         }
         crate::engine::runtime::register_launched(&app.rt);
         Ok(app)
@@ -556,6 +613,9 @@ pub struct Cairn {
     background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Shared with the scheduler task, which fires the schedules' ticks.
     scheduler: Arc<schedule::Scheduler>,
+    /// Where the admin server listens, if launched with one.
+    #[cfg(feature = "admin")]
+    admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Cairn {
@@ -624,6 +684,8 @@ impl Cairn {
             listen_queues: None,
             queues: Vec::new(),
             retention: None,
+            #[cfg(feature = "admin")]
+            admin: None,
         }
     }
 
@@ -710,6 +772,13 @@ impl Cairn {
     /// This process's executor id.
     pub fn executor_id(&self) -> &str {
         &self.rt.executor_id
+    }
+
+    /// Where the admin server listens ([`CairnBuilder::admin_server`]), with the port picked
+    /// when port 0 was asked; `None` without an admin server.
+    #[cfg(feature = "admin")]
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr
     }
 
     /// Stop taking work; let in-flight workflows reach their next durable operation (within

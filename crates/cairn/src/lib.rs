@@ -414,10 +414,13 @@
 //! |---|---|---|
 //! | `sqlite` | yes | the embedded SQLite system database (bundled SQLite) |
 //! | `postgres` | yes | the Postgres system database (tokio-postgres, deadpool, rustls) |
+//! | `admin` | no | `cairn::admin`: the admin HTTP server and web dashboard (`CairnBuilder::admin_server`, `admin::serve_dashboard`; axum) |
 //!
 //! Either alone builds; a URL for a backend that is not compiled in is a clear
 //! [`Error::Config`].
 
+#[cfg(feature = "admin")]
+pub mod admin;
 mod app;
 mod client;
 mod engine;
@@ -429,6 +432,10 @@ pub(crate) mod store;
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
 pub use client::{ApplicationVersion, EventHistoryEntry, ForkOptions, RetentionPolicy};
 pub use client::{Client, ClientOptions, Message, ReadStreamOptions};
+pub use client::{
+    MigrateReport, check_system_database, migrate_system_database, reset_system_database,
+};
+pub use client::{QueueStats, StreamInfo};
 pub use engine::comm::{SendOptions, close_stream, get_event, recv, send, set_event, write_stream};
 pub use engine::control::{deprecate_patch, patch, wait_all, wait_first};
 pub use engine::debounce::Debouncer;

@@ -9,10 +9,16 @@
 mod list;
 mod manage;
 mod messages;
+mod schema;
+mod stats;
 
 pub(crate) use manage::run_retention;
 pub use manage::{ApplicationVersion, EventHistoryEntry, ForkOptions, RetentionPolicy};
 pub use messages::{Message, ReadStreamOptions};
+pub use schema::{
+    MigrateReport, check_system_database, migrate_system_database, reset_system_database,
+};
+pub use stats::{QueueStats, StreamInfo};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

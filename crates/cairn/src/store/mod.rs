@@ -23,6 +23,7 @@ pub(crate) mod postgres;
 pub(crate) mod retry;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+pub(crate) mod stats;
 
 pub(crate) use bulk::SendMessages;
 pub(crate) use list::{ListSteps, ListWorkflows, MsRange};

@@ -1,6 +1,7 @@
 //! Test support: every behaviour test runs once per backend, each on a fresh database.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dbos;
 pub mod pg_server;
 pub mod proxy;

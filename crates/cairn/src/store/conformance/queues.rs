@@ -7,8 +7,9 @@ use super::*;
 use crate::engine::queue::Queue;
 use crate::error::Error;
 use crate::store::{
-    DeleteQueue, EnqueueOutcome, EnqueueWorkflow, GetQueue, GetWorkflow, ListQueues, QueueUpdate,
-    QueuedFields, RecordOutcome, RegisterAppVersion, UpdateQueue, UpsertQueue,
+    CompleteWorkflow, DeleteQueue, EnqueueOutcome, EnqueueWorkflow, GetQueue, GetWorkflow,
+    ListQueues, QueueUpdate, QueuedFields, RecordOutcome, RegisterAppVersion, UpdateQueue,
+    UpsertQueue,
 };
 
 /// An `ENQUEUED` `checkout` on `orders` with these queue columns.
@@ -279,5 +280,69 @@ conformance! {
         assert_eq!(db.row("e1").await.inputs.as_deref(), Some(INPUTS));
         assert!(!db.run(bounce("missing", Some("[4]"), Some(T0 + 200), None)).await);
         assert_eq!(db.row("d1").await.inputs.as_deref(), Some("[3]"));
+    }
+}
+
+conformance! {
+    /// Many enqueues and completions at once (which Postgres writes in shared multi-row
+    /// statements) each get their own outcome: every fresh id is enqueued once, a held
+    /// deduplication id and a taken id are refused as they are alone, and each completion is
+    /// made only under its owner.
+    /// One new id enqueued twice at once by two creators is enqueued once.
+    async fn concurrent_enqueues_and_completions_each_get_their_own_outcome(db) {
+        db.run(enqueue("held", dedup("k"))).await;
+        let enqueues = (0..64).map(|i| {
+            let op = match i {
+                0 => enqueue("late", dedup("k")),
+                1 => enqueue("held", QueuedFields::default()),
+                // One new id twice, by two creators: one enqueues it, the other finds it.
+                // (Late in the list: the first few are written alone, the rest in batches.)
+                40 | 41 => {
+                    let mut twin = enqueue("twin", QueuedFields::default());
+                    twin.workflow.creator_xid = format!("creator-{i}");
+                    twin
+                }
+                _ => enqueue(&format!("q{i}"), QueuedFields::default()),
+            };
+            async move { db.run(op).await }
+        });
+        let outcomes = futures::future::join_all(enqueues).await;
+        assert_eq!(
+            outcomes[0],
+            EnqueueOutcome::Deduplicated { existing_workflow_id: "held".to_owned() }
+        );
+        // The same id by its own creator: the enqueue itself, committed before.
+        assert_eq!(outcomes[1], EnqueueOutcome::Enqueued);
+        let twins = [&outcomes[40], &outcomes[41]];
+        assert!(twins.contains(&&EnqueueOutcome::Enqueued), "{twins:?}");
+        assert!(
+            twins.iter().any(|o| matches!(o, EnqueueOutcome::Existing { .. })),
+            "{twins:?}"
+        );
+        let others = outcomes[2..40].iter().chain(&outcomes[42..]);
+        assert!(others.into_iter().all(|o| *o == EnqueueOutcome::Enqueued));
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM workflow_status WHERE status = 'ENQUEUED'").await,
+            62
+        );
+        assert_eq!(db.count("SELECT COUNT(*) FROM workflow_input").await, 62);
+
+        let ids: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        db.pending(&refs).await;
+        let completions = ids.iter().enumerate().map(|(i, id)| {
+            // Every fourth completion is attempted by a stranger.
+            let owner = if i % 4 == 0 { "stranger".to_owned() } else { owner(id) };
+            async move { db.run(CompleteWorkflow(completion(id, &owner))).await }
+        });
+        let completed = futures::future::join_all(completions).await;
+        for (i, made) in completed.iter().enumerate() {
+            assert_eq!(*made, i % 4 != 0, "completion of p{i}");
+        }
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM workflow_status WHERE status = 'SUCCESS'").await,
+            48
+        );
+        assert_eq!(db.count("SELECT COUNT(*) FROM workflow_output").await, 48);
     }
 }

@@ -1,28 +1,59 @@
-//! Group commit for checkpoints: concurrent `record_step` calls share one statement and one
-//! commit.
+//! Group commit: concurrent writes of one kind (checkpoints, workflow completions) share one
+//! statement and one commit.
 //!
-//! Up to [`IN_FLIGHT`] writes run at once. A checkpoint that finds a slot free is written at
+//! Up to [`IN_FLIGHT`] writes of a kind run at once. A write that finds a slot free is made at
 //! once by its own task with the single-row statement, so a sequential workflow pays nothing
 //! for batching. The others wait; when a slot frees up, everything waiting goes out as one
-//! multi-row `INSERT … SELECT … FROM unnest(…)` that applies the same ownership guard to
-//! every row, so under load batches grow while earlier writes are in flight.
+//! multi-row statement over `unnest(…)` arrays that applies the same ownership guard to every
+//! row, so under load batches grow while earlier writes are in flight.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 
 use super::sql::{Sql, Statements};
-use super::workflows::RECORD_STEP;
+use super::workflows::{COMPLETE_WORKFLOW, RECORD_STEP};
 use super::{Describe, Param, checkout, col, failed, step_params};
 use crate::error::{Error, Result};
-use crate::store::{RecordStep, StepRecord};
+use crate::store::{CompleteWorkflow, RecordStep, StepRecord};
 
-/// Batches written concurrently.
+/// Batches of one kind written concurrently.
 const IN_FLIGHT: usize = 4;
-/// The most checkpoints one statement writes.
+/// The most rows one statement writes.
 const MAX_BATCH: usize = 512;
+
+/// A write that can go out alone or with others of its kind.
+pub(super) trait Grouped: Describe + Clone + Send + Sync + 'static {
+    /// What identifies a written row in the multi-row statement's result.
+    type Key: Eq + Hash + Send;
+    /// The single-row statement: returns a row iff the write was made.
+    const SINGLE: &'static Sql;
+    /// The multi-row statement: returns the key columns of the rows written.
+    const MULTI: &'static Sql;
+    /// Run the single-row statement `text` for this write on `client`.
+    fn write_one<'a>(
+        &'a self,
+        client: &'a deadpool_postgres::Object,
+        text: &'a str,
+    ) -> impl Future<Output = std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>
+    + Send
+    + 'a;
+    /// This write's key.
+    fn key(&self) -> Self::Key;
+    /// The key of a row the multi-row statement returned.
+    fn key_of(row: &tokio_postgres::Row) -> Result<Self::Key>;
+    /// Run the multi-row statement `text` for `batch` on `client`.
+    fn write_many<'a>(
+        client: &'a deadpool_postgres::Object,
+        text: &'a str,
+        batch: &'a [&'a Self],
+    ) -> impl Future<Output = std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>
+    + Send
+    + 'a;
+}
 
 /// `RECORD_STEP` for many rows: its ten parameters as arrays, in the same order; returns the
 /// `(workflow_uuid, function_id)`s written.
@@ -48,51 +79,188 @@ static RECORD_STEPS: Sql = Sql(|q| {
     )
 });
 
-/// A checkpoint waiting to be written, and where its result goes: whether it was written
-/// (`false`: refused by the ownership guard or already there; the caller finds out which).
-struct Pending {
-    step: RecordStep,
+/// `COMPLETE_WORKFLOW` for many workflows: its six parameters as arrays; returns the
+/// `workflow_uuid`s completed. Rows are locked in id order, so two batches never deadlock.
+static COMPLETE_WORKFLOWS: Sql = Sql(|q| {
+    format!(
+        "WITH input AS ( \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::int8[]) AS t(workflow_uuid, owner_xid, status, output, error, now_ms)), \
+         locked AS ( \
+             SELECT s.workflow_uuid FROM {q}.workflow_status s JOIN input i \
+                 ON s.workflow_uuid = i.workflow_uuid \
+             WHERE s.status = 'PENDING' AND s.owner_xid = i.owner_xid \
+             ORDER BY s.workflow_uuid FOR UPDATE OF s), \
+         upd AS ( \
+             UPDATE {q}.workflow_status s \
+             SET status = i.status, owner_xid = NULL, deduplication_id = NULL, \
+                 updated_at = i.now_ms, completed_at = i.now_ms \
+             FROM input i JOIN locked l ON l.workflow_uuid = i.workflow_uuid \
+             WHERE s.workflow_uuid = i.workflow_uuid \
+             RETURNING s.workflow_uuid), \
+         out AS ( \
+             INSERT INTO {q}.workflow_output (workflow_uuid, output, error, retention_timestamp) \
+             SELECT i.workflow_uuid, i.output, i.error, i.now_ms FROM input i \
+                 JOIN upd u ON u.workflow_uuid = i.workflow_uuid \
+             ON CONFLICT (workflow_uuid) DO UPDATE SET output = EXCLUDED.output, \
+                 error = EXCLUDED.error, retention_timestamp = EXCLUDED.retention_timestamp) \
+         SELECT workflow_uuid FROM upd"
+    )
+});
+
+impl Grouped for RecordStep {
+    type Key = (String, i32);
+    const SINGLE: &'static Sql = &RECORD_STEP;
+    const MULTI: &'static Sql = &RECORD_STEPS;
+
+    async fn write_one(
+        &self,
+        client: &deadpool_postgres::Object,
+        text: &str,
+    ) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = client.prepare_cached(text).await?;
+        client.query(&statement, &step_params(&self.0)).await
+    }
+
+    fn key(&self) -> Self::Key {
+        (self.0.workflow_id.clone(), self.0.function_id)
+    }
+
+    fn key_of(row: &tokio_postgres::Row) -> Result<Self::Key> {
+        Ok((col(row, 0)?, col(row, 1)?))
+    }
+
+    async fn write_many(
+        client: &deadpool_postgres::Object,
+        text: &str,
+        batch: &[&Self],
+    ) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let column = |f: fn(&StepRecord) -> Option<String>| {
+            batch.iter().map(|p| f(&p.0)).collect::<Vec<_>>()
+        };
+        let workflow_ids = column(|r| Some(r.workflow_id.clone()));
+        let owners = column(|r| Some(r.owner_xid.clone()));
+        let names = column(|r| Some(r.function_name.clone()));
+        let outputs = column(|r| r.output.clone());
+        let errors = column(|r| r.error.clone());
+        let children = column(|r| r.child_workflow_id.clone());
+        let applications = column(|r| r.application_name.clone());
+        let function_ids: Vec<i32> = batch.iter().map(|p| p.0.function_id).collect();
+        let started: Vec<i64> = batch.iter().map(|p| p.0.started_at_epoch_ms).collect();
+        let completed: Vec<i64> = batch.iter().map(|p| p.0.completed_at_epoch_ms).collect();
+        let params: [Param<'_>; 10] = [
+            &workflow_ids,
+            &owners,
+            &function_ids,
+            &names,
+            &outputs,
+            &errors,
+            &children,
+            &started,
+            &completed,
+            &applications,
+        ];
+        let statement = client.prepare_cached(text).await?;
+        client.query(&statement, &params).await
+    }
+}
+
+impl Grouped for CompleteWorkflow {
+    type Key = String;
+    const SINGLE: &'static Sql = &COMPLETE_WORKFLOW;
+    const MULTI: &'static Sql = &COMPLETE_WORKFLOWS;
+
+    async fn write_one(
+        &self,
+        client: &deadpool_postgres::Object,
+        text: &str,
+    ) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let c = &self.0;
+        let status = c.status.as_str();
+        let params: [Param<'_>; 6] = [
+            &c.workflow_id,
+            &c.owner_xid,
+            &status,
+            &c.output,
+            &c.error,
+            &c.now_ms,
+        ];
+        let statement = client.prepare_cached(text).await?;
+        client.query(&statement, &params).await
+    }
+
+    fn key(&self) -> Self::Key {
+        self.0.workflow_id.clone()
+    }
+
+    fn key_of(row: &tokio_postgres::Row) -> Result<Self::Key> {
+        col(row, 0)
+    }
+
+    async fn write_many(
+        client: &deadpool_postgres::Object,
+        text: &str,
+        batch: &[&Self],
+    ) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let ids: Vec<&str> = batch.iter().map(|p| p.0.workflow_id.as_str()).collect();
+        let owners: Vec<&str> = batch.iter().map(|p| p.0.owner_xid.as_str()).collect();
+        let statuses: Vec<&str> = batch.iter().map(|p| p.0.status.as_str()).collect();
+        let outputs: Vec<Option<&str>> = batch.iter().map(|p| p.0.output.as_deref()).collect();
+        let errors: Vec<Option<&str>> = batch.iter().map(|p| p.0.error.as_deref()).collect();
+        let now: Vec<i64> = batch.iter().map(|p| p.0.now_ms).collect();
+        let params: [Param<'_>; 6] = [&ids, &owners, &statuses, &outputs, &errors, &now];
+        let statement = client.prepare_cached(text).await?;
+        client.query(&statement, &params).await
+    }
+}
+
+/// A write waiting for a slot, and where its result goes: whether it was made (`false`:
+/// refused by the ownership guard or already made; the caller finds out which).
+pub(super) struct Pending<W> {
+    item: W,
     reply: oneshot::Sender<Result<bool>>,
 }
 
-/// The handle the store submits checkpoints through.
-pub(super) struct StepBatcher {
-    shared: Arc<Shared>,
+/// The handle the store submits writes of kind `W` through.
+pub(super) struct GroupCommit<W: Grouped> {
+    shared: Arc<Shared<W>>,
 }
 
-struct Shared {
+struct Shared<W> {
     pool: Pool,
     sql: Texts,
-    state: Mutex<State>,
+    state: Mutex<State<W>>,
 }
 
-/// Slots in use, and the checkpoints waiting for one.
-#[derive(Default)]
-struct State {
+/// Slots in use, and the writes waiting for one.
+struct State<W> {
     in_flight: usize,
-    waiting: Vec<Pending>,
+    waiting: Vec<Pending<W>>,
 }
 
-impl StepBatcher {
+impl<W: Grouped> GroupCommit<W> {
     /// A batcher over `pool`, with its two statements' texts taken from `statements` now, so
-    /// a checkpoint looks nothing up.
+    /// a write looks nothing up.
     pub(super) fn new(pool: Pool, statements: &Statements) -> Self {
         let sql = Texts {
-            single: statements.text(&RECORD_STEP),
-            multi: statements.text(&RECORD_STEPS),
+            single: statements.text(W::SINGLE),
+            multi: statements.text(W::MULTI),
         };
         Self {
             shared: Arc::new(Shared {
                 pool,
                 sql,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    in_flight: 0,
+                    waiting: Vec::new(),
+                }),
             }),
         }
     }
 
-    /// Write one checkpoint; returns whether it was written. With a slot free it is written
-    /// at once by the caller's own task (no hand-off); otherwise it joins the next batch.
-    pub(super) async fn write(&self, step: &RecordStep) -> Result<bool> {
+    /// Make one write; returns whether it was made. With a slot free it is made at once by
+    /// the caller's own task (no hand-off); otherwise it joins the next batch.
+    pub(super) async fn write(&self, item: &W) -> Result<bool> {
         let answer = {
             let mut state = self.shared.lock();
             if state.in_flight < IN_FLIGHT {
@@ -101,7 +269,7 @@ impl StepBatcher {
             } else {
                 let (reply, answer) = oneshot::channel();
                 state.waiting.push(Pending {
-                    step: step.clone(),
+                    item: item.clone(),
                     reply,
                 });
                 Some(answer)
@@ -110,7 +278,7 @@ impl StepBatcher {
         match answer {
             None => {
                 let _slot = Slot(Arc::clone(&self.shared));
-                write_one(&self.shared.pool, &self.shared.sql, step).await
+                write_one(&self.shared.pool, &self.shared.sql, item).await
             }
             // The batch's task was dropped unfinished: the runtime is shutting down.
             Some(answer) => answer.await.map_err(|_| Error::Shutdown)?,
@@ -118,22 +286,22 @@ impl StepBatcher {
     }
 }
 
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+impl<W> Shared<W> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<W>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A slot in use. Releasing it hands it to the checkpoints that waited, as one batch written
-/// by a task of its own (so no caller's cancellation can strand the others).
-struct Slot(Arc<Shared>);
+/// A slot in use. Releasing it hands it to the writes that waited, as one batch made by a
+/// task of its own (so no caller's cancellation can strand the others).
+struct Slot<W: Grouped>(Arc<Shared<W>>);
 
-impl Drop for Slot {
+impl<W: Grouped> Drop for Slot<W> {
     fn drop(&mut self) {
         let batch = {
             let mut state = self.0.lock();
             let take = state.waiting.len().min(MAX_BATCH);
-            let batch: Vec<Pending> = state.waiting.drain(..take).collect();
+            let batch: Vec<Pending<W>> = state.waiting.drain(..take).collect();
             if batch.is_empty() {
                 state.in_flight -= 1;
                 return;
@@ -157,28 +325,45 @@ impl Drop for Slot {
     }
 }
 
-/// The batcher's two statement texts.
+/// A batcher's two statement texts.
 struct Texts {
-    /// `RECORD_STEP`: one checkpoint.
+    /// One row.
     single: Arc<str>,
-    /// `RECORD_STEPS`: many.
+    /// Many.
     multi: Arc<str>,
 }
 
 /// What a failed multi-row write was doing.
-struct Batch(usize);
+struct Batch<'a, W>(&'a [Pending<W>]);
 
-impl Describe for Batch {
+impl<W: Grouped> Describe for Batch<'_, W> {
     fn what(&self) -> String {
-        format!("recording a batch of {} steps", self.0)
+        match self.0.first() {
+            Some(first) => format!("{} (in a batch of {})", first.item.what(), self.0.len()),
+            None => "an empty batch".to_owned(),
+        }
     }
 }
 
-/// Write a batch and answer each of its callers.
-async fn write_batch(pool: &Pool, sql: &Texts, batch: Vec<Pending>) {
+/// Make a batch's writes and answer each of its callers. A key seen twice (one workflow
+/// enqueued twice at once) is written after the batch, alone: in one statement both rows
+/// would read as written.
+async fn write_batch<W: Grouped>(pool: &Pool, sql: &Texts, batch: Vec<Pending<W>>) {
+    let mut keys = HashSet::with_capacity(batch.len());
+    let (batch, repeated): (Vec<_>, Vec<_>) =
+        batch.into_iter().partition(|p| keys.insert(p.item.key()));
+    write_distinct(pool, sql, batch).await;
+    for pending in repeated {
+        let written = write_one(pool, sql, &pending.item).await;
+        let _ = pending.reply.send(written);
+    }
+}
+
+/// [`write_batch`] for writes of distinct keys.
+async fn write_distinct<W: Grouped>(pool: &Pool, sql: &Texts, batch: Vec<Pending<W>>) {
     if batch.len() == 1 {
         for pending in batch {
-            let written = write_one(pool, sql, &pending.step).await;
+            let written = write_one(pool, sql, &pending.item).await;
             let _ = pending.reply.send(written);
         }
         return;
@@ -186,74 +371,100 @@ async fn write_batch(pool: &Pool, sql: &Texts, batch: Vec<Pending>) {
     match write_many(pool, sql, &batch).await {
         Ok(written) => {
             for pending in batch {
-                let record = &pending.step.0;
-                let key = (record.workflow_id.clone(), record.function_id);
-                let _ = pending.reply.send(Ok(written.contains(&key)));
+                let made = written.contains(&pending.item.key());
+                let _ = pending.reply.send(Ok(made));
             }
         }
-        // A failed batch (a deadlock with a multi-row cancel, a dropped connection) is retried
-        // row by row, so each caller gets its own answer.
+        // A failed batch (a deadlock with a multi-row cancel, a dropped connection) is
+        // retried row by row, so each caller gets its own answer.
         Err(error) => {
-            tracing::debug!(%error, size = batch.len(), "batched checkpoint write failed; writing one by one");
+            tracing::debug!(%error, size = batch.len(), "batched write failed; writing one by one");
             for pending in batch {
-                let written = write_one(pool, sql, &pending.step).await;
+                let written = write_one(pool, sql, &pending.item).await;
                 let _ = pending.reply.send(written);
             }
         }
     }
 }
 
-/// Write one checkpoint; returns whether it was written.
-async fn write_one(pool: &Pool, sql: &Texts, step: &RecordStep) -> Result<bool> {
-    let client = checkout(pool, step).await?;
-    let params = step_params(&step.0);
-    let result = match client.prepare_cached(&sql.single).await {
-        Ok(statement) => client.query(&statement, &params).await,
-        Err(e) => Err(e),
-    };
+/// Make one write; returns whether it was made.
+async fn write_one<W: Grouped>(pool: &Pool, sql: &Texts, item: &W) -> Result<bool> {
+    let client = checkout(pool, item).await?;
+    let result = item.write_one(&client, &sql.single).await;
     result
         .map(|rows| !rows.is_empty())
-        .map_err(|e| failed(pool, client, e, step))
+        .map_err(|e| failed(pool, client, e, item))
 }
 
-/// Write a batch in one statement; returns the `(workflow, function id)`s written.
-async fn write_many(pool: &Pool, sql: &Texts, batch: &[Pending]) -> Result<HashSet<(String, i32)>> {
-    let op = Batch(batch.len());
-    let column = |f: fn(&StepRecord) -> Option<String>| {
-        batch.iter().map(|p| f(&p.step.0)).collect::<Vec<_>>()
-    };
-    let workflow_ids = column(|r| Some(r.workflow_id.clone()));
-    let owners = column(|r| Some(r.owner_xid.clone()));
-    let names = column(|r| Some(r.function_name.clone()));
-    let outputs = column(|r| r.output.clone());
-    let errors = column(|r| r.error.clone());
-    let children = column(|r| r.child_workflow_id.clone());
-    let applications = column(|r| r.application_name.clone());
-    let function_ids: Vec<i32> = batch.iter().map(|p| p.step.0.function_id).collect();
-    let started: Vec<i64> = batch.iter().map(|p| p.step.0.started_at_epoch_ms).collect();
-    let completed: Vec<i64> = batch
-        .iter()
-        .map(|p| p.step.0.completed_at_epoch_ms)
-        .collect();
-    let params: [Param<'_>; 10] = [
-        &workflow_ids,
-        &owners,
-        &function_ids,
-        &names,
-        &outputs,
-        &errors,
-        &children,
-        &started,
-        &completed,
-        &applications,
-    ];
+/// Make a batch's writes in one statement; returns the keys of those made.
+async fn write_many<W: Grouped>(
+    pool: &Pool,
+    sql: &Texts,
+    batch: &[Pending<W>],
+) -> Result<HashSet<W::Key>> {
+    let op = Batch(batch);
     let client = checkout(pool, &op).await?;
-    let result = match client.prepare_cached(&sql.multi).await {
-        Ok(statement) => client.query(&statement, &params).await,
-        Err(e) => Err(e),
-    };
+    let items: Vec<&W> = batch.iter().map(|p| &p.item).collect();
+    let result = W::write_many(&client, &sql.multi, &items).await;
     let rows = result.map_err(|e| failed(pool, client, e, &op))?;
-    rows.iter()
-        .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
-        .collect()
+    rows.iter().map(W::key_of).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::WorkflowState;
+    use crate::store::conformance::{guard, pg, workflow};
+    use crate::store::{EnqueueWorkflow, QueuedFields, StoreOptions};
+
+    use super::super::PostgresStore;
+
+    /// An enqueue of `id` by `creator`.
+    fn enqueue(id: &str, creator: &str) -> EnqueueWorkflow {
+        let mut workflow = workflow(id, WorkflowState::Enqueued);
+        workflow.creator_xid = creator.to_owned();
+        EnqueueWorkflow {
+            workflow,
+            queued: QueuedFields::default(),
+            parent: None,
+        }
+    }
+
+    /// One id twice in one batch (two creators enqueueing it at once) is written once, and
+    /// only one of the two callers hears that its write was made; the rest of the batch is
+    /// written together.
+    #[tokio::test]
+    async fn an_id_twice_in_a_batch_is_written_once() {
+        let name = format!("cairn_batch_{}", uuid::Uuid::new_v4().simple());
+        let outcome = guard(async {
+            let db = PostgresStore::connect(&pg::url(&name), &StoreOptions::default())
+                .await
+                .expect("open the store");
+            let shared = &db.enqueues.shared;
+            let ops = [
+                enqueue("twin", "first"),
+                enqueue("other", "other"),
+                enqueue("twin", "second"),
+            ];
+            let (batch, answers): (Vec<_>, Vec<_>) = ops
+                .into_iter()
+                .map(|item| {
+                    let (reply, answer) = oneshot::channel();
+                    (Pending { item, reply }, answer)
+                })
+                .unzip();
+            write_batch(&shared.pool, &shared.sql, batch).await;
+            let mut made = Vec::new();
+            for answer in answers {
+                made.push(answer.await.expect("answered").expect("written"));
+            }
+            assert_eq!(made, [true, true, false]);
+            db.close().await;
+        })
+        .await;
+        pg::drop_database(&name).await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
 }

@@ -34,7 +34,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DRIVER_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// A parsed system database URL: the driver's config and the TLS connector for its `sslmode`.
-pub(super) struct Target {
+pub(crate) struct Target {
     /// The driver's configuration (password filled in from `PGPASSWORD` if the URL has none).
     pub config: Config,
     /// The connector, whatever the mode (unused when TLS is disabled).
@@ -47,7 +47,7 @@ impl Target {
     /// Parse a `postgres://` or `postgresql://` URL. An unknown `sslmode` is a config error.
     /// Unless the URL says otherwise, connecting times out after [`CONNECT_TIMEOUT`] and TCP
     /// keepalives notice a silently lost server within about half a minute.
-    pub(super) fn parse(url: &str) -> Result<Self> {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
         let redacted = redact(url);
         let (rest, sslmode) = split_sslmode(url);
         let sslmode = match sslmode.or_else(|| std::env::var("PGSSLMODE").ok()) {
@@ -88,7 +88,7 @@ impl Target {
     ///
     /// With `sslmode=prefer`, a server that accepts TLS but fails the handshake is retried in
     /// plain text, and the pool then uses plain text too.
-    pub(super) async fn bootstrap(&mut self, create: bool) -> Result<Client> {
+    pub(crate) async fn bootstrap(&mut self, create: bool) -> Result<Client> {
         let context = |redacted: &str| format!("connecting to {redacted}");
         match self.open().await {
             Ok(client) => Ok(client),
@@ -216,7 +216,7 @@ impl deadpool_postgres::Connect for PoolConnector {
 type Connected = std::result::Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>;
 
 /// Connect one client and drive its connection on a task.
-pub(super) async fn open_client(
+pub(crate) async fn open_client(
     config: &Config,
     tls: &MakeRustlsConnect,
 ) -> std::result::Result<Client, tokio_postgres::Error> {
@@ -230,7 +230,7 @@ pub(super) async fn open_client(
 }
 
 /// A Postgres identifier, double-quoted.
-pub(super) fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

@@ -66,7 +66,7 @@ impl std::error::Error for PostgresError {
 }
 
 /// The error of a failed driver call while doing `context`, classified.
-pub(super) fn failure(e: tokio_postgres::Error, context: String) -> Error {
+pub(crate) fn failure(e: tokio_postgres::Error, context: String) -> Error {
     Error::database_of(kind_of(&e), context, PostgresError::of_driver(e))
 }
 

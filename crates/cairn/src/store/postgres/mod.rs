@@ -10,15 +10,15 @@
 //! one statement (a CTE or `INSERT … SELECT … WHERE EXISTS`). A second query runs only on the
 //! rare path that must explain why nothing was written. The one exception is a stream write:
 //! a short transaction that takes the stream's advisory lock before computing the next offset.
-//! Checkpoints go through a group-commit batcher (`batch`); `watch_changes` listens on a
+//! Checkpoints and workflow completions go through group-commit batchers (`batch`); `watch_changes` listens on a
 //! dedicated connection of its own (`listen`). Failures are classified transient or permanent
 //! and carry the server's own message (`error`).
 
 mod batch;
 mod bulk;
 mod comm;
-mod connect;
-mod error;
+pub(crate) mod connect;
+pub(crate) mod error;
 mod list;
 mod listen;
 pub(crate) mod liveness;
@@ -27,6 +27,7 @@ mod queues;
 mod recovery;
 mod schedules;
 mod sql;
+mod stats;
 mod tls;
 mod workflows;
 
@@ -86,7 +87,11 @@ pub(crate) struct PostgresStore {
     /// The statement texts for this store's schema.
     sql: Statements,
     /// Group commit for checkpoints.
-    steps: batch::StepBatcher,
+    steps: batch::GroupCommit<super::RecordStep>,
+    /// Group commit for workflow completions.
+    completions: batch::GroupCommit<super::CompleteWorkflow>,
+    /// Group commit for top-level enqueues.
+    enqueues: batch::GroupCommit<super::EnqueueWorkflow>,
     /// The `LISTEN` connections of `watch_changes`, stopped by `close`. Boxed: the driver's
     /// configuration it holds would make the store (and `store::Backend`) large.
     listeners: Box<listen::Listeners>,
@@ -138,7 +143,9 @@ impl PostgresStore {
             })?;
         let sql = Statements::new(quote_ident(&options.schema));
         Ok(Self {
-            steps: batch::StepBatcher::new(pool.clone(), &sql),
+            steps: batch::GroupCommit::new(pool.clone(), &sql),
+            completions: batch::GroupCommit::new(pool.clone(), &sql),
+            enqueues: batch::GroupCommit::new(pool.clone(), &sql),
             pool,
             sql,
             listeners: Box::new(listen::Listeners::new(&target)),

@@ -4,6 +4,7 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
+use super::batch::Grouped;
 use super::sql::{CHECKPOINT_COLUMNS, Sql, checkpoint_insert};
 use super::{ATTEMPTS, OnPostgres, Param, PostgresStore, anomaly, checkpoint_at, col, step_params};
 use crate::engine::queue::{QUEUE_COLUMNS, Queue, QueueRow, owned_elsewhere};
@@ -217,7 +218,7 @@ async fn attempt(
 const NOTIFY_QUEUE: &str = "SELECT pg_notify('cairn_queue_channel', $1::text)";
 
 /// [`INSERT_QUEUED`]'s `$1`…`$18`, then `$19` inputs and `$20` attributes: the status row and its input row, in
-/// one autocommitted statement. Row: `(inserted)`. Nothing is written when the insert
+/// one autocommitted statement. A row iff it inserted. Nothing is written when the insert
 /// conflicts: the transaction of [`attempt`] then says why.
 static ENQUEUE_AT_ONCE: Sql = Sql(|q| {
     format!(
@@ -235,66 +236,183 @@ static ENQUEUE_AT_ONCE: Sql = Sql(|q| {
              SELECT workflow_uuid, $19::text, $8::int8 FROM ins \
              ON CONFLICT (workflow_uuid) DO UPDATE SET \
                  inputs = excluded.inputs, retention_timestamp = excluded.retention_timestamp) \
-         SELECT EXISTS (SELECT 1 FROM ins)"
+         SELECT workflow_uuid FROM ins"
     )
 });
 
-/// A top-level enqueue as one statement, `true` if it inserted, and its announcement
-/// pipelined behind it (one round trip for both). The announcement is a transaction of its
-/// own, committed without waiting for its WAL flush: Postgres serializes the commits of
+/// [`ENQUEUE_AT_ONCE`] for many workflows: its parameters (but the serialization) as arrays,
+/// in the same order; returns the `workflow_uuid`s inserted.
+static ENQUEUE_MANY: Sql = Sql(|q| {
+    format!(
+        "WITH input AS ( \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::text[], \
+                 $12::text[], $13::int4[], $14::text[], $15::text[], $16::text[], $17::int8[], \
+                 $18::text[], $19::text[]) WITH ORDINALITY \
+             AS t(workflow_uuid, status, name, queue_name, executor_id, application_version, \
+                 application_name, now_ms, timeout_ms, deadline, parent, creator, priority, \
+                 config_name, dedup, partition_key, delay_until, inputs, attributes, ord)), \
+         ins AS ( \
+             INSERT INTO {q}.workflow_status (workflow_uuid, status, name, queue_name, executor_id, \
+                 application_version, application_name, created_at, updated_at, recovery_attempts, \
+                 workflow_timeout_ms, workflow_deadline_epoch_ms, parent_workflow_id, creator_xid, \
+                 owner_xid, started_at_epoch_ms, serialization, priority, config_name, \
+                 deduplication_id, queue_partition_key, delay_until_epoch_ms, attributes) \
+             SELECT workflow_uuid, status, name, queue_name, executor_id, application_version, \
+                 application_name, now_ms, now_ms, 0, timeout_ms, deadline, parent, creator, \
+                 NULL, NULL, '{PORTABLE_JSON}', priority, config_name, dedup, partition_key, \
+                 delay_until, attributes::jsonb \
+             FROM input ORDER BY ord \
+             ON CONFLICT DO NOTHING RETURNING workflow_uuid), \
+         inp AS ( \
+             INSERT INTO {q}.workflow_input (workflow_uuid, inputs, retention_timestamp) \
+             SELECT i.workflow_uuid, i.inputs, i.now_ms FROM input i \
+                 JOIN ins ON ins.workflow_uuid = i.workflow_uuid \
+             ON CONFLICT (workflow_uuid) DO UPDATE SET \
+                 inputs = excluded.inputs, retention_timestamp = excluded.retention_timestamp) \
+         SELECT workflow_uuid FROM ins"
+    )
+});
+
+/// Announce enqueues on `queues` to other processes' dispatchers, as a transaction of its
+/// own committed without waiting for its WAL flush: Postgres serializes the commits of
 /// transactions that notify (a global lock held through the commit), so a NOTIFY inside each
 /// enqueue would let only one enqueue commit per disk flush, whereas alone and asynchronous
 /// it holds that lock only briefly, and the enqueues group-commit. (A notification is not
-/// durable anyway.) It is sent whatever the insert did (a spare wake-up costs a claim that
-/// finds nothing), and a failed announcement is only logged: the enqueue is committed, and
+/// durable anyway.) A failed announcement is only logged: the enqueue is committed, and
 /// dispatchers also poll.
-async fn enqueue_at_once(db: &PostgresStore, op: &EnqueueWorkflow) -> Result<bool> {
-    let (wf, q) = (&op.workflow, &op.queued);
-    let queue = wf.queue_name.as_deref().unwrap_or_default();
-    let params: [Param<'_>; 20] = [
-        &wf.id,
-        &wf.status.as_str(),
-        &wf.name,
-        &wf.queue_name,
-        &wf.executor_id,
-        &wf.app_version,
-        &wf.application_name,
-        &wf.now_ms,
-        &wf.timeout_ms,
-        &wf.deadline_epoch_ms,
-        &wf.parent_workflow_id,
-        &wf.creator_xid,
-        &PORTABLE_JSON,
-        &q.priority,
-        &wf.config_name,
-        &q.deduplication_id,
-        &q.partition_key,
-        &q.delay_until_epoch_ms,
-        &wf.inputs,
-        &wf.attributes,
-    ];
-    let text = db.sql.text(&ENQUEUE_AT_ONCE);
-    let client = db.checkout(op).await?;
-    let result = async {
-        let enqueue = client.prepare_cached(&text).await?;
-        // Simple-query protocol: both statements run as one implicit transaction, which
-        // `SET LOCAL` scopes; the queue's name is therefore a quoted literal.
-        let announce = format!(
-            "SET LOCAL synchronous_commit = off; \
-             SELECT pg_notify('cairn_queue_channel', '{}')",
+async fn announce<'q>(
+    client: &deadpool_postgres::Object,
+    queues: impl IntoIterator<Item = &'q str>,
+) {
+    // Simple-query protocol: the statements run as one implicit transaction, which `SET LOCAL`
+    // scopes; the queues' names are therefore quoted literals.
+    let mut text = String::from("SET LOCAL synchronous_commit = off;");
+    for queue in queues {
+        text.push_str(&format!(
+            " SELECT pg_notify('cairn_queue_channel', '{}');",
             queue.replace('\'', "''")
-        );
-        let (inserted, announced) = futures::join!(
-            client.query_one(&enqueue, &params),
-            client.batch_execute(&announce)
-        );
-        if let Err(error) = announced {
-            tracing::warn!(%error, queue, "could not announce an enqueue to other processes");
-        }
-        inserted?.try_get::<_, bool>(0)
+        ));
     }
-    .await;
-    result.map_err(|e| super::failed(&db.pool, client, e, op))
+    if let Err(error) = client.batch_execute(&text).await {
+        tracing::warn!(%error, "could not announce an enqueue to other processes");
+    }
+}
+
+/// Top-level enqueues go through group commit: alone, [`ENQUEUE_AT_ONCE`] with its
+/// announcement pipelined behind it (one round trip for both); under load, many as one
+/// [`ENQUEUE_MANY`] and one announcement per queue. The announcement is sent whatever the
+/// insert did (a spare wake-up costs a claim that finds nothing).
+impl Grouped for EnqueueWorkflow {
+    type Key = String;
+    const SINGLE: &'static Sql = &ENQUEUE_AT_ONCE;
+    const MULTI: &'static Sql = &ENQUEUE_MANY;
+
+    fn key(&self) -> String {
+        self.workflow.id.clone()
+    }
+
+    fn key_of(row: &Row) -> Result<String> {
+        col(row, 0)
+    }
+
+    async fn write_one(
+        &self,
+        client: &deadpool_postgres::Object,
+        text: &str,
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let (wf, q) = (&self.workflow, &self.queued);
+        let status = wf.status.as_str();
+        let params: [Param<'_>; 20] = [
+            &wf.id,
+            &status,
+            &wf.name,
+            &wf.queue_name,
+            &wf.executor_id,
+            &wf.app_version,
+            &wf.application_name,
+            &wf.now_ms,
+            &wf.timeout_ms,
+            &wf.deadline_epoch_ms,
+            &wf.parent_workflow_id,
+            &wf.creator_xid,
+            &PORTABLE_JSON,
+            &q.priority,
+            &wf.config_name,
+            &q.deduplication_id,
+            &q.partition_key,
+            &q.delay_until_epoch_ms,
+            &wf.inputs,
+            &wf.attributes,
+        ];
+        let enqueue = client.prepare_cached(text).await?;
+        let queue = wf.queue_name.as_deref().unwrap_or_default();
+        let (inserted, ()) =
+            futures::join!(client.query(&enqueue, &params), announce(client, [queue]));
+        inserted
+    }
+
+    async fn write_many(
+        client: &deadpool_postgres::Object,
+        text: &str,
+        batch: &[&Self],
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        fn column<'a, T>(
+            batch: &[&'a EnqueueWorkflow],
+            f: impl Fn(&'a EnqueueWorkflow) -> T,
+        ) -> Vec<T> {
+            batch.iter().map(|op| f(op)).collect()
+        }
+        let ids = column(batch, |op| op.workflow.id.as_str());
+        let statuses = column(batch, |op| op.workflow.status.as_str());
+        let names = column(batch, |op| op.workflow.name.as_str());
+        let queues = column(batch, |op| op.workflow.queue_name.as_deref());
+        let executors = column(batch, |op| op.workflow.executor_id.as_str());
+        let versions = column(batch, |op| op.workflow.app_version.as_deref());
+        let applications = column(batch, |op| op.workflow.application_name.as_deref());
+        let now = column(batch, |op| op.workflow.now_ms);
+        let timeouts = column(batch, |op| op.workflow.timeout_ms);
+        let deadlines = column(batch, |op| op.workflow.deadline_epoch_ms);
+        let parents = column(batch, |op| op.workflow.parent_workflow_id.as_deref());
+        let creators = column(batch, |op| op.workflow.creator_xid.as_str());
+        let priorities = column(batch, |op| op.queued.priority);
+        let configs = column(batch, |op| op.workflow.config_name.as_deref());
+        let dedups = column(batch, |op| op.queued.deduplication_id.as_deref());
+        let partitions = column(batch, |op| op.queued.partition_key.as_deref());
+        let delays = column(batch, |op| op.queued.delay_until_epoch_ms);
+        let inputs = column(batch, |op| op.workflow.inputs.as_str());
+        let attributes = column(batch, |op| op.workflow.attributes.as_deref());
+        let params: [Param<'_>; 19] = [
+            &ids,
+            &statuses,
+            &names,
+            &queues,
+            &executors,
+            &versions,
+            &applications,
+            &now,
+            &timeouts,
+            &deadlines,
+            &parents,
+            &creators,
+            &priorities,
+            &configs,
+            &dedups,
+            &partitions,
+            &delays,
+            &inputs,
+            &attributes,
+        ];
+        let mut distinct: Vec<&str> = queues.iter().map(|q| q.unwrap_or_default()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let enqueue = client.prepare_cached(text).await?;
+        let (inserted, ()) = futures::join!(
+            client.query(&enqueue, &params),
+            announce(client, distinct.iter().copied())
+        );
+        inserted
+    }
 }
 
 impl OnPostgres for EnqueueWorkflow {
@@ -303,7 +421,7 @@ impl OnPostgres for EnqueueWorkflow {
     /// transaction: check the parent, insert the child, write the parent's checkpoint (or
     /// read why nothing was inserted). An outcome that wrote nothing rolls back.
     async fn on_postgres(&self, db: &PostgresStore) -> Result<EnqueueOutcome> {
-        if self.parent.is_none() && enqueue_at_once(db, self).await? {
+        if self.parent.is_none() && db.enqueues.write(self).await? {
             return Ok(EnqueueOutcome::Enqueued);
         }
         for _ in 0..ATTEMPTS {

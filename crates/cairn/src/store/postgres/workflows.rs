@@ -244,8 +244,8 @@ impl OnPostgres for ListCheckpoints {
 }
 
 /// `$1` workflow, `$2` owner, `$3` status, `$4` output, `$5` error, `$6` now: the guarded
-/// status update and the output upsert. One row, the number of status rows updated.
-static COMPLETE_WORKFLOW: Sql = Sql(|q| {
+/// status update and the output upsert. A row iff the workflow was completed.
+pub(super) static COMPLETE_WORKFLOW: Sql = Sql(|q| {
     format!(
         "WITH upd AS ( \
              UPDATE {q}.workflow_status \
@@ -257,30 +257,15 @@ static COMPLETE_WORKFLOW: Sql = Sql(|q| {
              SELECT workflow_uuid, $4::text, $5::text, $6::int8 FROM upd \
              ON CONFLICT (workflow_uuid) DO UPDATE SET output = EXCLUDED.output, \
                  error = EXCLUDED.error, retention_timestamp = EXCLUDED.retention_timestamp) \
-         SELECT count(*) FROM upd"
+         SELECT workflow_uuid FROM upd"
     )
 });
 
 impl OnPostgres for CompleteWorkflow {
-    /// One statement: the guarded status update and the output upsert.
+    /// One statement (the guarded status update and the output upsert), shared with
+    /// concurrent completions by the batcher.
     async fn on_postgres(&self, db: &PostgresStore) -> Result<bool> {
-        let c = &self.0;
-        let status = c.status.as_str();
-        let row = db
-            .query_row(
-                &COMPLETE_WORKFLOW,
-                &[
-                    &c.workflow_id,
-                    &c.owner_xid,
-                    &status,
-                    &c.output,
-                    &c.error,
-                    &c.now_ms,
-                ],
-                self,
-            )
-            .await?;
-        Ok(col::<i64>(&row, 0)? > 0)
+        db.completions.write(self).await
     }
 }
 

@@ -19,6 +19,7 @@ mod ops;
 mod queues;
 mod schedules;
 mod schema;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -65,7 +66,7 @@ const STATEMENT_CACHE: usize = 64;
 
 /// Where the database lives, parsed from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Location {
+pub(crate) enum Location {
     /// `sqlite::memory:`: private to this store, gone when it closes.
     Memory,
     /// A file, created if missing.
@@ -77,7 +78,7 @@ impl Location {
     /// names the same file for Cairn and the `dbos` CLI: `sqlite:///relative/path`,
     /// `sqlite:////absolute/path`; also `sqlite://path` and `sqlite:path` (path as written)
     /// and `sqlite::memory:`.
-    fn parse(url: &str) -> Result<Self> {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
         let invalid = |why: &str| {
             Error::Config(format!(
                 "system database URL `{url}` {why}; expected sqlite:///relative/path, sqlite:////absolute/path or sqlite::memory:"
