@@ -34,11 +34,11 @@
 //!
 //! The server binds to `127.0.0.1:3001` unless told otherwise. Binding to any address that
 //! is not loopback requires a bearer token ([`AdminOptions::token`]): without one, starting
-//! the server fails with [`Error::InvalidArgument`]. With a token, every request — the
-//! dashboard's static files included — must carry `Authorization: Bearer <token>`; one
-//! without it gets 401 and changes nothing. (A browser reaches a token-protected dashboard
-//! through a proxy that adds the header, or over an SSH tunnel to a loopback server without
-//! a token.) Without a token, the server answers only requests addressed to a loopback host
+//! the server fails with [`Error::InvalidArgument`]. With a token, every API request must
+//! carry `Authorization: Bearer <token>`; one without it gets 401 and changes nothing. Only
+//! the dashboard's page and its embedded assets (which hold no data) load without it: open
+//! `http://host:3001/?token=<token>` once, and the page keeps the token for the browser tab
+//! and sends it with every API call. Without a token, the server answers only requests addressed to a loopback host
 //! name (`localhost`, `127.0.0.1`, `[::1]`), so a web page cannot reach it through a
 //! rebound DNS name; and a request that changes something (`POST`) carrying an `Origin`
 //! other than the server's own gets 403, so a web page cannot forge one.
