@@ -91,6 +91,34 @@ enum Attempt {
     Again,
 }
 
+/// [`INSERT_QUEUED`]'s and [`ENQUEUE_AT_ONCE`]'s shared `$1`…`$18`: id, `status` (the
+/// caller's, so it outlives the array), name, queue, executor, version, application, now,
+/// timeout, deadline, parent, creator, serialization, priority, instance, deduplication id,
+/// partition key, delay.
+fn queued_params<'a>(op: &'a EnqueueWorkflow, status: &'a &'a str) -> [Param<'a>; 18] {
+    let (wf, q) = (&op.workflow, &op.queued);
+    [
+        &wf.id,
+        status,
+        &wf.name,
+        &wf.queue_name,
+        &wf.executor_id,
+        &wf.app_version,
+        &wf.application_name,
+        &wf.now_ms,
+        &wf.timeout_ms,
+        &wf.deadline_epoch_ms,
+        &wf.parent_workflow_id,
+        &wf.creator_xid,
+        &PORTABLE_JSON,
+        &q.priority,
+        &wf.config_name,
+        &q.deduplication_id,
+        &q.partition_key,
+        &q.delay_until_epoch_ms,
+    ]
+}
+
 async fn query(
     tx: &Transaction<'_>,
     db: &PostgresStore,
@@ -147,33 +175,10 @@ async fn attempt(
         }
     }
     let q = &op.queued;
-    let inserted = query(
-        tx,
-        db,
-        &INSERT_QUEUED,
-        &[
-            &wf.id,
-            &wf.status.as_str(),
-            &wf.name,
-            &wf.queue_name,
-            &wf.executor_id,
-            &wf.app_version,
-            &wf.application_name,
-            &wf.now_ms,
-            &wf.timeout_ms,
-            &wf.deadline_epoch_ms,
-            &wf.parent_workflow_id,
-            &wf.creator_xid,
-            &PORTABLE_JSON,
-            &q.priority,
-            &wf.config_name,
-            &q.deduplication_id,
-            &q.partition_key,
-            &q.delay_until_epoch_ms,
-            &wf.attributes,
-        ],
-    )
-    .await?;
+    let status = wf.status.as_str();
+    let mut params: Vec<Param<'_>> = queued_params(op, &status).to_vec();
+    params.push(&wf.attributes);
+    let inserted = query(tx, db, &INSERT_QUEUED, &params).await?;
     if inserted.is_empty() {
         let rows = query(tx, db, &EXISTING, &[&wf.id]).await?;
         if let Some(row) = rows.first() {
@@ -321,30 +326,10 @@ impl Grouped for EnqueueWorkflow {
         client: &deadpool_postgres::Object,
         text: &str,
     ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
-        let (wf, q) = (&self.workflow, &self.queued);
+        let wf = &self.workflow;
         let status = wf.status.as_str();
-        let params: [Param<'_>; 20] = [
-            &wf.id,
-            &status,
-            &wf.name,
-            &wf.queue_name,
-            &wf.executor_id,
-            &wf.app_version,
-            &wf.application_name,
-            &wf.now_ms,
-            &wf.timeout_ms,
-            &wf.deadline_epoch_ms,
-            &wf.parent_workflow_id,
-            &wf.creator_xid,
-            &PORTABLE_JSON,
-            &q.priority,
-            &wf.config_name,
-            &q.deduplication_id,
-            &q.partition_key,
-            &q.delay_until_epoch_ms,
-            &wf.inputs,
-            &wf.attributes,
-        ];
+        let mut params: Vec<Param<'_>> = queued_params(self, &status).to_vec();
+        params.extend([&wf.inputs as Param<'_>, &wf.attributes]);
         let enqueue = client.prepare_cached(text).await?;
         let queue = wf.queue_name.as_deref().unwrap_or_default();
         let (inserted, ()) =
