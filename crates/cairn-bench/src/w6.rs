@@ -275,6 +275,7 @@ async fn send_messages(url: &str, n: usize, pool_size: usize) -> Result<(), Benc
         .pool_size(pool_size)
         .executor_id("w6-sender")
         .recover_on_launch(false)
+        .takeover(false)
         .launch()
         .await
         .context("launching the sender")?;

@@ -47,6 +47,10 @@ pub struct CairnBuilder {
     /// See [`CairnBuilder::queue`].
     queues: Vec<crate::engine::queue::Queue>,
     retention: Option<crate::client::RetentionPolicy>,
+    /// See [`CairnBuilder::takeover`].
+    takeover: bool,
+    /// See [`CairnBuilder::takeover_interval`].
+    takeover_interval: Duration,
     /// See [`CairnBuilder::admin_options`].
     #[cfg(feature = "admin")]
     admin: Option<crate::admin::AdminOptions>,
@@ -252,6 +256,35 @@ impl CairnBuilder {
         self
     }
 
+    /// Whether this process takes over the unfinished workflows of executors that are gone:
+    /// every [`takeover_interval`](Self::takeover_interval) it looks for executor ids that own
+    /// `PENDING` workflows of this application and version but whose liveness lock (see
+    /// [`executor_id`](Self::executor_id)) nobody holds — their process died, or shut down
+    /// leaving them unfinished, and was not launched again — and resumes them here from their checkpoints, as recovery at launch
+    /// resumes this executor's own. Exactly one live executor takes each dead one's work: the
+    /// one that gets its lock. The workflows are recorded under this executor id from then on
+    /// (a relaunch of the dead id finds nothing to recover), each takeover counts as a
+    /// recovery attempt, and workflows of other application versions are left alone. This
+    /// process's own id is never taken over by itself. Turn it off for deployments that always
+    /// relaunch a dead process under the same id (a fixed set of ids, each restarted by a
+    /// supervisor), which would otherwise race their own restart, and where DBOS processes
+    /// share the application name and version (they hold no Cairn lock, so they look dead).
+    /// Default: true.
+    pub fn takeover(mut self, enabled: bool) -> Self {
+        self.takeover = enabled;
+        self
+    }
+
+    /// How often [`takeover`](Self::takeover) looks for dead executors: a dead executor's
+    /// workflows resume elsewhere within about twice this (the lock of a process that died is
+    /// freed at once; on Postgres, a vanished host's when the server notices its connection
+    /// is gone). Each look is one read; on Postgres it skips the executors it sees alive.
+    /// Default: 5 seconds.
+    pub fn takeover_interval(mut self, interval: Duration) -> Self {
+        self.takeover_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
     /// Open (creating and migrating if needed) the system database, take the executor id,
     /// record the application version, and resume this executor's unfinished workflows.
     /// Fails with [`Error::DuplicateWorkflowName`] if two workflow functions share a name, and
@@ -367,6 +400,14 @@ impl CairnBuilder {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend([dispatcher, watchdog]);
+        if self.takeover {
+            let rt = Arc::clone(&app.rt);
+            let takeover = tokio::spawn(crate::engine::takeover::watch(rt, self.takeover_interval));
+            app.background
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(takeover);
+        }
         let scheduler = tokio::spawn(schedule::run(
             Arc::clone(&app.rt),
             Arc::clone(&app.scheduler),
@@ -684,6 +725,8 @@ impl Cairn {
             listen_queues: None,
             queues: Vec::new(),
             retention: None,
+            takeover: true,
+            takeover_interval: crate::engine::takeover::DEFAULT_INTERVAL,
             #[cfg(feature = "admin")]
             admin: None,
         }
@@ -804,5 +847,128 @@ impl Cairn {
         }
         self.rt.store.close().await;
         Ok(())
+    }
+
+    /// Run until the process is asked to stop — SIGTERM or SIGINT (Ctrl-C) on Unix, Ctrl-C
+    /// elsewhere — then [`shutdown`](Self::shutdown) gracefully: the last line of a typical
+    /// `main`, and what a container runtime's stop (SIGTERM, then SIGKILL after its own grace)
+    /// expects.
+    ///
+    /// When the signal arrives:
+    /// - No more work is claimed: the queue dispatchers, the scheduler, the watchdog and the
+    ///   retention task stop (a claim already in flight completes; its workflows stay
+    ///   `PENDING` under this executor and resume at its next launch). Starts and enqueues
+    ///   made through this application fail with [`Error::Shutdown`].
+    /// - A step whose body is running finishes and its checkpoint is recorded (a retrying
+    ///   step keeps retrying); a workflow whose body then returns records its outcome. A
+    ///   workflow stops at its next durable operation instead of starting it: the next step,
+    ///   child, send, … never begins. Durable waits (`sleep`, `recv`, `get_event`, a child's
+    ///   result) and `cancellable` steps stop at once. Those workflows stay `PENDING`.
+    /// - It returns as soon as nothing runs, at most [`shutdown_grace`](CairnBuilder::shutdown_grace)
+    ///   (default 5 s) after the background tasks stopped; step bodies still running then
+    ///   are dropped, unrecorded, and run again when their workflow is recovered.
+    ///
+    /// The next launch under the same executor id (and application version) resumes every
+    /// `PENDING` workflow at its first unfinished step. On Unix the handlers are installed
+    /// when this is called (inside the runtime), so a signal after the call is never missed;
+    /// they stay installed, so a second signal during the grace does not kill the process.
+    /// If they cannot be installed the application shuts down at once and the error is
+    /// returned.
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> cairn::Result<()> {
+    ///     let app = cairn::Cairn::builder("shop")
+    ///         .shutdown_grace(std::time::Duration::from_secs(20))
+    ///         .launch()
+    ///         .await?;
+    ///     // Start an HTTP server with `app.clone()`, enqueue work, …
+    ///     app.shutdown_on_signal().await // returns once the workflows here stopped
+    /// }
+    /// ```
+    pub fn shutdown_on_signal(self) -> impl Future<Output = Result<()>> + Send + 'static {
+        // Installed now when a runtime is there to register them with, else when first polled.
+        let installed = tokio::runtime::Handle::try_current()
+            .is_ok()
+            .then(StopSignals::install);
+        async move {
+            let signals = match installed {
+                Some(installed) => installed,
+                None => StopSignals::install(),
+            };
+            let mut signals = match signals {
+                Ok(signals) => signals,
+                Err(error) => {
+                    self.shutdown().await?;
+                    return Err(error);
+                }
+            };
+            let signal = signals.received().await;
+            // Before the line, so whoever reads it knows nothing new is claimed any more.
+            self.rt.begin_shutdown();
+            tracing::info!(
+                signal,
+                in_flight = self.rt.in_flight(),
+                grace = ?self.shutdown_grace,
+                "shutdown signal received: no more work is claimed; waiting for the workflows running here to reach their next durable operation"
+            );
+            let rt = Arc::clone(&self.rt);
+            self.shutdown().await?;
+            tracing::info!(
+                app = %rt.app_name,
+                executor_id = %rt.executor_id,
+                "Cairn stopped; unfinished workflows stay PENDING for the next launch"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The signals that ask a process to stop, listened for from installation on.
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self> {
+        let failed = |error: std::io::Error| {
+            Error::Config(format!("cannot listen for the shutdown signals: {error}"))
+        };
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate()).map_err(failed)?,
+                interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = failed;
+            Ok(Self {})
+        }
+    }
+
+    /// Wait for the first signal; answers its name.
+    async fn received(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                Some(()) = self.terminate.recv() => "SIGTERM",
+                Some(()) = self.interrupt.recv() => "SIGINT",
+                // Both streams end only with the runtime: nothing to stop then.
+                else => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
+        }
     }
 }

@@ -432,10 +432,10 @@ pub(crate) mod store;
 pub use app::{APP_VERSION_ENV, Cairn, CairnBuilder, DATABASE_URL_ENV, EXECUTOR_ID_ENV};
 pub use client::{ApplicationVersion, EventHistoryEntry, ForkOptions, RetentionPolicy};
 pub use client::{Client, ClientOptions, Message, ReadStreamOptions};
+pub use client::{MessageInfo, QueueStats, StreamInfo};
 pub use client::{
     MigrateReport, check_system_database, migrate_system_database, reset_system_database,
 };
-pub use client::{QueueStats, StreamInfo};
 pub use engine::comm::{SendOptions, close_stream, get_event, recv, send, set_event, write_stream};
 pub use engine::control::{deprecate_patch, patch, wait_all, wait_first};
 pub use engine::debounce::Debouncer;

@@ -333,8 +333,9 @@ async fn the_list_filters_and_pages_real_workflows(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
-/// A workflow's page has its input, output, error, children, events and event history, and
-/// its steps (with the child's start); an unknown id is 404.
+/// A workflow's page has its input, output, error, children, events and event history, the
+/// messages sent to it (received or waiting, an undecodable one with its reason), and its
+/// steps (with the child's start); an unknown id is 404.
 async fn a_workflow_page_has_its_children_events_and_steps(db: &TestDb) {
     let app = launch(db).await;
     let parent = app
@@ -347,8 +348,54 @@ async fn a_workflow_page_has_its_children_events_and_steps(db: &TestDb) {
         .await
         .unwrap();
     assert!(failed.result().await.is_err());
+    let inbox = app
+        .start_with(StartOptions::id("inbox"), admin_waiter, ())
+        .await
+        .unwrap();
+    app.send("inbox", None, &json!({ "later": true }))
+        .await
+        .unwrap();
+    db.execute(
+        "INSERT INTO notifications (destination_uuid, topic, message, message_uuid, \
+             serialization) VALUES ('inbox', 'pickled', 'gASVBQAAAAAAAACMAXiULg==', \
+             'pickled-1', 'py_pickle')",
+    )
+    .await;
+    app.send("inbox", "go", &"hello").await.unwrap();
+    assert_eq!(inbox.result().await.unwrap(), "hello");
     let server = dashboard(&app).await;
     let addr = server.local_addr();
+
+    let page = get(addr, "/api/workflows/inbox").await.json();
+    let messages = page["messages"].as_array().expect("a messages array");
+    assert_eq!(messages.len(), 3, "{page}");
+    let on = |topic: Value| {
+        messages
+            .iter()
+            .find(|m| m["topic"] == topic)
+            .unwrap_or_else(|| panic!("a message on {topic}: {page}"))
+    };
+    let received = on(json!("go"));
+    assert_eq!(received["value"], json!("hello"));
+    assert_eq!(received["consumed"], json!(true));
+    assert_eq!(received["decode_error"], Value::Null);
+    assert!(received["message_id"].is_string() && received["created_at"].is_i64());
+    let waiting = on(Value::Null);
+    assert_eq!(waiting["value"], json!({ "later": true }));
+    assert_eq!(waiting["consumed"], json!(false));
+    let pickled = on(json!("pickled"));
+    assert_eq!(pickled["message_id"], json!("pickled-1"));
+    assert_eq!(pickled["value"], Value::Null);
+    assert_eq!(pickled["consumed"], json!(false));
+    assert!(
+        pickled["decode_error"]
+            .as_str()
+            .unwrap()
+            .contains("py_pickle"),
+        "{pickled}"
+    );
+    let idle = get(addr, "/api/workflows/failed").await.json();
+    assert_eq!(idle["messages"], json!([]));
 
     let reply = get(addr, "/api/workflows/parent").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -771,6 +818,7 @@ async fn dbos_recovery_recovers_a_given_executors_pending_workflow(db: &TestDb) 
         .builder("admin-recovery")
         .executor_id("exec-b")
         .app_version("v1")
+        .takeover(false)
         .queue(
             cairn::Queue::new("reports")
                 .concurrency(2)

@@ -173,12 +173,14 @@ struct Harness {
 
 impl Harness {
     /// The test's application on `db` (launched first, so it creates the database), which
-    /// never recovers and runs as another executor, so it never takes the worker's workflows.
+    /// never recovers or takes over work and runs as another executor, so it never takes the
+    /// worker's workflows.
     async fn new(db: &TestDb, scenario: &'static str) -> Self {
         let app = db
             .builder(APP)
             .executor_id("crash-durable-test")
             .recover_on_launch(false)
+            .takeover(false)
             .launch()
             .await
             .expect("launch the test's application");

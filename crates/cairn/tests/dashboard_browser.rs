@@ -1,6 +1,7 @@
 //! The web dashboard in a real browser: headless Chromium (through chromedriver) over a
 //! dashboard serving a database of real workflows — succeeded, failed, cancelled, queued on a
-//! queue nobody serves, a parent with children, a step that retried — on SQLite and on
+//! queue nobody serves, a parent with children, a step that retried, one that received a
+//! message and has another waiting — on SQLite and on
 //! Postgres. Each test saves screenshots to `target/dashboard-screenshots/<backend>-<page>.png`.
 //!
 //! Needs Chromium and chromedriver: `scripts/chromium.sh` installs them (the test fails, and
@@ -50,6 +51,12 @@ async fn declined(order: u32) -> Result<u32, ShopError> {
 #[cairn::workflow]
 async fn waiting() -> Result<Option<String>, cairn::Error> {
     cairn::recv("never", Duration::from_secs(600)).await
+}
+
+/// Receives one message on `order` and succeeds with it.
+#[cairn::workflow]
+async fn inbox() -> Result<Option<String>, cairn::Error> {
+    cairn::recv("order", Duration::from_secs(600)).await
 }
 
 /// Fails its first attempt, succeeds on the second.
@@ -141,6 +148,17 @@ impl Scene {
             .unwrap();
         assert_eq!(parent.result().await.unwrap(), 10 + 10 + 20);
 
+        let inbox = app
+            .start_with(StartOptions::id("dash-inbox"), inbox, ())
+            .await
+            .unwrap();
+        client
+            .send("dash-inbox", "note", &serde_json::json!({ "gift": true }))
+            .await
+            .unwrap();
+        client.send("dash-inbox", "order", &"book").await.unwrap();
+        assert_eq!(inbox.result().await.unwrap().as_deref(), Some("book"));
+
         for id in ["dash-queued-1", "dash-queued-2"] {
             client
                 .enqueue_with(EnqueueOptions::default().with_id(id), UNSERVED, checkout, 9)
@@ -198,7 +216,8 @@ fn row(id: &str, status: &str) -> String {
 
 /// The workflows page lists every workflow with its status, a status filter and an id-prefix
 /// filter narrow the list, the parent's page shows its steps as a timeline and links to its
-/// children, and the list updates itself while it is open.
+/// children, a workflow's page lists the messages sent to it (received or waiting), and the
+/// list updates itself while it is open.
 async fn the_workflows_pages_show_real_workflows_their_steps_and_children(db: &TestDb) {
     let scene = Scene::build(db).await;
     let browser = Browser::open().await;
@@ -212,6 +231,7 @@ async fn the_workflows_pages_show_real_workflows_their_steps_and_children(db: &T
         ("dash-parent", "SUCCESS"),
         ("dash-parent-2", "SUCCESS"),
         ("dash-parent-3", "SUCCESS"),
+        ("dash-inbox", "SUCCESS"),
         ("dash-queued-1", "ENQUEUED"),
         ("dash-queued-2", "ENQUEUED"),
     ];
@@ -311,6 +331,45 @@ async fn the_workflows_pages_show_real_workflows_their_steps_and_children(db: &T
     browser.goto(&scene.url("#/workflows/dash-retried")).await;
     browser
         .wait(r#"[data-testid="step-bar"][data-step-name*="flaky"][data-failed="false"]"#)
+        .await;
+
+    // The inbox's page: the message it received and the one still waiting.
+    browser.goto(&scene.url("#/workflows/dash-inbox")).await;
+    let received = r#"tr[data-testid="message-row"][data-consumed="true"]"#;
+    let waiting = r#"tr[data-testid="message-row"][data-consumed="false"]"#;
+    browser.wait(received).await;
+    browser.wait(waiting).await;
+    let consumed = browser
+        .attributes(r#"[data-testid="message-row"]"#, "data-consumed")
+        .await;
+    assert_eq!(consumed.len(), 2, "{consumed:?}");
+    let topic = browser
+        .wait(&format!(r#"{received} [data-testid="message-topic"]"#))
+        .await;
+    assert_eq!(topic.text().await.unwrap(), "order");
+    let value = browser
+        .wait(&format!(r#"{received} [data-testid="message-value"]"#))
+        .await;
+    assert_eq!(value.text().await.unwrap(), r#""book""#);
+    let state = browser
+        .wait(&format!(r#"{received} [data-testid="message-state"]"#))
+        .await;
+    assert_eq!(state.text().await.unwrap(), "CONSUMED");
+    let topic = browser
+        .wait(&format!(r#"{waiting} [data-testid="message-topic"]"#))
+        .await;
+    assert_eq!(topic.text().await.unwrap(), "note");
+    let value = browser
+        .wait(&format!(r#"{waiting} [data-testid="message-value"]"#))
+        .await;
+    let value: serde_json::Value = serde_json::from_str(&value.text().await.unwrap()).unwrap();
+    assert_eq!(value, serde_json::json!({ "gift": true }));
+    let state = browser
+        .wait(&format!(r#"{waiting} [data-testid="message-state"]"#))
+        .await;
+    assert_eq!(state.text().await.unwrap(), "WAITING");
+    browser
+        .screenshot(&scene.screenshot("workflow-messages"))
         .await;
 
     // The list updates itself: a workflow enqueued now shows up without a reload.

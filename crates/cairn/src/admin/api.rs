@@ -320,6 +320,9 @@ async fn get_workflow(State(state): State<AdminState>, Path(id): Path<String>) -
     let streams = client.list_streams(&id).await.map_err(|e| failure(&e))?;
     let streams = serde_json::to_value(streams).unwrap_or(Value::Array(Vec::new()));
     body.insert("streams".into(), streams);
+    let messages = client.list_messages(&id).await.map_err(|e| failure(&e))?;
+    let messages = serde_json::to_value(messages).unwrap_or(Value::Array(Vec::new()));
+    body.insert("messages".into(), messages);
     ok(Value::Object(body))
 }
 

@@ -18,7 +18,7 @@ pub use messages::{Message, ReadStreamOptions};
 pub use schema::{
     MigrateReport, check_system_database, migrate_system_database, reset_system_database,
 };
-pub use stats::{QueueStats, StreamInfo};
+pub use stats::{MessageInfo, QueueStats, StreamInfo};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Counts for operators' views: depth, running workflows and recent throughput per queue
-//! ([`Client::queue_stats`], for dashboards and `cairn queue list`), and a workflow's
-//! streams ([`Client::list_streams`]).
+//! ([`Client::queue_stats`], for dashboards and `cairn queue list`), a workflow's streams
+//! ([`Client::list_streams`]) and the messages sent to it ([`Client::list_messages`]).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use super::Client;
 use crate::engine::queue::{Queue, RateLimit};
 use crate::engine::runtime::now_ms;
 use crate::error::Result;
-use crate::store::{self, stats::THROUGHPUT_MINUTES};
+use crate::store::{self, NULL_TOPIC, stats::THROUGHPUT_MINUTES};
 
 /// What waits, runs and finished on one queue: an entry of [`Client::queue_stats`].
 ///
@@ -174,6 +174,70 @@ impl Client {
                 key: s.key,
                 values: u64::try_from(s.values).unwrap_or(0),
                 closed: s.closed,
+            })
+            .collect())
+    }
+}
+
+/// One message sent to a workflow, from [`Client::list_messages`].
+///
+/// Serializes (for JSON APIs) with the field names below.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct MessageInfo {
+    /// The message's id (`message_uuid`): `<idempotency key>::<destination>` for a message
+    /// sent with an idempotency key, a random id otherwise.
+    pub message_id: String,
+    /// The topic it was sent on; `None` for a message sent without one.
+    pub topic: Option<String>,
+    /// The message, decoded to JSON; `None` when Cairn cannot decode it (see
+    /// [`MessageInfo::decode_error`]).
+    pub value: Option<serde_json::Value>,
+    /// Why the message could not be decoded (an unknown `serialization`, text that is not
+    /// JSON); `None` when [`MessageInfo::value`] holds it.
+    pub decode_error: Option<String>,
+    /// When it was sent, in milliseconds since the epoch.
+    pub created_at: i64,
+    /// Whether the workflow received it (a received message is marked, not deleted).
+    pub consumed: bool,
+}
+
+impl Client {
+    /// Every message sent to workflow `workflow_id`, received or still waiting, oldest first
+    /// (messages of the same millisecond in storage order, which for those still waiting is
+    /// the order a receive takes them). A message Cairn
+    /// cannot decode is listed with no value and a [`MessageInfo::decode_error`]. A workflow
+    /// with none, or no such workflow, gives an empty list. One read over DBOS's index on
+    /// the messages' destination. Not a step inside a workflow (DBOS has no such call).
+    pub async fn list_messages(&self, workflow_id: &str) -> Result<Vec<MessageInfo>> {
+        let op = store::stats::ListMessages {
+            workflow_id: workflow_id.to_owned(),
+        };
+        Ok(self
+            .rt
+            .store
+            .run(op)
+            .await?
+            .into_iter()
+            .map(|m| {
+                let decoded = crate::serialization::decode::<serde_json::Value>(
+                    &m.message.text,
+                    m.message.serialization.as_deref(),
+                    workflow_id,
+                    "notifications.message",
+                );
+                let (value, decode_error) = match decoded {
+                    Ok(value) => (Some(value), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                MessageInfo {
+                    message_id: m.message_uuid,
+                    topic: m.topic.filter(|t| t != NULL_TOPIC),
+                    value,
+                    decode_error,
+                    created_at: m.created_at_ms,
+                    consumed: m.consumed,
+                }
             })
             .collect())
     }

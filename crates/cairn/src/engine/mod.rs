@@ -16,6 +16,7 @@ pub(crate) mod runtime;
 pub(crate) mod schedule;
 pub(crate) mod state;
 pub(crate) mod step;
+pub(crate) mod takeover;
 pub(crate) mod timer;
 pub(crate) mod watchdog;
 pub(crate) mod workflow;

@@ -24,11 +24,13 @@ pub(crate) mod retry;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 pub(crate) mod stats;
+pub(crate) mod takeover;
 
 pub(crate) use bulk::SendMessages;
 pub(crate) use list::{ListSteps, ListWorkflows, MsRange};
 pub(crate) use manage::*;
 pub(crate) use ops::*;
+pub(crate) use takeover::{PendingExecutors, TakeOverPending};
 
 /// The `serialization` column value for everything Cairn writes.
 pub(crate) const PORTABLE_JSON: &str = "portable_json";

@@ -1,6 +1,7 @@
 //! Counts for operators' views: how many workflows wait, are delayed or run on each queue,
 //! and how many finished in each of the last minutes (the read behind
-//! [`Client::queue_stats`]); a workflow's streams (behind [`Client::list_streams`]).
+//! [`Client::queue_stats`]); a workflow's streams (behind [`Client::list_streams`]) and the
+//! messages sent to it (behind [`Client::list_messages`]).
 //!
 //! One statement in both backends, each branch answered from an index of DBOS's schema:
 //! `idx_workflow_status_in_flight_v2` (`ENQUEUED`/`PENDING`), `idx_workflow_status_delayed`
@@ -9,8 +10,9 @@
 //!
 //! [`Client::queue_stats`]: crate::Client::queue_stats
 //! [`Client::list_streams`]: crate::Client::list_streams
+//! [`Client::list_messages`]: crate::Client::list_messages
 
-use super::Operation;
+use super::{Operation, Stored};
 
 /// How many minutes of throughput [`QueueCounts`] reports.
 pub(crate) const THROUGHPUT_MINUTES: usize = 10;
@@ -91,5 +93,42 @@ pub(crate) fn streams_statement(table: &str, workflow: &str) -> String {
         "SELECT key, CAST(SUM(CASE WHEN {closed} THEN 0 ELSE 1 END) AS BIGINT), \
              CAST(MAX(CASE WHEN {closed} THEN 1 ELSE 0 END) AS BIGINT) \
          FROM {table} WHERE workflow_uuid = {workflow} GROUP BY key ORDER BY key"
+    )
+}
+
+/// Every message sent to a workflow, consumed or not, oldest first. One statement over
+/// `idx_workflow_topic` (`destination_uuid, topic`), whose first column it filters on.
+#[derive(Debug, Clone)]
+pub(crate) struct ListMessages {
+    pub workflow_id: String,
+}
+
+/// One message of [`ListMessages`], as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MessageRow {
+    pub message_uuid: String,
+    /// As stored: a message sent without a topic has [`super::NULL_TOPIC`].
+    pub topic: Option<String>,
+    pub message: Stored,
+    pub created_at_ms: i64,
+    pub consumed: bool,
+}
+
+impl Operation for ListMessages {
+    type Output = Vec<MessageRow>;
+    fn describe(&self) -> String {
+        format!("listing the messages of workflow {}", self.workflow_id)
+    }
+}
+
+/// The statement over the notifications table `table`; `{workflow}` is the workflow id's
+/// placeholder, `{position}` the backend's storage position (`rowid`, `ctid`), which orders
+/// the waiting messages of one millisecond as a receive does (a consumed row's `ctid` moves).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn messages_statement(table: &str, workflow: &str, position: &str) -> String {
+    format!(
+        "SELECT message_uuid, topic, message, serialization, created_at_epoch_ms, consumed \
+         FROM {table} WHERE destination_uuid = {workflow} \
+         ORDER BY created_at_epoch_ms, {position}"
     )
 }

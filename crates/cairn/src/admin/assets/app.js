@@ -665,6 +665,15 @@ function workflowPage(app, workflowId) {
         h("h2", {}, "Streams", h("span", { class: "count" }, String(streams.length))),
         streamsView(streams)));
     }
+
+    const messages = wf.messages || [];
+    if (messages.length) {
+      const waiting = messages.filter((m) => !m.consumed).length;
+      out.push(h("section", { class: "panel", "data-testid": "messages" },
+        h("h2", {}, "Messages", h("span", { class: "count" }, String(messages.length)),
+          waiting ? h("span", { class: "count" }, ` · ${waiting} waiting`) : null),
+        messagesTable(messages)));
+    }
     return out;
   }
 
@@ -831,6 +840,28 @@ function historyTable(entries) {
       h("td", { class: "num muted" }, e.function_id ?? ""),
       h("td", { class: "mono" }, e.key),
       h("td", { class: "mono wrap" }, preview(e.value, 300))))));
+}
+
+/** The messages sent to a workflow, oldest first: topic, value, when sent, received or not. */
+function messagesTable(messages) {
+  return h("div", { class: "table-scroll" }, h("table", { class: "data messages" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Topic"), h("th", {}, "Value"), h("th", {}, "Sent"), h("th", {}, "State"))),
+    h("tbody", {}, messages.map((m) => h("tr", {
+      "data-testid": "message-row",
+      dataset: { messageId: m.message_id, consumed: m.consumed ? "true" : "false" },
+    },
+      h("td", { class: "mono", "data-testid": "message-topic" },
+        m.topic == null ? h("span", { class: "muted" }, "(no topic)") : m.topic),
+      h("td", { class: "message-value" },
+        m.decode_error
+          ? h("div", { class: "decode-error", "data-testid": "message-decode-error" }, m.decode_error)
+          : h("pre", { class: "json", "data-testid": "message-value" }, pretty(m.value))),
+      timeCell(m.created_at),
+      h("td", {},
+        h("span", {
+          class: `badge ${m.consumed ? "msg-consumed" : "msg-waiting"}`,
+          "data-testid": "message-state",
+        }, m.consumed ? "CONSUMED" : "WAITING")))))));
 }
 
 function streamsView(streams) {

@@ -410,3 +410,68 @@ conformance! {
         );
     }
 }
+
+conformance! {
+    /// Many receivers at once (which Postgres serves with shared multi-row statements) each
+    /// consume their own oldest message, recorded as their checkpoint; one that does not own
+    /// its workflow writes and consumes nothing; one with no message records `null`; a
+    /// receive repeated after it was recorded is a duplicate of the first.
+    async fn concurrent_receives_each_consume_their_own_message(db) {
+        let ids: Vec<String> = (0..48).map(|i| format!("r{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        db.pending(&refs).await;
+        for (i, id) in ids.iter().enumerate() {
+            if i % 8 != 7 {
+                db.run(send(message(id, "t", &i.to_string(), &format!("m{i}-a")))).await;
+                db.run(send(message(id, "t", "\"later\"", &format!("m{i}-b")))).await;
+            }
+        }
+        let receives = ids.iter().enumerate().map(|(i, id)| {
+            let mut op = recv(id, 1, "t");
+            if i % 8 == 3 {
+                op.record = as_intruder(op.record);
+            }
+            async move { db.run(op).await }
+        });
+        let received = futures::future::join_all(receives).await;
+        for (i, (outcome, consumed)) in received.iter().enumerate() {
+            let id = &ids[i];
+            match i % 8 {
+                3 => {
+                    assert!(matches!(outcome, RecordOutcome::NotOwner { .. }), "{id}: {outcome:?}");
+                    assert_eq!(consumed, &None, "{id}");
+                    assert_eq!(db.checkpoint(id, 1).await, None, "{id}");
+                }
+                7 => {
+                    assert_eq!((outcome, consumed), (&RecordOutcome::Recorded, &None), "{id}");
+                    let checkpoint = db.checkpoint(id, 1).await.expect("the recv checkpoint");
+                    assert_eq!(checkpoint.output.as_deref(), Some("null"), "{id}");
+                }
+                _ => {
+                    let expected = i.to_string();
+                    assert_eq!(outcome, &RecordOutcome::Recorded, "{id}");
+                    assert_eq!(text(consumed), Some(expected.as_str()), "{id}");
+                    let checkpoint = db.checkpoint(id, 1).await.expect("the recv checkpoint");
+                    assert_eq!(checkpoint.output.as_deref(), Some(expected.as_str()), "{id}");
+                }
+            }
+        }
+        assert_eq!(
+            db.lines(
+                "SELECT COUNT(*), MIN(consumed_by_function_id), MAX(consumed_by_function_id) \
+                 FROM notifications WHERE consumed"
+            )
+            .await,
+            ["36|1|1"],
+            "one message consumed by each owner that had one"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM notifications WHERE consumed AND message = '\"later\"'")
+                .await,
+            0,
+            "the oldest message first"
+        );
+        let (outcome, _) = db.run(recv("r0", 1, "t")).await;
+        assert!(matches!(outcome, RecordOutcome::Duplicate(_)), "{outcome:?}");
+    }
+}

@@ -77,6 +77,7 @@ mod manage;
 mod queues;
 mod retry_safety;
 mod schedules;
+mod takeover;
 mod workflows;
 
 /// How long one test body may run before it counts as hung (an operation that keeps failing

@@ -7,7 +7,7 @@
 //! multi-row statement over `unnest(…)` arrays that applies the same ownership guard to every
 //! row, so under load batches grow while earlier writes are in flight.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +29,8 @@ const MAX_BATCH: usize = 512;
 pub(super) trait Grouped: Describe + Clone + Send + Sync + 'static {
     /// What identifies a written row in the multi-row statement's result.
     type Key: Eq + Hash + Send;
+    /// What a caller learns of its write (for most kinds: whether it was made).
+    type Answer: Send + 'static;
     /// The single-row statement: returns a row iff the write was made.
     const SINGLE: &'static Sql;
     /// The multi-row statement: returns the key columns of the rows written.
@@ -43,8 +45,12 @@ pub(super) trait Grouped: Describe + Clone + Send + Sync + 'static {
     + 'a;
     /// This write's key.
     fn key(&self) -> Self::Key;
-    /// The key of a row the multi-row statement returned.
-    fn key_of(row: &tokio_postgres::Row) -> Result<Self::Key>;
+    /// The key and answer of a row the multi-row statement returned.
+    fn answer_of(row: &tokio_postgres::Row) -> Result<(Self::Key, Self::Answer)>;
+    /// The answer of a write the multi-row statement returned no row for.
+    fn absent() -> Self::Answer;
+    /// The answer of the single-row statement's rows.
+    fn answer_one(rows: Vec<tokio_postgres::Row>) -> Result<Self::Answer>;
     /// Run the multi-row statement `text` for `batch` on `client`.
     fn write_many<'a>(
         client: &'a deadpool_postgres::Object,
@@ -110,6 +116,7 @@ static COMPLETE_WORKFLOWS: Sql = Sql(|q| {
 
 impl Grouped for RecordStep {
     type Key = (String, i32);
+    type Answer = bool;
     const SINGLE: &'static Sql = &RECORD_STEP;
     const MULTI: &'static Sql = &RECORD_STEPS;
 
@@ -126,8 +133,16 @@ impl Grouped for RecordStep {
         (self.0.workflow_id.clone(), self.0.function_id)
     }
 
-    fn key_of(row: &tokio_postgres::Row) -> Result<Self::Key> {
-        Ok((col(row, 0)?, col(row, 1)?))
+    fn answer_of(row: &tokio_postgres::Row) -> Result<(Self::Key, bool)> {
+        Ok(((col(row, 0)?, col(row, 1)?), true))
+    }
+
+    fn absent() -> bool {
+        false
+    }
+
+    fn answer_one(rows: Vec<tokio_postgres::Row>) -> Result<bool> {
+        Ok(!rows.is_empty())
     }
 
     async fn write_many(
@@ -167,6 +182,7 @@ impl Grouped for RecordStep {
 
 impl Grouped for CompleteWorkflow {
     type Key = String;
+    type Answer = bool;
     const SINGLE: &'static Sql = &COMPLETE_WORKFLOW;
     const MULTI: &'static Sql = &COMPLETE_WORKFLOWS;
 
@@ -193,8 +209,16 @@ impl Grouped for CompleteWorkflow {
         self.0.workflow_id.clone()
     }
 
-    fn key_of(row: &tokio_postgres::Row) -> Result<Self::Key> {
-        col(row, 0)
+    fn answer_of(row: &tokio_postgres::Row) -> Result<(Self::Key, bool)> {
+        Ok((col(row, 0)?, true))
+    }
+
+    fn absent() -> bool {
+        false
+    }
+
+    fn answer_one(rows: Vec<tokio_postgres::Row>) -> Result<bool> {
+        Ok(!rows.is_empty())
     }
 
     async fn write_many(
@@ -214,11 +238,10 @@ impl Grouped for CompleteWorkflow {
     }
 }
 
-/// A write waiting for a slot, and where its result goes: whether it was made (`false`:
-/// refused by the ownership guard or already made; the caller finds out which).
-pub(super) struct Pending<W> {
+/// A write waiting for a slot, and where its answer goes.
+pub(super) struct Pending<W: Grouped> {
     item: W,
-    reply: oneshot::Sender<Result<bool>>,
+    reply: oneshot::Sender<Result<W::Answer>>,
 }
 
 /// The handle the store submits writes of kind `W` through.
@@ -226,14 +249,14 @@ pub(super) struct GroupCommit<W: Grouped> {
     shared: Arc<Shared<W>>,
 }
 
-struct Shared<W> {
+struct Shared<W: Grouped> {
     pool: Pool,
     sql: Texts,
     state: Mutex<State<W>>,
 }
 
 /// Slots in use, and the writes waiting for one.
-struct State<W> {
+struct State<W: Grouped> {
     in_flight: usize,
     waiting: Vec<Pending<W>>,
 }
@@ -258,9 +281,9 @@ impl<W: Grouped> GroupCommit<W> {
         }
     }
 
-    /// Make one write; returns whether it was made. With a slot free it is made at once by
-    /// the caller's own task (no hand-off); otherwise it joins the next batch.
-    pub(super) async fn write(&self, item: &W) -> Result<bool> {
+    /// Make one write; returns its answer. With a slot free it is made at once by the
+    /// caller's own task (no hand-off); otherwise it joins the next batch.
+    pub(super) async fn write(&self, item: &W) -> Result<W::Answer> {
         let answer = {
             let mut state = self.shared.lock();
             if state.in_flight < IN_FLIGHT {
@@ -286,7 +309,7 @@ impl<W: Grouped> GroupCommit<W> {
     }
 }
 
-impl<W> Shared<W> {
+impl<W: Grouped> Shared<W> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State<W>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -334,7 +357,7 @@ struct Texts {
 }
 
 /// What a failed multi-row write was doing.
-struct Batch<'a, W>(&'a [Pending<W>]);
+struct Batch<'a, W: Grouped>(&'a [Pending<W>]);
 
 impl<W: Grouped> Describe for Batch<'_, W> {
     fn what(&self) -> String {
@@ -369,10 +392,12 @@ async fn write_distinct<W: Grouped>(pool: &Pool, sql: &Texts, batch: Vec<Pending
         return;
     }
     match write_many(pool, sql, &batch).await {
-        Ok(written) => {
+        Ok(mut answers) => {
             for pending in batch {
-                let made = written.contains(&pending.item.key());
-                let _ = pending.reply.send(Ok(made));
+                let answer = answers
+                    .remove(&pending.item.key())
+                    .unwrap_or_else(W::absent);
+                let _ = pending.reply.send(Ok(answer));
             }
         }
         // A failed batch (a deadlock with a multi-row cancel, a dropped connection) is
@@ -387,27 +412,25 @@ async fn write_distinct<W: Grouped>(pool: &Pool, sql: &Texts, batch: Vec<Pending
     }
 }
 
-/// Make one write; returns whether it was made.
-async fn write_one<W: Grouped>(pool: &Pool, sql: &Texts, item: &W) -> Result<bool> {
+/// Make one write; returns its answer.
+async fn write_one<W: Grouped>(pool: &Pool, sql: &Texts, item: &W) -> Result<W::Answer> {
     let client = checkout(pool, item).await?;
     let result = item.write_one(&client, &sql.single).await;
-    result
-        .map(|rows| !rows.is_empty())
-        .map_err(|e| failed(pool, client, e, item))
+    W::answer_one(result.map_err(|e| failed(pool, client, e, item))?)
 }
 
-/// Make a batch's writes in one statement; returns the keys of those made.
+/// Make a batch's writes in one statement; returns the answers of those it returned rows for.
 async fn write_many<W: Grouped>(
     pool: &Pool,
     sql: &Texts,
     batch: &[Pending<W>],
-) -> Result<HashSet<W::Key>> {
+) -> Result<HashMap<W::Key, W::Answer>> {
     let op = Batch(batch);
     let client = checkout(pool, &op).await?;
     let items: Vec<&W> = batch.iter().map(|p| &p.item).collect();
     let result = W::write_many(&client, &sql.multi, &items).await;
     let rows = result.map_err(|e| failed(pool, client, e, &op))?;
-    rows.iter().map(W::key_of).collect()
+    rows.iter().map(W::answer_of).collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use deadpool_postgres::Object;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use super::batch::Grouped;
 use super::sql::{Sql, checkpoint_insert};
 use super::{
     ATTEMPTS, Describe, OnPostgres, Param, PostgresStore, anomaly, col, failed, state_at,
@@ -185,9 +186,145 @@ static CONSUME: Sql = Sql(|q| {
     )
 });
 
+/// [`CONSUME`] for many receivers: `$1` workflows, `$2` owners, `$3` function ids, `$4`
+/// names, `$5` topics, `$6` starts, `$7` ends, `$8` application names (arrays). For each
+/// receiver still owned, the oldest unconsumed message on its topic (rows locked, others'
+/// skipped) is recorded as its checkpoint (`null` if none) and marked consumed. Rows:
+/// `(workflow_uuid, function_id, message consumed, its serialization)` of each checkpoint
+/// written; a receiver without a row wrote nothing, and its caller asks again alone.
+static CONSUME_MANY: Sql = Sql(|q| {
+    format!(
+        "WITH input AS ( \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], \
+                 $6::int8[], $7::int8[], $8::text[]) \
+             AS t(workflow_uuid, owner_xid, function_id, function_name, topic, started_at, \
+                 completed_at, application_name)), \
+         owned AS ( \
+             SELECT i.* FROM input i JOIN {q}.workflow_status s ON s.workflow_uuid = i.workflow_uuid \
+             WHERE s.status = 'PENDING' AND s.owner_xid = i.owner_xid \
+             ORDER BY i.workflow_uuid FOR SHARE OF s), \
+         m AS ( \
+             SELECT o.*, n.message_uuid, n.message, n.serialization FROM owned o \
+             LEFT JOIN LATERAL ( \
+                 SELECT message_uuid, message, serialization FROM {q}.notifications \
+                 WHERE destination_uuid = o.workflow_uuid AND topic = o.topic AND NOT consumed \
+                 ORDER BY created_at_epoch_ms, ctid LIMIT 1 \
+                 FOR UPDATE SKIP LOCKED) n ON true), \
+         cp AS ( \
+             INSERT INTO {q}.operation_outputs (workflow_uuid, function_id, function_name, output, \
+                 error, child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, \
+                 serialization, application_name, retention_timestamp) \
+             SELECT workflow_uuid, function_id, function_name, COALESCE(message, 'null'), NULL, \
+                 NULL, started_at, completed_at, COALESCE(serialization, 'portable_json'), \
+                 application_name, completed_at FROM m \
+             ON CONFLICT (workflow_uuid, function_id) DO NOTHING \
+             RETURNING workflow_uuid, function_id), \
+         upd AS ( \
+             UPDATE {q}.notifications n SET consumed = true, consumed_by_function_id = m.function_id \
+             FROM m JOIN cp ON cp.workflow_uuid = m.workflow_uuid AND cp.function_id = m.function_id \
+             WHERE n.message_uuid = m.message_uuid \
+             RETURNING m.workflow_uuid, m.function_id, n.message, n.serialization) \
+         SELECT cp.workflow_uuid, cp.function_id, upd.message, upd.serialization FROM cp \
+         LEFT JOIN upd ON upd.workflow_uuid = cp.workflow_uuid AND upd.function_id = cp.function_id"
+    )
+});
+
+/// Consumes are group-committed: alone, [`CONSUME`]; under load, many receivers' as one
+/// [`CONSUME_MANY`]. The answer is `Some(message or None)` when the checkpoint was written,
+/// `None` when it was not (the caller then runs [`CONSUME`] alone, which says why).
+impl Grouped for ConsumeMessage {
+    type Key = (String, i32);
+    type Answer = Option<Option<Stored>>;
+    const SINGLE: &'static Sql = &CONSUME;
+    const MULTI: &'static Sql = &CONSUME_MANY;
+
+    fn key(&self) -> Self::Key {
+        (self.record.workflow_id.clone(), self.record.function_id)
+    }
+
+    fn answer_of(row: &Row) -> Result<(Self::Key, Self::Answer)> {
+        let message = col::<Option<String>>(row, 2)?.map(|text| Stored {
+            text,
+            serialization: col(row, 3).ok().flatten(),
+        });
+        Ok(((col(row, 0)?, col(row, 1)?), Some(message)))
+    }
+
+    fn absent() -> Self::Answer {
+        None
+    }
+
+    fn answer_one(rows: Vec<Row>) -> Result<Self::Answer> {
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        if !col::<bool>(row, 0)? {
+            return Ok(None);
+        }
+        Ok(Some(col::<Option<String>>(row, 1)?.map(|text| Stored {
+            text,
+            serialization: col(row, 2).ok().flatten(),
+        })))
+    }
+
+    async fn write_one(
+        &self,
+        client: &deadpool_postgres::Object,
+        text: &str,
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let mut params = step_params(&self.record);
+        params[4] = &self.topic;
+        let statement = client.prepare_cached(text).await?;
+        client.query(&statement, &params).await
+    }
+
+    async fn write_many(
+        client: &deadpool_postgres::Object,
+        text: &str,
+        batch: &[&Self],
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let ids: Vec<&str> = batch
+            .iter()
+            .map(|c| c.record.workflow_id.as_str())
+            .collect();
+        let owners: Vec<&str> = batch.iter().map(|c| c.record.owner_xid.as_str()).collect();
+        let function_ids: Vec<i32> = batch.iter().map(|c| c.record.function_id).collect();
+        let names: Vec<&str> = batch
+            .iter()
+            .map(|c| c.record.function_name.as_str())
+            .collect();
+        let topics: Vec<&str> = batch.iter().map(|c| c.topic.as_str()).collect();
+        let started: Vec<i64> = batch.iter().map(|c| c.record.started_at_epoch_ms).collect();
+        let completed: Vec<i64> = batch
+            .iter()
+            .map(|c| c.record.completed_at_epoch_ms)
+            .collect();
+        let applications: Vec<Option<&str>> = batch
+            .iter()
+            .map(|c| c.record.application_name.as_deref())
+            .collect();
+        let params: [Param<'_>; 8] = [
+            &ids,
+            &owners,
+            &function_ids,
+            &names,
+            &topics,
+            &started,
+            &completed,
+            &applications,
+        ];
+        let statement = client.prepare_cached(text).await?;
+        client.query(&statement, &params).await
+    }
+}
+
 impl OnPostgres for ConsumeMessage {
-    /// One statement: pick, checkpoint and mark the oldest message.
+    /// One statement: pick, checkpoint and mark the oldest message — shared with concurrent
+    /// receivers by the batcher; when nothing was written, again alone to learn why.
     async fn on_postgres(&self, db: &PostgresStore) -> Result<(RecordOutcome, Option<Stored>)> {
+        if let Some(message) = db.consumes.write(self).await? {
+            return Ok((RecordOutcome::Recorded, message));
+        }
         let mut params = step_params(&self.record);
         // `$5` is the topic here: the checkpoint's output is the message consumed.
         params[4] = &self.topic;

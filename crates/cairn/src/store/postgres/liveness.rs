@@ -107,7 +107,7 @@ impl Liveness {
     }
 
     /// The advisory lock's name for an executor id of an application.
-    fn lock_name(&self, app_name: &str, executor_id: &str) -> String {
+    pub(super) fn lock_name(&self, app_name: &str, executor_id: &str) -> String {
         format!("cairn.executor.{}.{app_name}.{executor_id}", self.schema)
     }
 

@@ -28,6 +28,7 @@ mod recovery;
 mod schedules;
 mod sql;
 mod stats;
+mod takeover;
 mod tls;
 mod workflows;
 
@@ -92,6 +93,8 @@ pub(crate) struct PostgresStore {
     completions: batch::GroupCommit<super::CompleteWorkflow>,
     /// Group commit for top-level enqueues.
     enqueues: batch::GroupCommit<super::EnqueueWorkflow>,
+    /// Group commit for `recv`'s consumes.
+    consumes: batch::GroupCommit<super::ConsumeMessage>,
     /// The `LISTEN` connections of `watch_changes`, stopped by `close`. Boxed: the driver's
     /// configuration it holds would make the store (and `store::Backend`) large.
     listeners: Box<listen::Listeners>,
@@ -146,6 +149,7 @@ impl PostgresStore {
             steps: batch::GroupCommit::new(pool.clone(), &sql),
             completions: batch::GroupCommit::new(pool.clone(), &sql),
             enqueues: batch::GroupCommit::new(pool.clone(), &sql),
+            consumes: batch::GroupCommit::new(pool.clone(), &sql),
             pool,
             sql,
             listeners: Box::new(listen::Listeners::new(&target)),

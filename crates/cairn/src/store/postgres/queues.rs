@@ -310,6 +310,7 @@ async fn announce<'q>(
 /// insert did (a spare wake-up costs a claim that finds nothing).
 impl Grouped for EnqueueWorkflow {
     type Key = String;
+    type Answer = bool;
     const SINGLE: &'static Sql = &ENQUEUE_AT_ONCE;
     const MULTI: &'static Sql = &ENQUEUE_MANY;
 
@@ -317,8 +318,16 @@ impl Grouped for EnqueueWorkflow {
         self.workflow.id.clone()
     }
 
-    fn key_of(row: &Row) -> Result<String> {
-        col(row, 0)
+    fn answer_of(row: &Row) -> Result<(String, bool)> {
+        Ok((col(row, 0)?, true))
+    }
+
+    fn absent() -> bool {
+        false
+    }
+
+    fn answer_one(rows: Vec<Row>) -> Result<bool> {
+        Ok(!rows.is_empty())
     }
 
     async fn write_one(

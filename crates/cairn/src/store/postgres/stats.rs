@@ -1,10 +1,12 @@
 //! Queue statistics on Postgres (see [`crate::store::stats`]).
 
 use super::sql::Sql;
-use super::{OnPostgres, PostgresStore};
+use super::{OnPostgres, PostgresStore, col};
 use crate::error::Result;
+use crate::store::Stored;
 use crate::store::stats::{
-    ListStreams, QueueCount, QueueCounts, StreamSummary, statement, streams_statement,
+    ListMessages, ListStreams, MessageRow, QueueCount, QueueCounts, StreamSummary,
+    messages_statement, statement, streams_statement,
 };
 
 /// `$1` the start of the oldest minute counted.
@@ -41,5 +43,30 @@ impl OnPostgres for ListStreams {
                 closed: row.get::<_, i64>(2) != 0,
             })
             .collect())
+    }
+}
+
+/// `$1` the workflow.
+static LIST_MESSAGES: Sql =
+    Sql(|q| messages_statement(&format!("{q}.notifications"), "$1", "ctid"));
+
+impl OnPostgres for ListMessages {
+    /// One statement.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<MessageRow>> {
+        let rows = db.query(&LIST_MESSAGES, &[&self.workflow_id], self).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(MessageRow {
+                    message_uuid: col(row, 0)?,
+                    topic: col(row, 1)?,
+                    message: Stored {
+                        text: col(row, 2)?,
+                        serialization: col(row, 3)?,
+                    },
+                    created_at_ms: col(row, 4)?,
+                    consumed: col(row, 5)?,
+                })
+            })
+            .collect()
     }
 }

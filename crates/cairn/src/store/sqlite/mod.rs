@@ -20,6 +20,7 @@ mod queues;
 mod schedules;
 mod schema;
 mod stats;
+mod takeover;
 #[cfg(test)]
 mod tests;
 mod watch;

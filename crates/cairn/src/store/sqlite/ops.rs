@@ -604,7 +604,10 @@ pub(super) fn with_checkpoints(conn: &Connection, row: WorkflowRow) -> rusqlite:
 
 /// The workflows `ids` names (just claimed in this transaction), each with its checkpoints,
 /// ordered by `created_at` then id.
-fn load_all_reclaimed(conn: &Connection, ids: Vec<String>) -> rusqlite::Result<Vec<Reclaimed>> {
+pub(super) fn load_all_reclaimed(
+    conn: &Connection,
+    ids: Vec<String>,
+) -> rusqlite::Result<Vec<Reclaimed>> {
     let mut loaded = Vec::with_capacity(ids.len());
     for id in ids {
         // Rows the claim just updated exist in this same transaction.

@@ -4,8 +4,10 @@ use rusqlite::Connection;
 
 use super::{OnSqlite, failed};
 use crate::error::Result;
+use crate::store::Stored;
 use crate::store::stats::{
-    ListStreams, QueueCount, QueueCounts, StreamSummary, statement, streams_statement,
+    ListMessages, ListStreams, MessageRow, QueueCount, QueueCounts, StreamSummary,
+    messages_statement, statement, streams_statement,
 };
 
 impl OnSqlite for QueueCounts {
@@ -39,6 +41,30 @@ impl OnSqlite for ListStreams {
                         key: row.get(0)?,
                         values: row.get(1)?,
                         closed: row.get::<_, i64>(2)? != 0,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(failed(self))
+    }
+}
+
+impl OnSqlite for ListMessages {
+    const WRITES: bool = false;
+
+    fn on_sqlite(&self, conn: &Connection) -> Result<Vec<MessageRow>> {
+        conn.prepare_cached(&messages_statement("notifications", "?1", "rowid"))
+            .and_then(|mut stmt| {
+                stmt.query_map([&self.workflow_id], |row| {
+                    Ok(MessageRow {
+                        message_uuid: row.get(0)?,
+                        topic: row.get(1)?,
+                        message: Stored {
+                            text: row.get(2)?,
+                            serialization: row.get(3)?,
+                        },
+                        created_at_ms: row.get(4)?,
+                        consumed: row.get(5)?,
                     })
                 })?
                 .collect()
