@@ -413,7 +413,7 @@ conformance! {
 
 conformance! {
     /// Many receivers at once (which Postgres serves with shared multi-row statements) each
-    /// consume their own oldest message, recorded as their checkpoint; one that does not own
+    /// see, then consume, their own oldest message, recorded as their checkpoint; one that does not own
     /// its workflow writes and consumes nothing; one with no message records `null`; a
     /// receive repeated after it was recorded is a duplicate of the first.
     async fn concurrent_receives_each_consume_their_own_message(db) {
@@ -425,6 +425,13 @@ conformance! {
                 db.run(send(message(id, "t", &i.to_string(), &format!("m{i}-a")))).await;
                 db.run(send(message(id, "t", "\"later\"", &format!("m{i}-b")))).await;
             }
+        }
+        // Looks at once (batched on Postgres too) each see their own oldest message.
+        let looks = ids.iter().map(|id| async move { db.run(peek(id, "t")).await });
+        let looked = futures::future::join_all(looks).await;
+        for (i, seen) in looked.iter().enumerate() {
+            let expected = (i % 8 != 7).then(|| i.to_string());
+            assert_eq!(text(seen), expected.as_deref(), "{}", ids[i]);
         }
         let receives = ids.iter().enumerate().map(|(i, id)| {
             let mut op = recv(id, 1, "t");

@@ -1,5 +1,6 @@
-//! Group commit: concurrent writes of one kind (checkpoints, workflow completions) share one
-//! statement and one commit.
+//! Group commit: concurrent writes of one kind (checkpoints, completions, enqueues, `recv`'s
+//! consumes) share one statement and one commit; concurrent looks for `recv`'s messages share
+//! one read the same way.
 //!
 //! Up to [`IN_FLIGHT`] writes of a kind run at once. A write that finds a slot free is made at
 //! once by its own task with the single-row statement, so a sequential workflow pays nothing

@@ -350,13 +350,71 @@ static PEEK_MESSAGE: Sql = Sql(|q| {
     )
 });
 
-impl OnPostgres for PeekMessage {
-    /// One statement.
-    async fn on_postgres(&self, db: &PostgresStore) -> Result<Option<Stored>> {
-        let rows = db
-            .query(&PEEK_MESSAGE, &[&self.workflow_id, &self.topic], self)
-            .await?;
+/// [`PEEK_MESSAGE`] for many receivers: `$1` workflows, `$2` topics (arrays). Rows:
+/// `(workflow_uuid, topic, message, serialization)` of the oldest unconsumed message of each
+/// receiver that has one.
+static PEEK_MESSAGES: Sql = Sql(|q| {
+    format!(
+        "SELECT DISTINCT ON (i.workflow_uuid, i.topic) i.workflow_uuid, i.topic, n.message, \
+             n.serialization \
+         FROM unnest($1::text[], $2::text[]) AS i(workflow_uuid, topic) \
+         JOIN {q}.notifications n ON n.destination_uuid = i.workflow_uuid AND n.topic = i.topic \
+             AND NOT n.consumed \
+         ORDER BY i.workflow_uuid, i.topic, n.created_at_epoch_ms, n.ctid"
+    )
+});
+
+/// Looks are batched like writes: a `recv` woken with many others (a relaunch, a broadcast)
+/// shares one read with them.
+impl Grouped for PeekMessage {
+    type Key = (String, String);
+    type Answer = Option<Stored>;
+    const SINGLE: &'static Sql = &PEEK_MESSAGE;
+    const MULTI: &'static Sql = &PEEK_MESSAGES;
+
+    fn key(&self) -> Self::Key {
+        (self.workflow_id.clone(), self.topic.clone())
+    }
+
+    fn answer_of(row: &Row) -> Result<(Self::Key, Self::Answer)> {
+        Ok(((col(row, 0)?, col(row, 1)?), Some(stored_at(row, 2)?)))
+    }
+
+    fn absent() -> Self::Answer {
+        None
+    }
+
+    fn answer_one(rows: Vec<Row>) -> Result<Self::Answer> {
         rows.first().map(|row| stored_at(row, 0)).transpose()
+    }
+
+    async fn write_one(
+        &self,
+        client: &deadpool_postgres::Object,
+        text: &str,
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = client.prepare_cached(text).await?;
+        client
+            .query(&statement, &[&self.workflow_id, &self.topic])
+            .await
+    }
+
+    async fn write_many(
+        client: &deadpool_postgres::Object,
+        text: &str,
+        batch: &[&Self],
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let ids: Vec<&str> = batch.iter().map(|p| p.workflow_id.as_str()).collect();
+        let topics: Vec<&str> = batch.iter().map(|p| p.topic.as_str()).collect();
+        let statement = client.prepare_cached(text).await?;
+        client.query(&statement, &[&ids, &topics]).await
+    }
+}
+
+impl OnPostgres for PeekMessage {
+    /// One statement, shared with concurrent looks by the batcher.
+    async fn on_postgres(&self, db: &PostgresStore) -> Result<Option<Stored>> {
+        db.peeks.write(self).await
     }
 }
 

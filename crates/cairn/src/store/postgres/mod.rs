@@ -95,6 +95,8 @@ pub(crate) struct PostgresStore {
     enqueues: batch::GroupCommit<super::EnqueueWorkflow>,
     /// Group commit for `recv`'s consumes.
     consumes: batch::GroupCommit<super::ConsumeMessage>,
+    /// Batched looks for `recv`'s messages.
+    peeks: batch::GroupCommit<super::PeekMessage>,
     /// The `LISTEN` connections of `watch_changes`, stopped by `close`. Boxed: the driver's
     /// configuration it holds would make the store (and `store::Backend`) large.
     listeners: Box<listen::Listeners>,
@@ -150,6 +152,7 @@ impl PostgresStore {
             completions: batch::GroupCommit::new(pool.clone(), &sql),
             enqueues: batch::GroupCommit::new(pool.clone(), &sql),
             consumes: batch::GroupCommit::new(pool.clone(), &sql),
+            peeks: batch::GroupCommit::new(pool.clone(), &sql),
             pool,
             sql,
             listeners: Box::new(listen::Listeners::new(&target)),
