@@ -328,16 +328,19 @@ impl CairnBuilder {
             })
             .unwrap_or_else(|| default_app_version(&self.app_name));
         let store = store::open(&url, &self.store).await?;
-        // Before recovery can touch the workflows recorded under the id.
-        let held = hold_executor_id(
-            &store,
-            &self.app_name,
-            chosen_executor_id,
-            self.unique_executor_id,
-            self.store.connect_timeout,
-        )
-        .await;
-        let executor_id = match held {
+        // The executor id is held before recovery can touch the workflows recorded under it;
+        // the version and the queues' definitions (which need no id) are registered meanwhile.
+        let (held, registered) = tokio::join!(
+            hold_executor_id(
+                &store,
+                &self.app_name,
+                chosen_executor_id,
+                self.unique_executor_id,
+                self.store.connect_timeout,
+            ),
+            register(&store, &self.app_name, &app_version, &self.queues),
+        );
+        let executor_id = match held.and_then(|id| registered.map(|()| id)) {
             Ok(executor_id) => executor_id,
             Err(error) => {
                 store.close().await;
@@ -345,21 +348,6 @@ impl CairnBuilder {
             }
         };
         let rt = Runtime::new(store, self.app_name, executor_id, app_version, self.state);
-        let version = RegisterAppVersion {
-            version: rt.app_version.clone(),
-            application_name: Some(rt.app_name.clone()),
-            now_ms: crate::engine::runtime::now_ms(),
-        };
-        rt.store.run(version).await?;
-        for queue in &self.queues {
-            let upsert = store::UpsertQueue {
-                queue: queue.clone(),
-                application_name: rt.app_name.clone(),
-                update: store::QueueUpdate::IfLatestVersion(rt.app_version.clone()),
-                now_ms: crate::engine::runtime::now_ms(),
-            };
-            rt.store.run(upsert).await?;
-        }
         rt.set_queues(self.queues);
         tracing::info!(
             app = %rt.app_name,
@@ -368,9 +356,18 @@ impl CairnBuilder {
             app_version = %rt.app_version,
             "Cairn launched"
         );
-        rt.store
-            .watch_changes(change_sink(&rt), CHANGE_POLL)
-            .await?;
+        // Listening starts while other versions' pending workflows are counted (before
+        // recovery: afterwards the count would wait behind the recovered work).
+        let recover = self.recover;
+        let (watching, ()) = tokio::join!(
+            rt.store.watch_changes(change_sink(&rt), CHANGE_POLL),
+            async {
+                if recover {
+                    recovery::report_other_versions(&rt).await;
+                }
+            }
+        );
+        watching?;
         let scheduler = schedule::Scheduler::new(self.max_automatic_backfill);
         #[allow(unused_mut)] // mutable to record the admin server's address
         let mut app = Cairn {
@@ -386,8 +383,6 @@ impl CairnBuilder {
             declared.upsert(&app.rt).await?;
         }
         if self.recover {
-            // Counted first: afterwards the count would wait behind the recovered work.
-            recovery::report_other_versions(&app.rt).await;
             let resumed = recovery::recover_pending(&app.rt).await?;
             if !resumed.is_empty() {
                 tracing::info!(count = resumed.len(), "resumed unfinished workflows");
@@ -529,6 +524,31 @@ const DEFAULT_EXECUTOR_ID: &str = "local";
 /// process that has just died may still hold it for a moment (a server notices a closed
 /// socket promptly, not at once), and its replacement, started right away, should get it.
 const EXECUTOR_ID_GRACE: Duration = Duration::from_secs(2);
+
+/// Record this application version and the definitions of the queues declared in code.
+async fn register(
+    store: &store::Store,
+    app_name: &str,
+    app_version: &str,
+    queues: &[crate::engine::queue::Queue],
+) -> Result<()> {
+    let version = RegisterAppVersion {
+        version: app_version.to_owned(),
+        application_name: Some(app_name.to_owned()),
+        now_ms: crate::engine::runtime::now_ms(),
+    };
+    store.run(version).await?;
+    for queue in queues {
+        let upsert = store::UpsertQueue {
+            queue: queue.clone(),
+            application_name: app_name.to_owned(),
+            update: store::QueueUpdate::IfLatestVersion(app_version.to_owned()),
+            now_ms: crate::engine::runtime::now_ms(),
+        };
+        store.run(upsert).await?;
+    }
+    Ok(())
+}
 
 /// Hold the executor id this process runs as (see [`CairnBuilder::executor_id`]) and
 /// answer it: the chosen one, else `local`, else (if allowed and `local` is in use) a
