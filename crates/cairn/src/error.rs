@@ -306,6 +306,21 @@ pub enum Error {
         /// The instance the workflow runs as ([`StartOptions::with_instance`](crate::StartOptions::with_instance)), if any.
         instance: Option<String>,
     },
+
+    /// A transactional step's transaction on an application database failed (see
+    /// [`datasource`](crate::datasource)); it was rolled back, so none of its writes happened.
+    /// [`Error::is_transient`] says whether it was a serialization failure, a deadlock or a
+    /// lost connection, which the step retries by itself.
+    #[error("transaction on data source `{datasource}` failed: {source}")]
+    Transaction {
+        /// The data source's name.
+        datasource: String,
+        /// Whether the failure is transient (a conflict or an outage) or permanent.
+        kind: DatabaseErrorKind,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -338,6 +353,9 @@ impl Error {
         matches!(
             self,
             Error::Database {
+                kind: DatabaseErrorKind::Transient,
+                ..
+            } | Error::Transaction {
                 kind: DatabaseErrorKind::Transient,
                 ..
             }
@@ -422,6 +440,7 @@ impl Error {
             Error::InvalidArgument { .. } => "InvalidArgumentError",
             Error::DuplicateWorkflowName { .. } => "DuplicateWorkflowNameError",
             Error::MissingState { .. } => "MissingStateError",
+            Error::Transaction { .. } => "TransactionError",
         }
     }
 
@@ -621,7 +640,8 @@ impl Detail {
             | Error::NotInWorkflow(_)
             | Error::InvalidArgument { .. }
             | Error::DuplicateWorkflowName { .. }
-            | Error::MissingState { .. } => return None,
+            | Error::MissingState { .. }
+            | Error::Transaction { .. } => return None,
         })
     }
 

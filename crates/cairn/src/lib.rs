@@ -423,6 +423,8 @@
 pub mod admin;
 mod app;
 mod client;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod datasource;
 mod engine;
 mod error;
 mod serialization;

@@ -2,6 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -13,7 +14,7 @@ use super::context::WorkflowContext;
 use super::runtime::now_ms;
 use crate::error::{DurableError, Error, PortableError};
 use crate::serialization;
-use crate::store::Checkpoint;
+use crate::store::{Checkpoint, StepRecord};
 
 /// How a step is retried when it fails.
 ///
@@ -124,6 +125,9 @@ pub struct StepCall {
     name: &'static str,
     /// The workflow and the operation id, when called from inside a workflow.
     target: Option<(Arc<WorkflowContext>, i32)>,
+    /// Set by a body that wrote its own checkpoint in the transaction of its effects (a
+    /// transactional step on the system database), so the outcome is not written again.
+    written: Option<Arc<AtomicBool>>,
 }
 
 /// A step's outcome: the body's own result, or a failure of Cairn's (panic, timeout); and,
@@ -134,7 +138,36 @@ impl StepCall {
     /// Take the next operation id if called from a workflow (and not from inside a step).
     pub fn begin(name: &'static str) -> Self {
         let target = WorkflowContext::operation();
-        Self { name, target }
+        Self {
+            name,
+            target,
+            written: None,
+        }
+    }
+
+    /// The checkpoint this call will write, with its output and error still empty: the
+    /// workflow, its owner and the operation id. `None` outside a workflow.
+    pub(crate) fn checkpoint(&self) -> Option<StepRecord> {
+        let (ctx, function_id) = self.target.as_ref()?;
+        Some(ctx.step_record(*function_id, self.name, now_ms()))
+    }
+
+    /// The runtime of the calling workflow, if called from one.
+    pub(crate) fn runtime(&self) -> Option<Arc<super::runtime::Runtime>> {
+        self.target.as_ref().map(|(ctx, _)| Arc::clone(&ctx.rt))
+    }
+
+    /// Whether the call replays a recorded outcome (its body will not run).
+    pub(crate) fn is_replay(&self) -> bool {
+        self.target
+            .as_ref()
+            .is_some_and(|(ctx, function_id)| ctx.recorded(*function_id).is_some())
+    }
+
+    /// A flag the body sets once it has written the call's checkpoint itself (in the same
+    /// transaction as its effects); the outcome is then not written a second time.
+    pub(crate) fn written_flag(&mut self) -> Arc<AtomicBool> {
+        Arc::clone(self.written.get_or_insert_with(Arc::default))
     }
 
     /// Run a step body once.
@@ -149,7 +182,8 @@ impl StepCall {
         };
         let span = step_span(self.name, &ctx, function_id);
         let body = async { (catch_panic(body).await, None) };
-        checkpointed(self.name, ctx, function_id, body, false, convert)
+        let written = self.written.as_deref();
+        checkpointed(self.name, ctx, function_id, body, false, convert, written)
             .instrument(span)
             .await
     }
@@ -183,8 +217,17 @@ impl StepCall {
             };
         };
         let span = step_span(self.name, &ctx, function_id);
-        checkpointed(self.name, ctx, function_id, attempts, cancellable, convert)
-            .instrument(span)
+        let written = self.written.as_deref();
+        checkpointed(
+            self.name,
+            ctx,
+            function_id,
+            attempts,
+            cancellable,
+            convert,
+            written,
+        )
+        .instrument(span)
             .await
     }
 }
@@ -204,7 +247,8 @@ fn step_span(name: &'static str, ctx: &WorkflowContext, function_id: i32) -> tra
 /// error of `E` is recorded with its value, so a replay returns the same `E`. A failure that
 /// `E` cannot hold, or any refusal to continue (cancelled, taken over, shutting down,
 /// non-determinism), stops the workflow here: the step never returns and the executor drops
-/// the workflow's body.
+/// the workflow's body. `written`, once set by the body, says it recorded a successful
+/// outcome itself.
 async fn checkpointed<T, E, F>(
     name: &'static str,
     ctx: Arc<WorkflowContext>,
@@ -212,6 +256,7 @@ async fn checkpointed<T, E, F>(
     body: F,
     cancellable: bool,
     convert: Convert<E>,
+    written: Option<&AtomicBool>,
 ) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
@@ -300,7 +345,11 @@ where
         drop(running);
         return stop().await;
     }
-    let recorded = ctx.record(record).await;
+    let recorded = if written.is_some_and(|w| w.load(Ordering::Acquire)) {
+        Ok(())
+    } else {
+        ctx.record(record).await
+    };
     drop(running);
     if recorded.is_err() {
         return stop().await;

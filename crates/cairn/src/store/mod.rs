@@ -327,6 +327,27 @@ enum Backend {
 }
 
 impl Store {
+    /// The Postgres backend, if this store is one (a data source on the same database
+    /// writes its checkpoints itself).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn as_postgres(&self) -> Option<&postgres::PostgresStore> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite backend, if this store is one.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn as_sqlite(&self) -> Option<&sqlite::SqliteStore> {
+        match &self.backend {
+            Backend::Sqlite(lite) => Some(lite),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// The backend's name, as the benchmark harness and logs print it.
     pub(crate) fn backend(&self) -> &'static str {
         match &self.backend {

@@ -1,6 +1,8 @@
 //! Test support: every behaviour test runs once per backend, each on a fresh database.
 #![allow(dead_code)]
 
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
+pub mod appdb;
 pub mod browser;
 pub mod dbos;
 pub mod pg_server;

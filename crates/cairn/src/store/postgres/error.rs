@@ -94,7 +94,7 @@ pub(super) fn pool_failure(e: PoolError, context: impl FnOnce() -> String) -> Er
 /// (serialization failure) and `40P01` (deadlock). Everything else is permanent: a
 /// constraint, the schema, a value that does not decode, a failed authentication (`28P01`),
 /// a TLS certificate that does not verify, a malformed message.
-pub(super) fn kind_of(e: &tokio_postgres::Error) -> DatabaseErrorKind {
+pub(crate) fn kind_of(e: &tokio_postgres::Error) -> DatabaseErrorKind {
     if let Some(code) = e.code() {
         return kind_of_code(code);
     }

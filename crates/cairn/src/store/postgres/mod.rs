@@ -102,7 +102,16 @@ pub(crate) struct PostgresStore {
     listeners: Box<listen::Listeners>,
     /// Where executor lock sessions connect (boxed for the same reason).
     liveness: Box<liveness::Liveness>,
+    /// Which database this is ([`DATABASE_IDENTITY`]), read once when first asked.
+    identity: tokio::sync::OnceCell<String>,
 }
+
+/// One text naming a database on a running server: the database's name and oid, and when
+/// the server started (to the microsecond). Two pools whose connections give the same text
+/// reach the same database, whatever host names their URLs use; so a data source can tell
+/// that it is the system database itself. Needs no privileges.
+pub(crate) const DATABASE_IDENTITY: &str = "SELECT current_database() || '/' || d.oid::text \
+     || '@' || pg_postmaster_start_time()::text FROM pg_database d WHERE d.datname = current_database()";
 
 impl PostgresStore {
     /// Connect to the database a `postgres://` / `postgresql://` URL names, creating the
@@ -157,7 +166,36 @@ impl PostgresStore {
             sql,
             listeners: Box::new(listen::Listeners::new(&target)),
             liveness: Box::new(liveness::Liveness::new(&target, &options.schema)),
+            identity: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Which database this is (see [`DATABASE_IDENTITY`]).
+    pub(crate) async fn identity(&self) -> Result<&str> {
+        let identity = self
+            .identity
+            .get_or_try_init(|| async {
+                let context = || "reading which database the system database is".to_owned();
+                let client = self
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| error::pool_failure(e, context))?;
+                let row = client
+                    .query_one(DATABASE_IDENTITY, &[])
+                    .await
+                    .map_err(|e| error::failure(e, context()))?;
+                col::<String>(&row, 0)
+            })
+            .await?;
+        Ok(identity)
+    }
+
+    /// The ownership-guarded checkpoint insert a step's record is written with (parameters:
+    /// [`step_params`]); one row when written. A data source on this database runs it in
+    /// its own transaction, so a step's writes and its checkpoint commit together.
+    pub(crate) fn record_step_statement(&self) -> std::sync::Arc<str> {
+        self.sql.text(&workflows::RECORD_STEP)
     }
 
     /// Start delivering change announcements to `sink`: a dedicated `LISTEN` connection on a
@@ -354,7 +392,7 @@ fn workflow_params<'a>(wf: &'a NewWorkflow, d: &'a Derived<'a>) -> [Param<'a>; 1
 }
 
 /// The ten parameters of a checkpoint, in the order of [`sql::checkpoint_insert`].
-fn step_params(rec: &StepRecord) -> [Param<'_>; 10] {
+pub(crate) fn step_params(rec: &StepRecord) -> [Param<'_>; 10] {
     [
         &rec.workflow_id,
         &rec.owner_xid,

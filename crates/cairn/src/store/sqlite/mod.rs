@@ -15,7 +15,7 @@ mod comm;
 mod list;
 pub(crate) mod liveness;
 mod manage;
-mod ops;
+pub(crate) mod ops;
 mod queues;
 mod schedules;
 mod schema;
@@ -124,6 +124,15 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The database file, or `None` for an in-memory database (which no other connection
+    /// can open).
+    pub(crate) fn file(&self) -> Option<PathBuf> {
+        match Location::parse(&self.url) {
+            Ok(Location::File(path)) => Some(path),
+            _ => None,
+        }
+    }
+
     /// Open (creating and migrating if needed) the database a `sqlite:` URL names.
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Self> {
         let location = Location::parse(url)?;
@@ -254,7 +263,7 @@ pub(super) fn database_error(context: impl Into<String>, error: rusqlite::Error)
 }
 
 /// Whether a driver error can pass by itself (see [`database_error`]).
-fn error_kind(error: &rusqlite::Error) -> DatabaseErrorKind {
+pub(crate) fn error_kind(error: &rusqlite::Error) -> DatabaseErrorKind {
     match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => DatabaseErrorKind::Transient,
         _ => DatabaseErrorKind::Permanent,

@@ -448,7 +448,7 @@ pub(super) fn ownership_lost(
 
 /// Write a checkpoint if its owner still holds the workflow and the slot is free (shared by
 /// [`RecordStep`] and every operation that records its own checkpoint).
-pub(super) fn record_step(conn: &Connection, rec: &StepRecord) -> rusqlite::Result<RecordOutcome> {
+pub(crate) fn record_step(conn: &Connection, rec: &StepRecord) -> rusqlite::Result<RecordOutcome> {
     record_step_as(conn, rec, rec.output.as_deref(), PORTABLE_JSON)
 }
 
