@@ -49,6 +49,24 @@ impl AppDb {
         }
     }
 
+    /// Where the application database is, for another process: a Postgres URL or a
+    /// SQLite file path.
+    pub fn location(&self) -> String {
+        match self {
+            AppDb::Postgres(_, url) => url.clone(),
+            AppDb::Sqlite(ds) => ds.file().display().to_string(),
+        }
+    }
+
+    /// The existing application database at `location` (see [`AppDb::location`]).
+    pub async fn at(location: &str) -> Self {
+        if location.starts_with("postgres") {
+            Self::postgres_at(location.to_owned()).await
+        } else {
+            Self::sqlite_at(std::path::Path::new(location))
+        }
+    }
+
     fn sqlite_at(file: &std::path::Path) -> Self {
         let ds = SqliteDatasource::open(file).expect("open app database");
         let conn = super::sqlite::Connection::open(file).expect("open");
@@ -82,6 +100,16 @@ impl AppDb {
         item: &str,
         fail: bool,
     ) -> impl Future<Output = Result<i64, cairn::Error>> + Send + use<> {
+        self.insert_with(item, fail, || {})
+    }
+
+    /// [`AppDb::insert`], calling `before` in the body before it writes.
+    pub fn insert_with(
+        &self,
+        item: &str,
+        fail: bool,
+        before: fn(),
+    ) -> impl Future<Output = Result<i64, cairn::Error>> + Send + use<> {
         let item = item.to_owned();
         let failure =
             || cairn::Error::Application(cairn::PortableError::new("OutOfStock", "out of stock"));
@@ -91,12 +119,14 @@ impl AppDb {
                     let item = item.clone();
                     async move {
                         super::count(&format!("body {item}"));
+                        before();
                         let id = pg_insert(&tx, &item).await?;
                         if fail { Err(failure()) } else { Ok(id) }
                     }
                 })),
                 AppDb::Sqlite(ds) => Box::pin(ds.transaction("insert_order", move |tx| {
                     super::count(&format!("body {item}"));
+                    before();
                     tx.execute("INSERT INTO orders (item) VALUES (?1)", [&item])?;
                     if fail {
                         Err(failure())
