@@ -28,20 +28,26 @@
 //! #[cairn::workflow]
 //! async fn place_order(item: String) -> Result<i64, cairn::Error> {
 //!     let orders = cairn::state::<PostgresDatasource>()?;
-//!     let id: i64 = orders
-//!         .transaction("insert_order", |tx| {
-//!             let item = item.clone();
-//!             async move {
-//!                 let row = tx
-//!                     .query_one("INSERT INTO orders (item) VALUES ($1) RETURNING id", &[&item])
-//!                     .await?;
-//!                 Ok(row.get(0))
-//!             }
+//!     let item = &item;
+//!     orders
+//!         .transaction("insert_order", move |tx| async move {
+//!             let row = tx
+//!                 .query_one("INSERT INTO orders (item) VALUES ($1) RETURNING id", &[item])
+//!                 .await?;
+//!             Ok::<i64, cairn::Error>(row.get(0))
 //!         })
-//!         .await?;
-//!     Ok(id)
+//!         .await
 //! }
-//! ```
+//!
+//! # async fn launch(pool: deadpool_postgres::Pool) -> cairn::Result<()> {
+//! // The pool the application already has; Cairn creates `dbos.transaction_completion`
+//! // in its database on first use (unless it is the system database itself).
+//! let app = cairn::Cairn::builder("shop")
+//!     .state(PostgresDatasource::new(pool).name("orders"))
+//!     .launch()
+//!     .await?;
+//! # let _ = app; Ok(()) }
+//! //! ```
 
 #[cfg(feature = "postgres")]
 mod postgres;
