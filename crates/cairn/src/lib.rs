@@ -406,7 +406,7 @@
 //! | configured class instances (`config_name`) | [`CairnBuilder::instance_state`], [`StartOptions::with_instance`], [`state()`] | One function, several configured instances, without classes. |
 //! | `DBOS.patch` / `DBOS.deprecate_patch` | [`patch`] / [`deprecate_patch`] | |
 //! | `DBOS(config=…)`, `DBOS.launch()`, `DBOS.destroy()` | [`Cairn::builder`] (`.database_url`, `.app_version`, `.executor_id`), [`CairnBuilder::launch`], [`Cairn::shutdown`] | No global `DBOS` object and no YAML file: an application value (cheap to clone) and DBOS's environment variables. Workflow code finds its context without it. |
-//! | `DBOS.logger`, OpenTelemetry | `tracing` spans and lines | See [Logs and spans](#logs-and-spans); export comes later. |
+//! | `DBOS.logger`, OpenTelemetry | `tracing` spans and lines | See [Logs and spans](#logs-and-spans); OTLP export and DBOS's `dbos.otelContext` trace propagation with the `otel` feature (`cairn::otel`). |
 //!
 //! # Cargo features
 //!
@@ -415,6 +415,7 @@
 //! | `sqlite` | yes | the embedded SQLite system database (bundled SQLite) |
 //! | `postgres` | yes | the Postgres system database (tokio-postgres, deadpool, rustls) |
 //! | `admin` | no | `cairn::admin`: the admin HTTP server and web dashboard (`CairnBuilder::admin_server`, `admin::serve_dashboard`; axum) |
+//! | `otel` | no | `cairn::otel`: OpenTelemetry export of the workflow and step spans over OTLP/HTTP, configured from the `OTEL_*` variables; workflows store their caller's W3C trace context (DBOS's `dbos.otelContext` attribute), so their spans join its trace in any process |
 //!
 //! Either alone builds; a URL for a backend that is not compiled in is a clear
 //! [`Error::Config`].
@@ -427,6 +428,8 @@ mod client;
 pub mod datasource;
 mod engine;
 mod error;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod serialization;
 mod status;
 pub(crate) mod store;

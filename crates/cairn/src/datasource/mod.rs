@@ -73,6 +73,7 @@ pub use sqlite::SqliteDatasource;
 pub(crate) const COMPLETION_TABLE: &str = "transaction_completion";
 
 /// The schema Postgres data sources keep the completion table in. Default of DBOS Go too.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const DEFAULT_SCHEMA: &str = "dbos";
 
 /// How a transaction is isolated from concurrent ones.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::engine::context::{WorkflowContext, halting};
 use crate::engine::runtime::{Runtime, now_ms};
 use crate::engine::workflow::{
-    Started, WorkflowFn, WorkflowHandle, check_key, encode_attributes, registration_of,
+    Started, WorkflowFn, WorkflowHandle, check_key, new_workflow_attributes, registration_of,
 };
 use crate::error::{Error, Result};
 use crate::serialization;
@@ -229,7 +229,7 @@ pub(crate) async fn enqueue(
         deadline_epoch_ms: None,
         config_name: None,
         now_ms: now,
-        attributes: encode_attributes(options.attributes.as_ref())?,
+        attributes: new_workflow_attributes(options.attributes.as_ref())?,
     };
     let record = parent.as_ref().map(|(ctx, function_id)| {
         let mut record = ctx.step_record(*function_id, name, now);

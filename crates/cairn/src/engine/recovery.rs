@@ -135,6 +135,7 @@ pub(crate) async fn execute_claimed(
         instance: row.config_name,
         origin,
         serialization: row.serialization,
+        attributes: row.attributes,
     };
     spawn_execution(rt, registration, execution);
     Ok(Some(id))

@@ -228,7 +228,7 @@ impl StepCall {
             written,
         )
         .instrument(span)
-            .await
+        .await
     }
 }
 

@@ -165,6 +165,19 @@ pub(crate) fn encode_attributes(attributes: Option<&serde_json::Value>) -> Resul
     }
 }
 
+/// The JSON text of a new workflow's attributes: the caller's and, with the `otel` feature,
+/// the current span's W3C trace context under DBOS's `dbos.otelContext` (unless the caller
+/// set that key), so the workflow's span joins the caller's trace wherever it runs.
+pub(crate) fn new_workflow_attributes(
+    attributes: Option<&serde_json::Value>,
+) -> Result<Option<String>> {
+    #[cfg(feature = "otel")]
+    if let Some(traced) = crate::otel::with_trace_context(attributes) {
+        return encode_attributes(Some(&traced));
+    }
+    encode_attributes(attributes)
+}
+
 /// Refuse an instance this process does not configure: it could not give the workflow its
 /// state, nor recover it.
 fn check_instance(rt: &Runtime, instance: &str) -> Result<()> {
@@ -214,7 +227,7 @@ pub(crate) async fn start_top_level(
     if let Some(instance) = &options.instance {
         check_instance(rt, instance)?;
     }
-    let attributes = encode_attributes(options.attributes.as_ref())?;
+    let attributes = new_workflow_attributes(options.attributes.as_ref())?;
     let mut new = new_workflow(
         rt,
         registration,
@@ -264,8 +277,8 @@ pub(crate) async fn start_child(
     if let Some(instance) = &options.instance {
         check_instance(rt, instance)?;
     }
-    // Not inherited from the parent (as DBOS).
-    let attributes = encode_attributes(options.attributes.as_ref())?;
+    // Not inherited from the parent (as DBOS); the trace context is the parent's span.
+    let attributes = new_workflow_attributes(options.attributes.as_ref())?;
     let mut new = new_workflow(
         rt,
         registration,
@@ -325,6 +338,7 @@ fn execute_if_new(
                 instance: new.config_name,
                 origin,
                 serialization: None,
+                attributes: new.attributes,
             };
             spawn_execution(rt, registration, execution);
             Ok(true)
@@ -453,11 +467,15 @@ pub(crate) struct NewExecution {
     /// The format its row names (`workflow_status.serialization`), which its outcome is
     /// written in: `None` for workflows Cairn starts (portable JSON).
     pub serialization: Option<String>,
+    /// The JSON text of its attributes, where a stored trace context is (feature `otel`).
+    pub attributes: Option<String>,
 }
 
 /// Execute a workflow in this process as a task of its own, inside a `workflow` span. A
 /// child's span nests under its parent's; any other execution's span is a root that follows
 /// from the caller's, so a caller's span (a request's) need not stay open while it runs.
+/// With the `otel` feature, the OpenTelemetry parent of the span is the trace context
+/// stored in the workflow's attributes, when there is one.
 pub(crate) fn spawn_execution(
     rt: &Arc<Runtime>,
     registration: &'static WorkflowRegistration,
@@ -472,6 +490,7 @@ pub(crate) fn spawn_execution(
         instance,
         origin,
         serialization,
+        attributes,
     } = execution;
     let caller = tracing::Span::current();
     let parent = if origin == Origin::Child {
@@ -486,6 +505,12 @@ pub(crate) fn spawn_execution(
         name = registration.name,
         origin = origin.as_str(),
     );
+    // The trace context stored with the workflow wins, as in DBOS: the same parent whether
+    // it runs here now, from a queue, or recovered in another process.
+    #[cfg(feature = "otel")]
+    crate::otel::follow_stored_context(&span, &workflow_id, attributes.as_deref());
+    #[cfg(not(feature = "otel"))]
+    drop(attributes);
     if parent.is_none() {
         span.follows_from(&caller);
     }
