@@ -51,6 +51,8 @@ pub struct CairnBuilder {
     takeover: bool,
     /// See [`CairnBuilder::takeover_interval`].
     takeover_interval: Duration,
+    /// See [`CairnBuilder::evict_after`].
+    evict_after: Option<Duration>,
     /// See [`CairnBuilder::admin_options`].
     #[cfg(feature = "admin")]
     admin: Option<crate::admin::AdminOptions>,
@@ -285,6 +287,18 @@ impl CairnBuilder {
         self
     }
 
+    /// How long a workflow may wait in memory — in `recv`, `get_event` or a durable `sleep` —
+    /// before its execution leaves memory, or `None` to keep every waiting workflow in memory.
+    /// An evicted workflow costs only a small wake-up registration (what it waits for and its
+    /// deadline); when that arrives it is executed again from its checkpoints, under the same
+    /// ownership, finished steps replaying from their records, and continues from its wait.
+    /// Its code and its callers cannot tell (handles read its outcome from the database).
+    /// Waits shorter than this never evict. Default: 60 seconds.
+    pub fn evict_after(mut self, after: Option<Duration>) -> Self {
+        self.evict_after = after;
+        self
+    }
+
     /// Open (creating and migrating if needed) the system database, take the executor id,
     /// record the application version, and resume this executor's unfinished workflows.
     /// Fails with [`Error::DuplicateWorkflowName`] if two workflow functions share a name, and
@@ -349,6 +363,9 @@ impl CairnBuilder {
         };
         let rt = Runtime::new(store, self.app_name, executor_id, app_version, self.state);
         rt.set_queues(self.queues);
+        if let Some(after) = self.evict_after {
+            rt.set_evict_after(after);
+        }
         tracing::info!(
             app = %rt.app_name,
             backend = rt.store.backend(),
@@ -747,6 +764,7 @@ impl Cairn {
             retention: None,
             takeover: true,
             takeover_interval: crate::engine::takeover::DEFAULT_INTERVAL,
+            evict_after: Some(crate::engine::evict::DEFAULT_EVICT_AFTER),
             #[cfg(feature = "admin")]
             admin: None,
         }
@@ -830,6 +848,12 @@ impl Cairn {
     /// The application version recorded on workflows started here.
     pub fn app_version(&self) -> &str {
         &self.rt.app_version
+    }
+
+    /// How many workflow executions are in this process's memory now: running, or waiting
+    /// and not yet evicted ([`CairnBuilder::evict_after`]).
+    pub fn workflows_in_memory(&self) -> usize {
+        self.rt.in_flight()
     }
 
     /// This process's executor id.

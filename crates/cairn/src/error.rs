@@ -307,6 +307,13 @@ pub enum Error {
         instance: Option<String>,
     },
 
+    /// The workflow's execution left memory while it waited (see
+    /// [`CairnBuilder::evict_after`](crate::CairnBuilder::evict_after)); it runs again from its
+    /// checkpoints when woken. Internal: workflow code and callers never see it.
+    #[doc(hidden)]
+    #[error("workflow {0} was evicted from memory while it waits")]
+    Evicted(String),
+
     /// A transactional step's transaction on an application database failed (see
     /// [`datasource`](crate::datasource)); it was rolled back, so none of its writes happened.
     /// [`Error::is_transient`] says whether it was a serialization failure, a deadlock or a
@@ -441,6 +448,7 @@ impl Error {
             Error::DuplicateWorkflowName { .. } => "DuplicateWorkflowNameError",
             Error::MissingState { .. } => "MissingStateError",
             Error::Transaction { .. } => "TransactionError",
+            Error::Evicted(_) => "EvictedError",
         }
     }
 
@@ -449,7 +457,7 @@ impl Error {
     pub(crate) fn is_interruption(&self) -> bool {
         matches!(
             self,
-            Error::Cancelled(_) | Error::OwnershipLost(_) | Error::Shutdown
+            Error::Cancelled(_) | Error::OwnershipLost(_) | Error::Shutdown | Error::Evicted(_)
         )
     }
 }
@@ -641,7 +649,8 @@ impl Detail {
             | Error::InvalidArgument { .. }
             | Error::DuplicateWorkflowName { .. }
             | Error::MissingState { .. }
-            | Error::Transaction { .. } => return None,
+            | Error::Transaction { .. }
+            | Error::Evicted(_) => return None,
         })
     }
 

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::context::{WorkflowContext, current_step, halting};
+use super::evict::{self, Look};
 use super::notify::{Channel, FALLBACK_RECHECK, Subscription};
 use super::runtime::{Runtime, now_ms};
 use super::timer::{durable_deadline, until};
@@ -191,7 +192,11 @@ pub fn recv<'a, T: DeserializeOwned>(
         // The look reads the message itself (the read recv makes anyway), so it is decoded
         // before anything is consumed, at no extra round trip.
         let (workflow_id, topic_ref) = (&ctx.workflow_id, &topic);
-        let peeked = wait_for(Some(&ctx), &subscription, wake_at, || async move {
+        let look = Look::Message {
+            workflow_id: ctx.workflow_id.clone(),
+            topic: topic.clone(),
+        };
+        let peeked = wait_for(Some((&ctx, look)), &subscription, wake_at, || async move {
             let peek = PeekMessage {
                 workflow_id: workflow_id.clone(),
                 topic: topic_ref.clone(),
@@ -230,9 +235,11 @@ pub fn recv<'a, T: DeserializeOwned>(
 }
 
 /// Wait until `check` finds something, the deadline (epoch seconds) passes (`None`), or —
-/// inside a workflow — the workflow is interrupted.
+/// inside a workflow — the workflow is interrupted. Inside a workflow `look` says what
+/// `check` looks for, so that a long wait can leave memory (see [`evict`]): the execution
+/// then halts here and runs again when what it waits for arrives.
 async fn wait_for<T, F, Fut>(
-    ctx: Option<&WorkflowContext>,
+    workflow: Option<(&WorkflowContext, Look)>,
     subscription: &Subscription,
     wake_at: f64,
     mut check: F,
@@ -241,6 +248,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
 {
+    let (ctx, look) = match workflow {
+        Some((ctx, look)) => (Some(ctx), Some(look)),
+        None => (None, None),
+    };
+    let evict_at = ctx
+        .and_then(|ctx| evict::evict_after(ctx, until(wake_at)))
+        .map(|after| tokio::time::Instant::now() + after);
     loop {
         let notified = subscription.notified();
         let checked = match (check().await, ctx) {
@@ -256,14 +270,36 @@ where
         }
         let wait = async {
             tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(left.min(FALLBACK_RECHECK)) => {}
+                _ = notified => false,
+                _ = tokio::time::sleep(left.min(FALLBACK_RECHECK)) => false,
+                () = until_instant(evict_at) => true,
             }
         };
-        match ctx {
+        let evicting = match ctx {
             Some(ctx) => ctx.interruptible(wait).await?,
             None => wait.await,
+        };
+        if let (true, Some(ctx), Some(look)) = (evicting, ctx, &look) {
+            // Subscribed before the last look, so nothing arriving from now on is missed.
+            let subscription = look.subscribe(&ctx.rt.notifier);
+            if let Some(found) = check().await.map_err(|error| ctx.stop_on(error))? {
+                return Ok(Some(found));
+            }
+            let look = look.clone();
+            let wake = evict::Wake {
+                wake_at,
+                watch: Some((subscription, look)),
+            };
+            return Err(evict::evict(ctx, wake));
         }
+    }
+}
+
+/// Completes at `at`, or never.
+async fn until_instant(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -414,7 +450,11 @@ async fn wait_for_event(
     wake_at: f64,
 ) -> Result<Option<Stored>> {
     let subscription = rt.notifier.subscribe(Channel::Event, workflow_id, key);
-    wait_for(ctx, &subscription, wake_at, || {
+    let look = || Look::Event {
+        workflow_id: workflow_id.to_owned(),
+        key: key.to_owned(),
+    };
+    wait_for(ctx.map(|ctx| (ctx, look())), &subscription, wake_at, || {
         rt.store.run(GetEvent {
             workflow_id: workflow_id.to_owned(),
             key: key.to_owned(),

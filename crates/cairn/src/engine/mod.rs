@@ -8,6 +8,7 @@ pub(crate) mod convert;
 pub(crate) mod debounce;
 pub(crate) mod dispatch;
 pub(crate) mod enqueue;
+pub(crate) mod evict;
 pub(crate) mod notify;
 pub(crate) mod queue;
 pub(crate) mod recovery;

@@ -124,6 +124,7 @@ pub(crate) async fn execute_claimed(
         Origin::Dequeued => {
             tracing::info!(workflow_id = %id, name, queue = ?row.queue_name, attempts, "workflow dequeued")
         }
+        Origin::Woken => tracing::debug!(workflow_id = %id, name, "evicted workflow woken"),
         _ => tracing::info!(workflow_id = %id, name, attempts, "workflow recovered"),
     }
     let execution = NewExecution {

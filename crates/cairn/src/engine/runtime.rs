@@ -129,6 +129,9 @@ pub(crate) struct Runtime {
     dispatch: watch::Sender<u64>,
     /// The queues registered on the builder (`CairnBuilder::queue`), set once at launch.
     queues: std::sync::OnceLock<Vec<crate::engine::queue::Queue>>,
+    /// How long a workflow may wait in memory before it is evicted (set at launch; unset for
+    /// clients and when eviction is off).
+    evict_after: std::sync::OnceLock<std::time::Duration>,
 }
 
 impl Runtime {
@@ -153,7 +156,18 @@ impl Runtime {
             shutdown: Notify::new(),
             dispatch: watch::channel(0).0,
             queues: std::sync::OnceLock::new(),
+            evict_after: std::sync::OnceLock::new(),
         })
+    }
+
+    /// How long a workflow may wait in memory before it is evicted, if it may be.
+    pub(crate) fn evict_after(&self) -> Option<std::time::Duration> {
+        self.evict_after.get().copied()
+    }
+
+    /// Turn eviction on (once, at launch).
+    pub(crate) fn set_evict_after(&self, after: std::time::Duration) {
+        let _ = self.evict_after.set(after);
     }
 
     /// The queues this application defines (registered on its builder), in registration

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::context::{WorkflowContext, halting};
+use super::evict;
 use super::runtime::now_ms;
 use crate::error::Result;
 use crate::serialization;
@@ -32,7 +33,26 @@ pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
         };
         ctx.check_running()?;
         let wake_at = durable_deadline(&ctx, function_id, duration).await?;
-        ctx.interruptible(tokio::time::sleep(until(wake_at))).await
+        let left = until(wake_at);
+        let Some(after) = evict::evict_after(&ctx, left) else {
+            return ctx.interruptible(tokio::time::sleep(left)).await;
+        };
+        let slept = ctx
+            .interruptible(async {
+                tokio::select! {
+                    () = tokio::time::sleep(left) => true,
+                    () = tokio::time::sleep(after) => false,
+                }
+            })
+            .await?;
+        if slept {
+            return Ok(());
+        }
+        let wake = evict::Wake {
+            wake_at,
+            watch: None,
+        };
+        Err(evict::evict(&ctx, wake))
     })
 }
 

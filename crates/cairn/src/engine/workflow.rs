@@ -437,6 +437,8 @@ pub(crate) enum Origin {
     Recovered,
     /// A workflow claimed from a queue (a resume or a fork goes through DBOS's internal queue).
     Dequeued,
+    /// A workflow of this process evicted from memory while it waited, woken.
+    Woken,
 }
 
 impl Origin {
@@ -446,6 +448,7 @@ impl Origin {
             Origin::Child => "child",
             Origin::Recovered => "recovery",
             Origin::Dequeued => "queue",
+            Origin::Woken => "wake",
         }
     }
 }

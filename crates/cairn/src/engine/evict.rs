@@ -1,0 +1,174 @@
+//! Eviction: a workflow parked in a durable wait for longer than the application's
+//! `evict_after` leaves memory. Its execution is dropped (nothing is written: the wait had
+//! recorded its deadline already, and what it waits for is not consumed), and only a small
+//! wake-up task stays: the announcement it waits for, a cheap look at the database, and its
+//! deadline. When one of them fires, the workflow is executed again from its checkpoints
+//! under the same ownership token — finished steps replay from their records — and reaches
+//! the same wait, which now finds what woke it (or its deadline passed).
+//!
+//! Workflow code cannot tell: the wait neither returns nor fails in the evicted execution,
+//! and the replay returns every earlier result as before. Callers cannot tell either: a
+//! handle's `result()` reads the outcome from the database when no execution is here, a
+//! cancel finds the workflow `PENDING` in the database, and an event or message sent meanwhile
+//! is what wakes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::context::WorkflowContext;
+use super::notify::Subscription;
+use super::notify::{Channel, Notifier};
+use super::recovery::execute_claimed;
+use super::runtime::Runtime;
+use super::timer::until;
+use super::workflow::Origin;
+use crate::error::{Error, Result};
+use crate::status::WorkflowState;
+use crate::store::{GetEvent, GetWorkflow, ListCheckpoints, PeekMessage, Reclaimed};
+
+/// Eviction's default: a workflow waiting this long leaves memory.
+pub(crate) const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(60);
+
+/// What an evicted workflow's wait would find in the database once it can continue.
+#[derive(Clone)]
+pub(crate) enum Look {
+    /// A message on `topic` for `workflow_id` (`recv`).
+    Message { workflow_id: String, topic: String },
+    /// The event `key` of `workflow_id` (`get_event`).
+    Event { workflow_id: String, key: String },
+}
+
+impl Look {
+    /// A subscription to the announcements of what it looks for.
+    pub(crate) fn subscribe(&self, notifier: &Arc<Notifier>) -> Subscription {
+        match self {
+            Look::Message { workflow_id, topic } => {
+                notifier.subscribe(Channel::Message, workflow_id, topic)
+            }
+            Look::Event { workflow_id, key } => {
+                notifier.subscribe(Channel::Event, workflow_id, key)
+            }
+        }
+    }
+
+    /// Whether it is there now.
+    async fn found(&self, rt: &Runtime) -> Result<bool> {
+        Ok(match self {
+            Look::Message { workflow_id, topic } => rt
+                .store
+                .run(PeekMessage {
+                    workflow_id: workflow_id.clone(),
+                    topic: topic.clone(),
+                })
+                .await?
+                .is_some(),
+            Look::Event { workflow_id, key } => rt
+                .store
+                .run(GetEvent {
+                    workflow_id: workflow_id.clone(),
+                    key: key.clone(),
+                })
+                .await?
+                .is_some(),
+        })
+    }
+}
+
+/// When an evicted workflow wakes: at its deadline (epoch seconds), or earlier when what it
+/// waits for is announced and there.
+pub(crate) struct Wake {
+    pub wake_at: f64,
+    pub watch: Option<(Subscription, Look)>,
+}
+
+/// How long a wait may last before its workflow is evicted, if eviction applies to it: the
+/// application evicts, and the wait has longer than that left.
+pub(crate) fn evict_after(ctx: &WorkflowContext, left: Duration) -> Option<Duration> {
+    ctx.rt.evict_after().filter(|after| left > *after)
+}
+
+/// Evict the calling execution: leave a wake-up task for `wake` and halt the execution (its
+/// wait never returns; the executor drops it). Returns the halt, for the wait to return.
+pub(crate) fn evict(ctx: &WorkflowContext, wake: Wake) -> Error {
+    let rt = Arc::clone(&ctx.rt);
+    let (workflow_id, owner) = (ctx.workflow_id.clone(), ctx.owner_xid.clone());
+    // The new execution starts once this one is gone (both hold the same token).
+    let gone = rt.local_outcome(&workflow_id);
+    tracing::debug!(%workflow_id, name = ctx.name, "workflow evicted from memory while it waits");
+    tokio::spawn(async move {
+        if let Some(mut gone) = gone {
+            let _ = gone.wait_for(Option::is_some).await;
+        }
+        tokio::select! {
+            () = woken(&rt, wake) => resume(&rt, workflow_id, owner).await,
+            () = rt.shutdown_requested() => {}
+        }
+    });
+    ctx.halt(Error::Evicted(ctx.workflow_id.clone()))
+}
+
+/// Completes when the evicted workflow should run again.
+async fn woken(rt: &Runtime, wake: Wake) {
+    let Some((subscription, look)) = wake.watch else {
+        return tokio::time::sleep(until(wake.wake_at)).await;
+    };
+    loop {
+        let left = until(wake.wake_at);
+        if left.is_zero() {
+            return;
+        }
+        tokio::select! {
+            () = subscription.notified() => {}
+            () = tokio::time::sleep(left) => return,
+        }
+        match look.found(rt).await {
+            Ok(false) => {}
+            // Found, or the database cannot say: the execution will look itself.
+            Ok(true) | Err(_) => return,
+        }
+    }
+}
+
+/// Execute the evicted workflow again from its checkpoints, if it is still this process's
+/// under `owner` (it may have been cancelled, resumed elsewhere or finished meanwhile).
+async fn resume(rt: &Arc<Runtime>, workflow_id: String, owner: String) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match resume_once(rt, &workflow_id, &owner).await {
+            Ok(()) => return,
+            Err(Error::Shutdown) => return,
+            Err(error) => {
+                tracing::warn!(%workflow_id, %error, "could not execute an evicted workflow again; retrying in {delay:?}");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = rt.shutdown_requested() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn resume_once(rt: &Arc<Runtime>, workflow_id: &str, owner: &str) -> Result<()> {
+    if rt.is_shutting_down() {
+        return Err(Error::Shutdown);
+    }
+    let Some(row) = rt.store.run(GetWorkflow::of(workflow_id)).await? else {
+        return Ok(());
+    };
+    let ours = row.status == Some(WorkflowState::Pending)
+        && row.owner_xid.as_deref() == Some(owner)
+        && row.executor_id.as_deref() == Some(rt.executor_id.as_str());
+    if !ours {
+        tracing::debug!(%workflow_id, status = ?row.status, "evicted workflow is no longer this process's; not executed again");
+        return Ok(());
+    }
+    let checkpoints = rt
+        .store
+        .run(ListCheckpoints {
+            workflow_id: workflow_id.to_owned(),
+        })
+        .await?;
+    execute_claimed(rt, owner, Reclaimed { row, checkpoints }, Origin::Woken).await?;
+    Ok(())
+}

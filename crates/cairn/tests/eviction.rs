@@ -1,0 +1,171 @@
+//! Eviction: a workflow waiting longer than `evict_after` leaves memory and, when what it
+//! waits for arrives (a message, an event, its timer), runs again from its checkpoints —
+//! finished steps are not run again, and neither its code nor its callers can tell.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cairn::StartOptions;
+use common::TestDb;
+
+#[cairn::step]
+async fn counted(key: String) -> Result<u32, cairn::Error> {
+    Ok(common::count(&key) as u32)
+}
+
+#[cairn::workflow]
+async fn wait_for_mail(key: String) -> Result<String, cairn::Error> {
+    let before = counted(format!("{key} before")).await?;
+    cairn::set_event("parked", &true).await?;
+    let mail = cairn::recv::<String>("mail", Duration::from_secs(120)).await?;
+    let after = counted(format!("{key} after")).await?;
+    Ok(format!("{before} {} {after}", mail.unwrap_or_default()))
+}
+
+#[cairn::workflow]
+async fn nap(key: String) -> Result<u32, cairn::Error> {
+    let before = counted(format!("{key} before")).await?;
+    cairn::sleep(Duration::from_millis(1500)).await?;
+    let after = counted(format!("{key} after")).await?;
+    Ok(before * 10 + after)
+}
+
+#[cairn::workflow]
+async fn await_event(publisher: String) -> Result<String, cairn::Error> {
+    let value = cairn::get_event::<String>(&publisher, "ready", Duration::from_secs(120)).await?;
+    Ok(value.unwrap_or_default())
+}
+
+#[cairn::workflow]
+async fn publish(value: String) -> Result<(), cairn::Error> {
+    cairn::set_event("ready", &value).await
+}
+
+async fn evicting_app(db: &TestDb) -> cairn::Cairn {
+    db.builder("eviction-test")
+        .evict_after(Some(Duration::from_millis(50)))
+        .launch()
+        .await
+        .expect("launch")
+}
+
+/// Wait until no workflow execution is left in memory (every one evicted or finished).
+async fn until_evicted(app: &cairn::Cairn) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.workflows_in_memory() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting workflow was never evicted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Evicted in `recv`, woken by its message: the step before the wait ran once, the event set
+/// before it is still there, and the result is the uninterrupted one.
+async fn a_workflow_evicted_in_recv_wakes_on_its_message_without_rerunning_its_steps(db: &TestDb) {
+    let app = evicting_app(db).await;
+    let key = key();
+    let id = format!("mail-{key}");
+    let handle = app
+        .start_with(StartOptions::id(id.clone()), wait_for_mail, key.clone())
+        .await
+        .unwrap();
+    until_evicted(&app).await;
+    let parked: Option<bool> = app
+        .get_event(&id, "parked", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(parked, Some(true));
+    app.send(&id, "mail", &"hello").await.unwrap();
+    assert_eq!(handle.result().await.unwrap(), "1 hello 1");
+    assert_eq!(
+        common::counted(&format!("{key} before")),
+        1,
+        "no step ran twice"
+    );
+    app.shutdown().await.unwrap();
+}
+
+/// Evicted in a durable sleep, woken at its deadline.
+async fn a_workflow_evicted_in_a_durable_sleep_wakes_at_its_deadline(db: &TestDb) {
+    let app = evicting_app(db).await;
+    let key = key();
+    let handle = app.start(nap, key.clone()).await.unwrap();
+    until_evicted(&app).await;
+    assert_eq!(handle.result().await.unwrap(), 11);
+    assert_eq!(common::counted(&format!("{key} before")), 1);
+    app.shutdown().await.unwrap();
+}
+
+/// Evicted in `get_event`, woken when the other workflow sets the event.
+async fn a_workflow_evicted_in_get_event_wakes_when_the_event_is_set(db: &TestDb) {
+    let app = evicting_app(db).await;
+    let publisher = format!("publisher-{}", key());
+    let waiter = app.start(await_event, publisher.clone()).await.unwrap();
+    until_evicted(&app).await;
+    app.start_with(StartOptions::id(publisher), publish, "go".to_owned())
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap();
+    assert_eq!(waiter.result().await.unwrap(), "go");
+    app.shutdown().await.unwrap();
+}
+
+/// Cancelled while evicted: a message arriving afterwards does not run it again.
+async fn a_workflow_cancelled_while_evicted_stays_cancelled(db: &TestDb) {
+    let app = evicting_app(db).await;
+    let key = key();
+    let id = format!("mail-{key}");
+    let handle = app
+        .start_with(StartOptions::id(id.clone()), wait_for_mail, key.clone())
+        .await
+        .unwrap();
+    until_evicted(&app).await;
+    assert!(app.cancel(&id).await.unwrap());
+    app.send(&id, "mail", &"too late").await.unwrap();
+    let error = handle.result().await.unwrap_err();
+    assert!(matches!(error, cairn::Error::Cancelled(_)), "{error}");
+    assert_eq!(common::counted(&format!("{key} after")), 0);
+    app.shutdown().await.unwrap();
+}
+
+/// Without eviction a waiting workflow stays in memory.
+async fn with_eviction_off_a_waiting_workflow_stays_in_memory(db: &TestDb) {
+    let app = db
+        .builder("eviction-test")
+        .evict_after(None)
+        .launch()
+        .await
+        .unwrap();
+    let key = key();
+    let id = format!("mail-{key}");
+    let handle = app
+        .start_with(StartOptions::id(id.clone()), wait_for_mail, key.clone())
+        .await
+        .unwrap();
+    let parked: Option<bool> = app
+        .get_event(&id, "parked", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(parked, Some(true));
+    assert_eq!(app.workflows_in_memory(), 1);
+    app.send(&id, "mail", &"hi").await.unwrap();
+    assert_eq!(handle.result().await.unwrap(), "1 hi 1");
+    app.shutdown().await.unwrap();
+}
+
+both_backends!(
+    a_workflow_evicted_in_recv_wakes_on_its_message_without_rerunning_its_steps,
+    a_workflow_evicted_in_a_durable_sleep_wakes_at_its_deadline,
+    a_workflow_evicted_in_get_event_wakes_when_the_event_is_set,
+    a_workflow_cancelled_while_evicted_stays_cancelled,
+    with_eviction_off_a_waiting_workflow_stays_in_memory,
+);
