@@ -400,9 +400,29 @@ impl CairnBuilder {
             declared.upsert(&app.rt).await?;
         }
         if self.recover {
-            let resumed = recovery::recover_pending(&app.rt).await?;
-            if !resumed.is_empty() {
-                tracing::info!(count = resumed.len(), "resumed unfinished workflows");
+            // The first batch resumes before launch returns; the rest stream in behind it.
+            let pass = recovery::RecoveryPass::new();
+            if let Some(first) = pass.next_batch(&app.rt).await? {
+                let rt = Arc::clone(&app.rt);
+                let rest = tokio::spawn(async move {
+                    let mut count = first.len();
+                    loop {
+                        match pass.next_batch(&rt).await {
+                            Ok(Some(batch)) => count += batch.len(),
+                            Ok(None) => break,
+                            Err(Error::Shutdown) => return,
+                            Err(error) => {
+                                tracing::error!(%error, "recovery stopped; the rest stays PENDING for the next launch");
+                                break;
+                            }
+                        }
+                    }
+                    tracing::info!(count, "resumed unfinished workflows");
+                });
+                app.background
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(rest);
             }
         }
         let served = dispatch::served(app.rt.queues(), self.listen_queues.as_deref());

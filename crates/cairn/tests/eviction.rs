@@ -162,7 +162,45 @@ async fn with_eviction_off_a_waiting_workflow_stays_in_memory(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+#[cairn::workflow]
+async fn inbox(n: u64) -> Result<u64, cairn::Error> {
+    let got = cairn::recv::<u64>("mail", Duration::from_secs(300)).await?;
+    Ok(n + got.unwrap_or(0))
+}
+
+/// More unfinished workflows than one recovery batch: launch resumes the first batch and the
+/// rest stream in behind it; every one completes, once.
+async fn a_backlog_larger_than_a_recovery_batch_is_resumed_completely(db: &TestDb) {
+    const N: u64 = 1_200;
+    let first = db.launch().await;
+    let mut ids = Vec::new();
+    for n in 0..N {
+        let id = format!("inbox-{n}");
+        first
+            .start_with(StartOptions::id(id.clone()), inbox, n)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    first.shutdown().await.unwrap();
+
+    let second = db.launch().await;
+    let messages = ids
+        .iter()
+        .map(|id| cairn::Message::new(id, Some("mail"), &1_000u64))
+        .collect();
+    second.send_many(messages).await.unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        let handle = second.retrieve::<u64>(id).await.unwrap();
+        assert_eq!(handle.result().await.unwrap(), n as u64 + 1_000);
+    }
+    let status = second.status(&ids[N as usize - 1]).await.unwrap();
+    assert_eq!(status.recovery_attempts, 2, "recovered once");
+    second.shutdown().await.unwrap();
+}
+
 both_backends!(
+    a_backlog_larger_than_a_recovery_batch_is_resumed_completely,
     a_workflow_evicted_in_recv_wakes_on_its_message_without_rerunning_its_steps,
     a_workflow_evicted_in_a_durable_sleep_wakes_at_its_deadline,
     a_workflow_evicted_in_get_event_wakes_when_the_event_is_set,

@@ -84,6 +84,7 @@ pub(crate) async fn recover_executors(
                 application_name: Some(rt.app_name.clone()),
                 new_owner: owner.clone(),
                 now_ms: now_ms(),
+                batch: None,
             })
             .await?;
         tracing::info!(

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::context::WorkflowContext;
 use super::notify::Subscription;
 use super::notify::{Channel, Notifier};
-use super::recovery::execute_claimed;
+use super::recovery::{RECOVERY_IN_MEMORY, execute_claimed};
 use super::runtime::Runtime;
 use super::timer::until;
 use super::workflow::Origin;
@@ -82,9 +82,14 @@ pub(crate) struct Wake {
 }
 
 /// How long a wait may last before its workflow is evicted, if eviction applies to it: the
-/// application evicts, and the wait has longer than that left.
+/// application evicts, and the wait has longer than that left. With more executions in
+/// memory than recovery lets in ([`RECOVERY_IN_MEMORY`]), a wait evicts at once.
 pub(crate) fn evict_after(ctx: &WorkflowContext, left: Duration) -> Option<Duration> {
-    ctx.rt.evict_after().filter(|after| left > *after)
+    let after = ctx.rt.evict_after()?;
+    if ctx.rt.in_flight() >= RECOVERY_IN_MEMORY {
+        return Some(Duration::ZERO);
+    }
+    Some(after).filter(|after| left > *after)
 }
 
 /// Evict the calling execution: leave a wake-up task for `wake` and halt the execution (its

@@ -9,30 +9,80 @@ use super::workflow::{NewExecution, Origin, spawn_execution};
 use crate::error::{Error, Result};
 use crate::serialization;
 use crate::status::WorkflowState;
-use crate::store::{CompleteWorkflow, Completion, DeadLetter, ReclaimPending, Reclaimed};
+use crate::store::{
+    CompleteWorkflow, Completion, DeadLetter, ReclaimBatch, ReclaimPending, Reclaimed,
+};
 
-/// Claim this executor's `PENDING` workflows (of this application version) and replay them.
-/// Each claim counts as a recovery attempt; a workflow past its limit is dead-lettered.
-/// Returns the ids of the workflows now executing again.
+/// How many workflows recovery claims (and loads with their checkpoints) at a time.
+pub(crate) const RECOVERY_BATCH: i64 = 1000;
+
+/// How many executions recovery lets be in memory before it claims the next batch, when
+/// eviction is on: it waits for some to finish or leave memory (see [`evict`](super::evict),
+/// which evicts at once above this), so a large backlog is resumed with bounded memory.
+pub(crate) const RECOVERY_IN_MEMORY: usize = 10 * RECOVERY_BATCH as usize;
+
+/// Claim this executor's `PENDING` workflows (of this application version) and replay them,
+/// in batches of [`RECOVERY_BATCH`], oldest first. Each claim counts as a recovery attempt; a
+/// workflow past its limit is dead-lettered. Returns the ids of the workflows now executing
+/// again.
 pub(crate) async fn recover_pending(rt: &Arc<Runtime>) -> Result<Vec<String>> {
-    let owner = uuid::Uuid::new_v4().to_string();
-    let reclaimed = rt
-        .store
-        .run(ReclaimPending {
-            executor_id: rt.executor_id.clone(),
-            app_version: rt.app_version.clone(),
-            application_name: Some(rt.app_name.clone()),
-            new_owner: owner.clone(),
-            now_ms: now_ms(),
-        })
-        .await?;
-    let mut resumed = Vec::with_capacity(reclaimed.len());
-    for workflow in reclaimed {
-        if let Some(id) = execute_claimed(rt, &owner, workflow, Origin::Recovered).await? {
-            resumed.push(id);
-        }
+    let pass = RecoveryPass::new();
+    let mut resumed = Vec::new();
+    while let Some(batch) = pass.next_batch(rt).await? {
+        resumed.extend(batch);
     }
     Ok(resumed)
+}
+
+/// One recovery pass, claiming batch after batch under owners `{pass}:{n}`.
+pub(crate) struct RecoveryPass {
+    id: String,
+    batches: std::sync::atomic::AtomicUsize,
+}
+
+impl RecoveryPass {
+    pub(crate) fn new() -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            batches: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Claim and execute the next batch, once fewer than [`RECOVERY_IN_MEMORY`] executions
+    /// are in memory; `None` when nothing was left to claim.
+    pub(crate) async fn next_batch(&self, rt: &Arc<Runtime>) -> Result<Option<Vec<String>>> {
+        let n = self
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n > 0 && rt.evict_after().is_some() {
+            rt.until_in_flight_below(RECOVERY_IN_MEMORY).await;
+        }
+        let owner = format!("{}:{n}", self.id);
+        let reclaimed = rt
+            .store
+            .run(ReclaimPending {
+                executor_id: rt.executor_id.clone(),
+                app_version: rt.app_version.clone(),
+                application_name: Some(rt.app_name.clone()),
+                new_owner: owner.clone(),
+                now_ms: now_ms(),
+                batch: Some(ReclaimBatch {
+                    limit: RECOVERY_BATCH,
+                    pass: self.id.clone(),
+                }),
+            })
+            .await?;
+        if reclaimed.is_empty() {
+            return Ok(None);
+        }
+        let mut resumed = Vec::with_capacity(reclaimed.len());
+        for workflow in reclaimed {
+            if let Some(id) = execute_claimed(rt, &owner, workflow, Origin::Recovered).await? {
+                resumed.push(id);
+            }
+        }
+        Ok(Some(resumed))
+    }
 }
 
 /// Log how many of this executor's `PENDING` workflows belong to other application versions.

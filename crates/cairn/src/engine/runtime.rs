@@ -122,6 +122,9 @@ pub(crate) struct Runtime {
     running: Mutex<HashMap<String, Vec<Running>>>,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Woken when an execution ends while someone waits for fewer in memory (recovery).
+    room: Notify,
+    room_wanted: AtomicBool,
     /// Woken when shutdown begins, for background loops.
     shutdown: Notify,
     /// Bumped to wake the queue dispatchers (an enqueue here or elsewhere, a freed slot), so
@@ -153,6 +156,8 @@ impl Runtime {
             running: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            room: Notify::new(),
+            room_wanted: AtomicBool::new(false),
             shutdown: Notify::new(),
             dispatch: watch::channel(0).0,
             queues: std::sync::OnceLock::new(),
@@ -340,6 +345,21 @@ impl Runtime {
     }
 
     /// How many workflows are executing in this process.
+    /// Completes once fewer than `limit` executions are in memory.
+    pub(crate) async fn until_in_flight_below(&self, limit: usize) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.room_wanted.store(true, Ordering::SeqCst);
+            if self.in_flight() < limit {
+                self.room_wanted.store(false, Ordering::SeqCst);
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
@@ -389,6 +409,9 @@ impl Drop for Execution {
         }
         if self.rt.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.rt.idle.notify_waiters();
+        }
+        if self.rt.room_wanted.load(Ordering::SeqCst) {
+            self.rt.room.notify_waiters();
         }
     }
 }

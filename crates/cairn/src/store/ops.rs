@@ -168,6 +168,27 @@ pub(crate) struct ReclaimPending {
     pub application_name: Option<String>,
     pub new_owner: String,
     pub now_ms: i64,
+    /// Claim at most this many, oldest first, leaving the rest for the next batch of the same
+    /// recovery pass; `None`: all at once.
+    pub batch: Option<ReclaimBatch>,
+}
+
+/// One batch of a recovery pass that claims in batches.
+#[derive(Debug, Clone)]
+pub(crate) struct ReclaimBatch {
+    /// The most rows this batch claims.
+    pub limit: i64,
+    /// The pass's prefix: every batch's `new_owner` is `{pass}:{n}`, so a batch skips the rows
+    /// earlier batches of the pass claimed — but not its own (a re-run after a commit that
+    /// succeeded unseen returns them again, and they count toward `limit`).
+    pub pass: String,
+}
+
+impl ReclaimBatch {
+    /// The `LIKE` pattern of the owners of this pass's batches.
+    pub(crate) fn owners_pattern(&self) -> String {
+        format!("{}:%", self.pass)
+    }
 }
 
 impl Operation for ReclaimPending {

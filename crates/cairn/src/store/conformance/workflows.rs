@@ -27,6 +27,7 @@ fn reclaim(application: Option<&str>, new_owner: &str, now_ms: i64) -> ReclaimPe
         application_name: application.map(str::to_owned),
         new_owner: new_owner.to_owned(),
         now_ms,
+        batch: None,
     }
 }
 
@@ -277,6 +278,31 @@ conformance! {
         assert!(db.run(other_version).await.is_empty());
         assert_eq!(db.row("elsewhere").await.recovery_attempts, Some(1));
         assert_eq!(db.row("queued").await.status, Some(WorkflowState::Enqueued));
+    }
+
+    /// A pass that reclaims in batches takes the oldest rows first, each batch skipping what
+    /// the pass's earlier batches claimed, until none is left.
+    async fn a_batched_reclaim_takes_each_pending_workflow_once_oldest_first(db) {
+        for (n, id) in ["e", "d", "c", "b", "a"].iter().enumerate() {
+            let wf = NewWorkflow { now_ms: T0 + n as i64, ..workflow(id, WorkflowState::Pending) };
+            db.run(InsertWorkflow(wf)).await;
+        }
+        let batch = |n: usize| {
+            let mut op = reclaim(Some("shop"), &format!("pass:{n}"), T0 + 100 + n as i64);
+            op.batch = Some(crate::store::ReclaimBatch { limit: 2, pass: "pass".to_owned() });
+            op
+        };
+        assert_eq!(ids(&db.run(batch(0)).await), ["d", "e"], "the two oldest");
+        assert_eq!(ids(&db.run(batch(1)).await), ["b", "c"]);
+        assert_eq!(ids(&db.run(batch(2)).await), ["a"]);
+        assert!(db.run(batch(3)).await.is_empty());
+        assert_eq!(db.row("d").await.owner_xid.as_deref(), Some("pass:0"));
+        assert_eq!(db.row("a").await.recovery_attempts, Some(2));
+        // Another pass claims them all again.
+        let mut next = batch(0);
+        next.batch = Some(crate::store::ReclaimBatch { limit: 10, pass: "next".to_owned() });
+        next.new_owner = "next:0".to_owned();
+        assert_eq!(db.run(next).await.len(), 5);
     }
 
     /// Reclaimed workflows come back oldest first, ties broken by id.

@@ -29,22 +29,37 @@ static RECLAIM_PENDING: Sql = Sql(|q| {
     )
 });
 
+/// [`RECLAIM_PENDING`] for one batch of a pass: `$6` the pattern of the pass's owners, `$7`
+/// the limit. Rows an earlier batch of the pass claimed are skipped; this batch's own are not.
+static RECLAIM_PENDING_BATCH: Sql = Sql(|q| {
+    format!(
+        "WITH c AS (              SELECT workflow_uuid FROM {q}.workflow_status              WHERE status = 'PENDING' AND executor_id = $1 AND application_version = $2                  AND ($3::text IS NULL OR application_name = $3::text OR application_name IS NULL)                  AND (owner_xid IS NULL OR owner_xid = $4 OR owner_xid NOT LIKE $6)              ORDER BY created_at, workflow_uuid LIMIT $7),          s AS (              UPDATE {q}.workflow_status w              SET owner_xid = $4, updated_at = $5,                  recovery_attempts = w.recovery_attempts + CASE WHEN w.owner_xid = $4 THEN 0 ELSE 1 END              FROM c WHERE w.workflow_uuid = c.workflow_uuid AND w.status = 'PENDING'              RETURNING w.*)          SELECT {WORKFLOW_COLUMNS} FROM s {}          ORDER BY s.created_at, s.workflow_uuid",
+        workflow_joins(q)
+    )
+});
+
 impl OnPostgres for ReclaimPending {
     /// Two round trips: the claiming update (returning the rows), then all their checkpoints.
     async fn on_postgres(&self, db: &PostgresStore) -> Result<Vec<Reclaimed>> {
-        let rows = db
-            .query(
-                &RECLAIM_PENDING,
-                &[
-                    &self.executor_id,
-                    &self.app_version,
-                    &self.application_name,
-                    &self.new_owner,
-                    &self.now_ms,
-                ],
-                self,
-            )
-            .await?;
+        let common: [Param<'_>; 5] = [
+            &self.executor_id,
+            &self.app_version,
+            &self.application_name,
+            &self.new_owner,
+            &self.now_ms,
+        ];
+        let rows = match &self.batch {
+            None => db.query(&RECLAIM_PENDING, &common, self).await?,
+            Some(batch) => {
+                let pattern = batch.owners_pattern();
+                let params: Vec<Param<'_>> = common
+                    .iter()
+                    .copied()
+                    .chain([&pattern as Param<'_>, &batch.limit])
+                    .collect();
+                db.query(&RECLAIM_PENDING_BATCH, &params, self).await?
+            }
+        };
         db.with_checkpoints(&rows, self).await
     }
 }

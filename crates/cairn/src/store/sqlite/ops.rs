@@ -128,11 +128,21 @@ impl OnSqlite for ReclaimPending {
 
     fn on_sqlite(&self, conn: &Connection) -> Result<Vec<Reclaimed>> {
         let fail = failed(self);
+        // Without a batch, every row (a limit of -1 is none in SQLite) and no pass to skip.
+        let (limit, pattern) = match &self.batch {
+            Some(batch) => (batch.limit, Some(batch.owners_pattern())),
+            None => (-1, None),
+        };
+        // A re-run after a commit that succeeded unseen (the writer retries a failed commit)
+        // finds nothing new: the transaction is the writer's group, all or nothing.
         let ids: Vec<String> = conn
             .prepare_cached(
                 "UPDATE workflow_status SET owner_xid = ?1, recovery_attempts = recovery_attempts + 1, updated_at = ?2 \
-                 WHERE status = 'PENDING' AND executor_id = ?3 AND application_version = ?4 \
-                 AND (?5 IS NULL OR application_name = ?5 OR application_name IS NULL) \
+                 WHERE workflow_uuid IN (SELECT workflow_uuid FROM workflow_status \
+                     WHERE status = 'PENDING' AND executor_id = ?3 AND application_version = ?4 \
+                     AND (?5 IS NULL OR application_name = ?5 OR application_name IS NULL) \
+                     AND (?6 IS NULL OR owner_xid IS NULL OR owner_xid NOT LIKE ?6) \
+                     ORDER BY created_at, workflow_uuid LIMIT ?7) \
                  RETURNING workflow_uuid",
             )
             .and_then(|mut stmt| {
@@ -142,7 +152,9 @@ impl OnSqlite for ReclaimPending {
                         self.now_ms,
                         self.executor_id,
                         self.app_version,
-                        self.application_name
+                        self.application_name,
+                        pattern,
+                        limit
                     ],
                     |row| row.get(0),
                 )?
