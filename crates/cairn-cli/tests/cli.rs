@@ -7,46 +7,13 @@ mod common;
 use std::time::Duration;
 
 use cairn::{
-    Cairn, EnqueueOptions, Error, PortableError, Queue, ScheduleOptions, ScheduleStatus,
-    StartOptions, WorkflowState,
+    Cairn, EnqueueOptions, Error, Queue, ScheduleOptions, ScheduleStatus, StartOptions,
+    WorkflowState,
 };
 use chrono::{DateTime, Utc};
-use common::TestDb;
+use common::{TestDb, checkout, waiting};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-
-#[cairn::step]
-async fn double(n: u32) -> Result<u32, cairn::Error> {
-    Ok(n * 2)
-}
-
-#[cairn::step]
-async fn charge(n: u32) -> Result<u32, cairn::Error> {
-    Err(Error::Application(PortableError::new(
-        "CardDeclined",
-        format!("card {n} declined"),
-    )))
-}
-
-/// Two steps, then success.
-#[cairn::workflow]
-async fn checkout(n: u32) -> Result<u32, cairn::Error> {
-    let doubled = double(n).await?;
-    double(doubled).await
-}
-
-/// One step, then a failing one.
-#[cairn::workflow]
-async fn declined(n: u32) -> Result<u32, cairn::Error> {
-    let doubled = double(n).await?;
-    charge(doubled).await
-}
-
-/// Waits (PENDING) for a message that never comes.
-#[cairn::workflow]
-async fn waiting() -> Result<Option<String>, cairn::Error> {
-    cairn::recv("never", Duration::from_secs(600)).await
-}
 
 /// A schedule's workflow.
 #[cairn::workflow]
@@ -76,21 +43,8 @@ async fn populate(db: &TestDb) -> Cairn {
         .launch()
         .await
         .expect("launch");
-    let ok = app
-        .start_with(StartOptions::id("ok-1"), checkout, 7)
-        .await
-        .expect("start ok-1");
-    assert_eq!(ok.result().await.expect("ok-1 succeeds"), 28);
-    let failed = app
-        .start_with(StartOptions::id("fail-1"), declined, 3)
-        .await
-        .expect("start fail-1");
-    assert!(failed.result().await.is_err());
-    let paid = app
-        .enqueue_with(EnqueueOptions::id("paid-1"), "payments", checkout, 1)
-        .await
-        .expect("enqueue paid-1");
-    assert_eq!(paid.result().await.expect("paid-1 succeeds"), 4);
+    common::finish_ok_and_fail(&app).await;
+    common::finish_paid(&app).await;
     app.enqueue_with(EnqueueOptions::id("queued-1"), "idle", checkout, 2)
         .await
         .expect("enqueue queued-1");

@@ -6,47 +6,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
-use cairn::{Cairn, EnqueueOptions, Error, PortableError, Queue, StartOptions, WorkflowState};
-use common::{Backend, TestDb};
+use cairn::{Cairn, EnqueueOptions, Error, Queue, StartOptions, WorkflowState};
+use common::{Backend, TestDb, checkout, dbos_python, double, waiting};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
 // DBOS's CLI
 // ---------------------------------------------------------------------------------------------
-
-/// The repository's root directory.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
-
-/// The Python with dbos 3.4 installed: `$CAIRN_DBOS_PYTHON`, else (outside CI) the venv
-/// `scripts/python-venv.sh` makes. Never a silent skip: without DBOS these tests fail.
-fn dbos_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("CAIRN_DBOS_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(python);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "CAIRN_DBOS_PYTHON is not set: in CI the DBOS CLI tests need it (run them through scripts/test.sh, which sets it)"
-        );
-    }
-    let default = repo_root().join("target/dbos-venv/bin/python");
-    if !default.exists() {
-        panic!(
-            "no Python with DBOS 3.4 for the DBOS CLI tests: run scripts/python-venv.sh (it creates {}), \
-             or set CAIRN_DBOS_PYTHON to a python that has dbos==3.4.0",
-            default.display()
-        );
-    }
-    default
-}
 
 /// The database's URL as DBOS (SQLAlchemy) spells it: `sqlite:////abs/path`, `postgresql://…`.
 fn dbos_url(db: &TestDb) -> String {
@@ -102,45 +70,12 @@ async fn dbos(db: &TestDb, command: &[&str], rest: &[&str]) -> Value {
 // The application
 // ---------------------------------------------------------------------------------------------
 
-#[cairn::step]
-async fn double(n: u32) -> Result<u32, cairn::Error> {
-    Ok(n * 2)
-}
-
-#[cairn::step]
-async fn charge(n: u32) -> Result<u32, cairn::Error> {
-    Err(Error::Application(PortableError::new(
-        "CardDeclined",
-        format!("card {n} declined"),
-    )))
-}
-
-/// Two steps, then success.
-#[cairn::workflow]
-async fn checkout(n: u32) -> Result<u32, cairn::Error> {
-    let doubled = double(n).await?;
-    double(doubled).await
-}
-
-/// One step, then a failing one.
-#[cairn::workflow]
-async fn declined(n: u32) -> Result<u32, cairn::Error> {
-    let doubled = double(n).await?;
-    charge(doubled).await
-}
-
 /// A step, a child workflow (`checkout`, id `<parent>-2`), another step.
 #[cairn::workflow]
 async fn order(n: u32) -> Result<u32, cairn::Error> {
     let doubled = double(n).await?;
     let checked = checkout(doubled).await?;
     double(checked).await
-}
-
-/// Waits (PENDING) for a message that never comes.
-#[cairn::workflow]
-async fn waiting() -> Result<Option<String>, cairn::Error> {
-    cairn::recv("never", Duration::from_secs(600)).await
 }
 
 const APP_VERSION: &str = "agree-v1";
@@ -160,26 +95,13 @@ async fn populate(db: &TestDb) -> Cairn {
         .launch()
         .await
         .expect("launch");
-    let ok = app
-        .start_with(StartOptions::id("ok-1"), checkout, 7)
-        .await
-        .expect("start ok-1");
-    assert_eq!(ok.result().await.expect("ok-1 succeeds"), 28);
-    let failed = app
-        .start_with(StartOptions::id("fail-1"), declined, 3)
-        .await
-        .expect("start fail-1");
-    assert!(failed.result().await.is_err());
+    common::finish_ok_and_fail(&app).await;
     let order_handle = app
         .start_with(StartOptions::id("order-1"), order, 1)
         .await
         .expect("start order-1");
     assert_eq!(order_handle.result().await.expect("order-1 succeeds"), 16);
-    let paid = app
-        .enqueue_with(EnqueueOptions::id("paid-1"), "payments", checkout, 1)
-        .await
-        .expect("enqueue paid-1");
-    assert_eq!(paid.result().await.expect("paid-1 succeeds"), 4);
+    common::finish_paid(&app).await;
     let cancelled = app
         .start_with(StartOptions::id("cancel-1"), waiting, ())
         .await

@@ -4,25 +4,14 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn::StartOptions;
 use common::TestDb;
+use common::worker::{self, incarnation, log_line};
 
 const WORKFLOWS: u64 = 20;
 const KILLS: usize = 3;
-
-/// Append one line to the side file (one `write` call, so lines from tasks do not interleave).
-fn log_line(line: String) {
-    common::side_log::append("CAIRN_CRASH_LOG", &line);
-}
-
-fn incarnation() -> String {
-    std::env::var("CAIRN_CRASH_RUN").unwrap_or_default()
-}
 
 #[cairn::step]
 async fn work(workflow: u64, step: u64, acc: u64) -> Result<u64, cairn::Error> {
@@ -51,9 +40,8 @@ fn expected_output(workflow: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the worker process of the crash tests, started by them"]
 async fn crash_worker() {
-    let url = std::env::var("CAIRN_CRASH_URL").expect("CAIRN_CRASH_URL");
     let app = cairn::Cairn::builder("crash-test")
-        .database_url(url)
+        .database_url(worker::database_url())
         .launch()
         .await
         .expect("launch");
@@ -74,103 +62,13 @@ async fn crash_worker() {
     app.shutdown().await.expect("shutdown");
 }
 
-fn spawn_worker(db: &TestDb, log: &Path, run: usize) -> Child {
-    Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "crash_worker",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("CAIRN_CRASH_URL", &db.url)
-        .env("CAIRN_CRASH_LOG", log)
-        .env("CAIRN_CRASH_RUN", run.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn worker")
-}
-
-fn lines(log: &Path) -> Vec<String> {
-    common::side_log::read(log)
-}
-
-/// Wait until the worker has executed `more` further step bodies, then SIGKILL it.
-fn kill_after_progress(mut worker: Child, log: &Path, more: usize) {
-    let start = lines(log).iter().filter(|l| l.starts_with("exec")).count();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = lines(log).iter().filter(|l| l.starts_with("exec")).count();
-        if now >= start + more {
-            break;
-        }
-        assert!(
-            worker.try_wait().expect("worker status").is_none(),
-            "the worker exited before it was killed"
-        );
-        assert!(Instant::now() < deadline, "the worker made no progress");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    worker.kill().expect("SIGKILL the worker");
-    worker.wait().expect("reap the worker");
-}
-
-/// A simple deterministic pseudo-random sequence (no extra dependency), seeded per run.
-fn random_points(seed: u64) -> Vec<usize> {
-    let mut x = seed | 1;
-    (0..KILLS)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            3 + (x % 25) as usize
-        })
-        .collect()
-}
-
 /// Every workflow completes with the right output after several SIGKILLs, and a step whose
 /// checkpoint had committed (its workflow moved past it) never ran again in a later process.
 async fn a_killed_worker_resumes_every_workflow_without_rerunning_finished_steps(db: &TestDb) {
-    let log: PathBuf =
-        std::env::temp_dir().join(format!("cairn-crash-{}.log", uuid::Uuid::new_v4().simple()));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(7);
-    let points = random_points(seed);
-    eprintln!("kill points (step bodies between kills): {points:?}");
-    let log_for_thread = log.clone();
-    let db_url = db.url.clone();
-    let backend = db.backend;
-    tokio::task::spawn_blocking(move || {
-        let db = TestDb::with_url(backend, db_url);
-        for (run, more) in points.iter().enumerate() {
-            let worker = spawn_worker(&db, &log_for_thread, run);
-            kill_after_progress(worker, &log_for_thread, *more);
-        }
-        let mut last = spawn_worker(&db, &log_for_thread, KILLS);
-        let status = last.wait().expect("final worker");
-        assert!(status.success(), "the final worker failed: {status}");
-    })
-    .await
-    .expect("crash driver");
-
-    let lines = lines(&log);
-    let _ = std::fs::remove_file(&log);
+    let points = worker::kill_points(KILLS, 25);
+    let lines = worker::run_with_kills(db, "crash_worker", points).await;
     // The final worker reports every workflow's output.
-    let results: HashMap<u64, u64> = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("result "))
-        .map(|l| {
-            let mut parts = l.split(' ').map(|p| p.parse::<u64>().expect("number"));
-            (
-                parts.next().expect("workflow"),
-                parts.next().expect("output"),
-            )
-        })
-        .collect();
+    let results = worker::results(&lines);
     for workflow in 0..WORKFLOWS {
         assert_eq!(
             results.get(&workflow),
@@ -178,38 +76,8 @@ async fn a_killed_worker_resumes_every_workflow_without_rerunning_finished_steps
             "output of workflow {workflow}"
         );
     }
-    // A `done` line in run r means the step's checkpoint committed in run r: no later run may
-    // execute that step's body again.
-    let mut committed_in: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut executed: HashSet<(u64, u64)> = HashSet::new();
-    let mut reruns = 0;
-    for line in &lines {
-        let parts: Vec<&str> = line.split(' ').collect();
-        let number = |i: usize| parts[i].parse::<u64>().expect("number");
-        match parts[0] {
-            "done" => {
-                committed_in
-                    .entry((number(1), number(2)))
-                    .or_insert(number(3) as usize);
-            }
-            "exec" => {
-                let key = (number(1), number(2));
-                let run = number(3) as usize;
-                if let Some(&committed) = committed_in.get(&key) {
-                    assert!(
-                        run <= committed,
-                        "step {key:?} committed in run {committed} but ran again in run {run}"
-                    );
-                }
-                if !executed.insert(key) {
-                    reruns += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(executed.len() as u64, WORKFLOWS * 5, "every step body ran");
-    eprintln!("{reruns} interrupted step bodies ran again (at-least-once for unfinished steps)");
+    let executed = worker::assert_no_committed_step_reran(&lines);
+    assert_eq!(executed as u64, WORKFLOWS * 5, "every step body ran");
 }
 
 both_backends!(a_killed_worker_resumes_every_workflow_without_rerunning_finished_steps);

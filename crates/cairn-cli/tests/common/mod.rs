@@ -1,9 +1,13 @@
 //! Test support for the `cairn` binary: a fresh system database per test on each backend,
-//! and a way to run the built binary against it.
+//! a way to run the built binary against it, the workflows the tests populate databases
+//! with, and DBOS's Python.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
+
+use cairn::{Error, PortableError};
 
 /// Which system database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,4 +215,102 @@ macro_rules! both_backends {
             }
         )*
     };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workflows tests populate databases with
+// ---------------------------------------------------------------------------------------------
+
+/// Doubles `n`.
+#[cairn::step]
+pub async fn double(n: u32) -> Result<u32, cairn::Error> {
+    Ok(n * 2)
+}
+
+/// Always declines card `n`.
+#[cairn::step]
+pub async fn charge(n: u32) -> Result<u32, cairn::Error> {
+    Err(Error::Application(PortableError::new(
+        "CardDeclined",
+        format!("card {n} declined"),
+    )))
+}
+
+/// Two steps, then success.
+#[cairn::workflow]
+pub async fn checkout(n: u32) -> Result<u32, cairn::Error> {
+    let doubled = double(n).await?;
+    double(doubled).await
+}
+
+/// One step, then a failing one.
+#[cairn::workflow]
+pub async fn declined(n: u32) -> Result<u32, cairn::Error> {
+    let doubled = double(n).await?;
+    charge(doubled).await
+}
+
+/// Waits (PENDING) for a message that never comes.
+#[cairn::workflow]
+pub async fn waiting() -> Result<Option<String>, cairn::Error> {
+    cairn::recv("never", Duration::from_secs(600)).await
+}
+
+/// Run `ok-1` (`checkout(7)`, which succeeds) and `fail-1` (`declined(3)`, which fails in its
+/// second step) on `app`, each to its end.
+pub async fn finish_ok_and_fail(app: &cairn::Cairn) {
+    let ok = app
+        .start_with(cairn::StartOptions::id("ok-1"), checkout, 7)
+        .await
+        .expect("start ok-1");
+    assert_eq!(ok.result().await.expect("ok-1 succeeds"), 28);
+    let failed = app
+        .start_with(cairn::StartOptions::id("fail-1"), declined, 3)
+        .await
+        .expect("start fail-1");
+    assert!(failed.result().await.is_err());
+}
+
+/// Enqueue `paid-1` (`checkout(1)`) on `app`'s served queue `payments` and wait for its
+/// success.
+pub async fn finish_paid(app: &cairn::Cairn) {
+    let paid = app
+        .enqueue_with(cairn::EnqueueOptions::id("paid-1"), "payments", checkout, 1)
+        .await
+        .expect("enqueue paid-1");
+    assert_eq!(paid.result().await.expect("paid-1 succeeds"), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// DBOS's Python
+// ---------------------------------------------------------------------------------------------
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// The Python with dbos 3.4 installed: `$CAIRN_DBOS_PYTHON`, else (outside CI) the venv
+/// `scripts/python-venv.sh` makes. Never a silent skip: without DBOS these tests fail.
+pub fn dbos_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("CAIRN_DBOS_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(python);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "CAIRN_DBOS_PYTHON is not set: in CI the DBOS CLI tests need it (run them through scripts/test.sh, which sets it)"
+        );
+    }
+    let default = repo_root().join("target/dbos-venv/bin/python");
+    if !default.exists() {
+        panic!(
+            "no Python with DBOS 3.4 for the DBOS CLI tests: run scripts/python-venv.sh (it creates {}), \
+             or set CAIRN_DBOS_PYTHON to a python that has dbos==3.4.0",
+            default.display()
+        );
+    }
+    default
 }

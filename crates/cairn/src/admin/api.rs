@@ -133,13 +133,115 @@ fn state_named(text: &str) -> std::result::Result<WorkflowState, Response> {
         })
 }
 
+/// A listing's filters as a request gives them (this API's query string, or the JSON body of
+/// DBOS's `/workflows` and `/queues`), made [`ListWorkflowsOptions`] by [`Self::options`].
+pub(super) struct WorkflowFilter {
+    /// Only these ids. Default: any id.
+    pub(super) ids: Vec<String>,
+    /// Only workflows of these function names. Default: any.
+    pub(super) names: Vec<String>,
+    /// Only workflows in these states. Default: any.
+    pub(super) statuses: Vec<WorkflowState>,
+    /// Only workflows on these queues. Default: any.
+    pub(super) queues: Vec<String>,
+    /// Only workflows run by these executors. Default: any.
+    pub(super) executors: Vec<String>,
+    /// Only workflows of these application versions. Default: any.
+    pub(super) versions: Vec<String>,
+    /// Only ids starting with one of these. Default: any.
+    pub(super) id_prefixes: Vec<String>,
+    /// Only children of these workflows. Default: any.
+    pub(super) parents: Vec<String>,
+    /// Only workflows started by these users. Default: any.
+    pub(super) users: Vec<String>,
+    /// Only workflows created at or after this. Default: any time.
+    pub(super) created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only workflows created at or before this. Default: any time.
+    pub(super) created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many workflows. Default: no limit.
+    pub(super) limit: Option<usize>,
+    /// Skip this many. Default: none.
+    pub(super) offset: Option<usize>,
+    /// The order. Default: [`SortOrder::OldestFirst`].
+    pub(super) order: SortOrder,
+    /// Whether to read inputs. Default: `true`.
+    pub(super) load_input: bool,
+    /// Whether to read outputs and errors. Default: `true`.
+    pub(super) load_output: bool,
+}
+
+impl Default for WorkflowFilter {
+    fn default() -> Self {
+        Self {
+            ids: Vec::new(),
+            names: Vec::new(),
+            statuses: Vec::new(),
+            queues: Vec::new(),
+            executors: Vec::new(),
+            versions: Vec::new(),
+            id_prefixes: Vec::new(),
+            parents: Vec::new(),
+            users: Vec::new(),
+            created_after: None,
+            created_before: None,
+            limit: None,
+            offset: None,
+            order: SortOrder::OldestFirst,
+            load_input: true,
+            load_output: true,
+        }
+    }
+}
+
+impl WorkflowFilter {
+    /// These filters as listing options.
+    pub(super) fn options(self) -> ListWorkflowsOptions {
+        let mut options = ListWorkflowsOptions::new()
+            .statuses(self.statuses)
+            .order(self.order)
+            .load_input(self.load_input)
+            .load_output(self.load_output);
+        // An empty id list would match nothing: no ids means any id.
+        if !self.ids.is_empty() {
+            options = options.workflow_ids(self.ids);
+        }
+        type Add = fn(ListWorkflowsOptions, String) -> ListWorkflowsOptions;
+        let lists: [(Vec<String>, Add); 7] = [
+            (self.names, ListWorkflowsOptions::name),
+            (self.queues, ListWorkflowsOptions::queue_name),
+            (self.executors, ListWorkflowsOptions::executor_id),
+            (self.versions, ListWorkflowsOptions::app_version),
+            (self.id_prefixes, ListWorkflowsOptions::workflow_id_prefix),
+            (self.parents, ListWorkflowsOptions::parent_workflow_id),
+            (self.users, ListWorkflowsOptions::authenticated_user),
+        ];
+        for (values, add) in lists {
+            options = values.into_iter().fold(options, add);
+        }
+        options = match (self.created_after, self.created_before) {
+            (Some(a), Some(b)) => options.created_in(a..=b),
+            (Some(a), None) => options.created_in(a..),
+            (None, Some(b)) => options.created_in(..=b),
+            (None, None) => options,
+        };
+        if let Some(limit) = self.limit {
+            options = options.limit(limit);
+        }
+        if let Some(offset) = self.offset {
+            options = options.offset(offset);
+        }
+        options
+    }
+}
+
 async fn list_workflows(State(state): State<AdminState>, RawQuery(query): RawQuery) -> Answer {
-    let mut options = ListWorkflowsOptions::new()
-        .load_input(false)
-        .load_output(false)
-        .order(SortOrder::NewestFirst);
+    let mut filter = WorkflowFilter {
+        order: SortOrder::NewestFirst,
+        load_input: false,
+        load_output: false,
+        ..WorkflowFilter::default()
+    };
     let (mut limit, mut offset) = (DEFAULT_LIMIT, 0);
-    let (mut after, mut before) = (None, None);
     for (key, value) in query_pairs(query.as_deref()) {
         if value.is_empty() {
             continue;
@@ -147,23 +249,21 @@ async fn list_workflows(State(state): State<AdminState>, RawQuery(query): RawQue
         match key.as_str() {
             "status" => {
                 for status in value.split(',').filter(|s| !s.trim().is_empty()) {
-                    options = options.status(state_named(status)?);
+                    filter.statuses.push(state_named(status)?);
                 }
             }
-            "name" => options = options.name(value),
-            "queue" => options = options.queue_name(value),
-            "executor" => options = options.executor_id(value),
-            "version" => options = options.app_version(value),
-            "id_prefix" => options = options.workflow_id_prefix(value),
-            "parent" => options = options.parent_workflow_id(value),
-            "created_after" => after = Some(millis(&key, &value)?),
-            "created_before" => before = Some(millis(&key, &value)?),
-            "limit" => {
-                limit = count(&key, &value, MAX_LIMIT)?;
-            }
+            "name" => filter.names.push(value),
+            "queue" => filter.queues.push(value),
+            "executor" => filter.executors.push(value),
+            "version" => filter.versions.push(value),
+            "id_prefix" => filter.id_prefixes.push(value),
+            "parent" => filter.parents.push(value),
+            "created_after" => filter.created_after = Some(millis(&key, &value)?),
+            "created_before" => filter.created_before = Some(millis(&key, &value)?),
+            "limit" => limit = count(&key, &value, MAX_LIMIT)?,
             "offset" => offset = count(&key, &value, usize::MAX / 2)?,
             "order" => {
-                options = options.order(match value.as_str() {
+                filter.order = match value.as_str() {
                     "desc" => SortOrder::NewestFirst,
                     "asc" => SortOrder::OldestFirst,
                     _ => {
@@ -171,18 +271,15 @@ async fn list_workflows(State(state): State<AdminState>, RawQuery(query): RawQue
                             "`order` must be `asc` or `desc`, not `{value}`"
                         )));
                     }
-                });
+                };
             }
             _ => {}
         }
     }
-    options = match (after, before) {
-        (Some(a), Some(b)) => options.created_in(a..=b),
-        (Some(a), None) => options.created_in(a..),
-        (None, Some(b)) => options.created_in(..=b),
-        (None, None) => options,
-    };
-    options = options.limit(limit + 1).offset(offset);
+    // One more than a page, to tell whether another follows.
+    filter.limit = Some(limit + 1);
+    filter.offset = Some(offset);
+    let options = filter.options();
     let mut rows = state
         .client
         .list_workflows(options)

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use super::api::{failure, raw_value};
+use super::api::{WorkflowFilter, failure, raw_value};
 use super::{AdminState, AppHooks};
 use crate::ForkOptions;
 use crate::engine::recovery::execute_claimed;
@@ -262,63 +262,46 @@ fn options(body: &[u8], queued: bool) -> std::result::Result<ListWorkflowsOption
         serde_json::from_slice(body)
             .map_err(|e| dbos_error(StatusCode::BAD_REQUEST, format!("Invalid JSON input: {e}")))?
     };
-    let mut options = ListWorkflowsOptions::new();
-    let ids = strings(
-        filters
-            .get("workflow_ids")
-            .or(filters.get("workflow_uuids")),
-    );
-    if !ids.is_empty() {
-        options = options.workflow_ids(ids);
-    }
-    for name in strings(filters.get("name").or(filters.get("workflow_name"))) {
-        options = options.name(name);
-    }
-    for status in strings(filters.get("status")) {
-        options = options.status(WorkflowState::parse(&status));
-    }
-    for version in strings(filters.get("application_version")) {
-        options = options.app_version(version);
-    }
-    for prefix in strings(filters.get("workflow_id_prefix")) {
-        options = options.workflow_id_prefix(prefix);
-    }
-    for user in strings(filters.get("authenticated_user")) {
-        options = options.authenticated_user(user);
-    }
-    if queued {
-        for queue in strings(filters.get("queue_name")) {
-            options = options.queue_name(queue);
-        }
-    }
-    options = match (time(&filters, "start_time")?, time(&filters, "end_time")?) {
-        (Some(a), Some(b)) => options.created_in(a..=b),
-        (Some(a), None) => options.created_in(a..),
-        (None, Some(b)) => options.created_in(..=b),
-        (None, None) => options,
-    };
     let number = |key: &str| {
         filters
             .get(key)
             .and_then(Value::as_u64)
             .and_then(|n| usize::try_from(n).ok())
     };
-    if let Some(limit) = number("limit") {
-        options = options.limit(limit);
-    }
-    if let Some(offset) = number("offset") {
-        options = options.offset(offset);
-    }
-    if filters.get("sort_desc").and_then(Value::as_bool) == Some(true) {
-        options = options.order(SortOrder::NewestFirst);
-    }
-    if filters.get("load_input").and_then(Value::as_bool) == Some(false) {
-        options = options.load_input(false);
-    }
-    if filters.get("load_output").and_then(Value::as_bool) == Some(false) {
-        options = options.load_output(false);
-    }
-    Ok(options)
+    let flag = |key: &str| filters.get(key).and_then(Value::as_bool);
+    let filter = WorkflowFilter {
+        ids: strings(
+            filters
+                .get("workflow_ids")
+                .or(filters.get("workflow_uuids")),
+        ),
+        names: strings(filters.get("name").or(filters.get("workflow_name"))),
+        statuses: strings(filters.get("status"))
+            .iter()
+            .map(|status| WorkflowState::parse(status))
+            .collect(),
+        versions: strings(filters.get("application_version")),
+        id_prefixes: strings(filters.get("workflow_id_prefix")),
+        users: strings(filters.get("authenticated_user")),
+        queues: if queued {
+            strings(filters.get("queue_name"))
+        } else {
+            Vec::new()
+        },
+        created_after: time(&filters, "start_time")?,
+        created_before: time(&filters, "end_time")?,
+        limit: number("limit"),
+        offset: number("offset"),
+        order: if flag("sort_desc") == Some(true) {
+            SortOrder::NewestFirst
+        } else {
+            SortOrder::OldestFirst
+        },
+        load_input: flag("load_input") != Some(false),
+        load_output: flag("load_output") != Some(false),
+        ..WorkflowFilter::default()
+    };
+    Ok(filter.options())
 }
 
 async fn list_workflows(State(state): State<AdminState>, body: Bytes) -> Response {

@@ -9,6 +9,7 @@ pub mod pg_server;
 pub mod proxy;
 pub mod side_log;
 pub mod ts;
+pub mod worker;
 
 use std::path::PathBuf;
 

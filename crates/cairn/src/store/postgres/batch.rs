@@ -26,6 +26,28 @@ const IN_FLIGHT: usize = 4;
 /// The most rows one statement writes.
 const MAX_BATCH: usize = 512;
 
+/// [`Grouped`]'s answer items for a kind whose answer is whether its row was written: the
+/// single-row statement returned a row, or the multi-row one returned the write's key, read
+/// from the returned `row` by the expression given.
+macro_rules! answer_is_written {
+    (|$row:ident| $key:expr) => {
+        type Answer = bool;
+
+        fn answer_of($row: &tokio_postgres::Row) -> $crate::error::Result<(Self::Key, bool)> {
+            Ok(($key, true))
+        }
+
+        fn absent() -> bool {
+            false
+        }
+
+        fn answer_one(rows: Vec<tokio_postgres::Row>) -> $crate::error::Result<bool> {
+            Ok(!rows.is_empty())
+        }
+    };
+}
+pub(super) use answer_is_written;
+
 /// A write that can go out alone or with others of its kind.
 pub(super) trait Grouped: Describe + Clone + Send + Sync + 'static {
     /// What identifies a written row in the multi-row statement's result.
@@ -36,6 +58,10 @@ pub(super) trait Grouped: Describe + Clone + Send + Sync + 'static {
     const SINGLE: &'static Sql;
     /// The multi-row statement: returns the key columns of the rows written.
     const MULTI: &'static Sql;
+    /// Whether two writes waiting at once can share a key (one workflow enqueued twice at
+    /// once); a batch then writes its repeats alone, after the others. Without repeats, a
+    /// batch skips looking for them. Default: `true`.
+    const KEYS_MAY_REPEAT: bool = true;
     /// Run the single-row statement `text` for this write on `client`.
     fn write_one<'a>(
         &'a self,
@@ -115,11 +141,13 @@ static COMPLETE_WORKFLOWS: Sql = Sql(|q| {
     )
 });
 
+/// A workflow's owner writes each of its steps once, so a batch's keys are distinct.
 impl Grouped for RecordStep {
     type Key = (String, i32);
-    type Answer = bool;
     const SINGLE: &'static Sql = &RECORD_STEP;
     const MULTI: &'static Sql = &RECORD_STEPS;
+    const KEYS_MAY_REPEAT: bool = false;
+    answer_is_written!(|row| (col(row, 0)?, col(row, 1)?));
 
     async fn write_one(
         &self,
@@ -132,18 +160,6 @@ impl Grouped for RecordStep {
 
     fn key(&self) -> Self::Key {
         (self.0.workflow_id.clone(), self.0.function_id)
-    }
-
-    fn answer_of(row: &tokio_postgres::Row) -> Result<(Self::Key, bool)> {
-        Ok(((col(row, 0)?, col(row, 1)?), true))
-    }
-
-    fn absent() -> bool {
-        false
-    }
-
-    fn answer_one(rows: Vec<tokio_postgres::Row>) -> Result<bool> {
-        Ok(!rows.is_empty())
     }
 
     async fn write_many(
@@ -181,11 +197,13 @@ impl Grouped for RecordStep {
     }
 }
 
+/// A workflow's owner completes it once, so a batch's keys are distinct.
 impl Grouped for CompleteWorkflow {
     type Key = String;
-    type Answer = bool;
     const SINGLE: &'static Sql = &COMPLETE_WORKFLOW;
     const MULTI: &'static Sql = &COMPLETE_WORKFLOWS;
+    const KEYS_MAY_REPEAT: bool = false;
+    answer_is_written!(|row| col(row, 0)?);
 
     async fn write_one(
         &self,
@@ -208,18 +226,6 @@ impl Grouped for CompleteWorkflow {
 
     fn key(&self) -> Self::Key {
         self.0.workflow_id.clone()
-    }
-
-    fn answer_of(row: &tokio_postgres::Row) -> Result<(Self::Key, bool)> {
-        Ok((col(row, 0)?, true))
-    }
-
-    fn absent() -> bool {
-        false
-    }
-
-    fn answer_one(rows: Vec<tokio_postgres::Row>) -> Result<bool> {
-        Ok(!rows.is_empty())
     }
 
     async fn write_many(
@@ -369,10 +375,13 @@ impl<W: Grouped> Describe for Batch<'_, W> {
     }
 }
 
-/// Make a batch's writes and answer each of its callers. A key seen twice (one workflow
-/// enqueued twice at once) is written after the batch, alone: in one statement both rows
-/// would read as written.
+/// Make a batch's writes and answer each of its callers. Where keys may repeat
+/// ([`Grouped::KEYS_MAY_REPEAT`]), a key seen twice (one workflow enqueued twice at once) is
+/// written after the batch, alone: in one statement both rows would read as written.
 async fn write_batch<W: Grouped>(pool: &Pool, sql: &Texts, batch: Vec<Pending<W>>) {
+    if !W::KEYS_MAY_REPEAT {
+        return write_distinct(pool, sql, batch).await;
+    }
     let mut keys = HashSet::with_capacity(batch.len());
     let (batch, repeated): (Vec<_>, Vec<_>) =
         batch.into_iter().partition(|p| keys.insert(p.item.key()));

@@ -4,7 +4,7 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
-use super::batch::Grouped;
+use super::batch::{Grouped, answer_is_written};
 use super::sql::{CHECKPOINT_COLUMNS, Sql, checkpoint_insert};
 use super::{ATTEMPTS, OnPostgres, Param, PostgresStore, anomaly, checkpoint_at, col, step_params};
 use crate::engine::queue::{QUEUE_COLUMNS, Queue, QueueRow, owned_elsewhere};
@@ -310,24 +310,12 @@ async fn announce<'q>(
 /// insert did (a spare wake-up costs a claim that finds nothing).
 impl Grouped for EnqueueWorkflow {
     type Key = String;
-    type Answer = bool;
     const SINGLE: &'static Sql = &ENQUEUE_AT_ONCE;
     const MULTI: &'static Sql = &ENQUEUE_MANY;
+    answer_is_written!(|row| col(row, 0)?);
 
     fn key(&self) -> String {
         self.workflow.id.clone()
-    }
-
-    fn answer_of(row: &Row) -> Result<(String, bool)> {
-        Ok((col(row, 0)?, true))
-    }
-
-    fn absent() -> bool {
-        false
-    }
-
-    fn answer_one(rows: Vec<Row>) -> Result<bool> {
-        Ok(!rows.is_empty())
     }
 
     async fn write_one(
