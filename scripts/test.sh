@@ -71,15 +71,16 @@ CAIRN_CHROMEDRIVER="$(scripts/chromium.sh | tail -n 1)" && export CAIRN_CHROMEDR
 THREADS="${CAIRN_TEST_THREADS:-4}"
 status=0
 # Doctests first (nextest does not run them), so the suite's own summary closes the output.
-step "cargo test -p cairn --doc --features admin,otel"
-cargo test -p cairn --doc --features admin,otel || status=$?
+step "cargo test -p cairn --doc --features admin,otel,sqlx-postgres,sqlx-sqlite"
+cargo test -p cairn --doc --features admin,otel,sqlx-postgres,sqlx-sqlite || status=$?
 
 # The chaos tests stop and restart a Postgres server of their own, cut connections and lock
 # SQLite files: they run last, one at a time, so the rest of the suite does not starve them.
 if cargo nextest --version >/dev/null 2>&1; then
-    # `admin` comes with cairn-cli; `otel` is asked for, so its tests (tests/otel.rs) run too.
-    step "cargo nextest run --workspace --features cairn/otel --no-fail-fast --test-threads $THREADS (all but chaos)"
-    cargo nextest run --workspace --features cairn/otel --no-fail-fast --test-threads "$THREADS" -E 'not binary(chaos)' "$@" || status=$?
+    # `admin` comes with cairn-cli; `otel` and the sqlx data sources are asked for, so their
+    # tests (tests/otel.rs, tests/datasource_sqlx.rs) run too.
+    step "cargo nextest run --workspace --features cairn/otel,cairn/sqlx-postgres,cairn/sqlx-sqlite --no-fail-fast --test-threads $THREADS (all but chaos)"
+    cargo nextest run --workspace --features cairn/otel,cairn/sqlx-postgres,cairn/sqlx-sqlite --no-fail-fast --test-threads "$THREADS" -E 'not binary(chaos)' "$@" || status=$?
     step "cargo nextest run -p cairn --test chaos --test-threads 1"
     cargo nextest run -p cairn --no-fail-fast --test-threads 1 -E 'binary(chaos)' "$@" || status=$?
 else
@@ -90,7 +91,7 @@ else
         name="$(basename "$test" .rs)"
         threads="$THREADS"
         [[ "$name" == chaos ]] && threads=1
-        cargo test -p cairn --features admin,otel --no-fail-fast --test "$name" "$@" -- --test-threads "$threads" || status=$?
+        cargo test -p cairn --features admin,otel,sqlx-postgres,sqlx-sqlite --no-fail-fast --test "$name" "$@" -- --test-threads "$threads" || status=$?
     done
 fi
 

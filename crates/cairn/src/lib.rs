@@ -415,6 +415,7 @@
 //! | `sqlite` | yes | the embedded SQLite system database (bundled SQLite) |
 //! | `postgres` | yes | the Postgres system database (tokio-postgres, deadpool, rustls) |
 //! | `admin` | no | `cairn::admin`: the admin HTTP server and web dashboard (`CairnBuilder::admin_server`, `admin::serve_dashboard`; axum) |
+//! | `sqlx-postgres`, `sqlx-sqlite` | no | transactional steps over sqlx pools (`datasource::SqlxPgDatasource`, `datasource::SqlxSqliteDatasource`); `postgres` and `sqlite` bring `datasource::PostgresDatasource` and `datasource::SqliteDatasource` |
 //! | `otel` | no | `cairn::otel`: OpenTelemetry export of the workflow and step spans over OTLP/HTTP, configured from the `OTEL_*` variables; workflows store their caller's W3C trace context (DBOS's `dbos.otelContext` attribute), so their spans join its trace in any process |
 //!
 //! Either alone builds; a URL for a backend that is not compiled in is a clear

@@ -16,6 +16,8 @@
 //! |---|---|---|
 //! | [`PostgresDatasource`] (deadpool-postgres / tokio-postgres) | a [`PgTransaction`] | `postgres` |
 //! | [`SqliteDatasource`] (rusqlite) | a [`rusqlite::Transaction`] | `sqlite` |
+//! | [`SqlxPgDatasource`] (sqlx, Postgres) | a `&mut sqlx::Transaction<'static, Postgres>` | `sqlx-postgres` |
+//! | [`SqlxSqliteDatasource`] (sqlx, SQLite) | a `&mut sqlx::Transaction<'static, Sqlite>` | `sqlx-sqlite` |
 //!
 //! A transaction that fails with a serialization failure or a deadlock (or loses its
 //! connection) is rolled back and run again with backoff ([`TransactionOptions`]); any other
@@ -53,6 +55,8 @@
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-sqlite"))]
+mod sqlx;
 
 use std::any::Any;
 use std::time::Duration;
@@ -63,6 +67,10 @@ use serde::de::DeserializeOwned;
 use crate::error::{DatabaseErrorKind, DurableError, Error};
 use crate::serialization;
 
+#[cfg(feature = "sqlx-postgres")]
+pub use self::sqlx::SqlxPgDatasource;
+#[cfg(feature = "sqlx-sqlite")]
+pub use self::sqlx::SqlxSqliteDatasource;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgTransaction, PostgresDatasource};
 #[cfg(feature = "sqlite")]

@@ -189,13 +189,15 @@ impl Run<'_> {
         Fut: Future<Output = Result<T, E>>,
     {
         let record = self.record().await?;
-        if let Record::Completion(at) = &record
-            && let Some(recorded) = self.recorded(at).await?
-        {
-            return recorded.decode(at);
-        }
         let mut attempt = 1;
         loop {
+            // Before every attempt: a run that committed (an earlier execution's, or this
+            // call's own whose commit succeeded unseen) is not run again.
+            if let Record::Completion(at) = &record
+                && let Some(recorded) = self.recorded(at).await?
+            {
+                return recorded.decode(at);
+            }
             let failed = match self.attempt(&record, &mut body).await {
                 Ok(value) => return Ok(value),
                 Err(failed) => failed,
