@@ -1,5 +1,6 @@
-//! The command line: `<workload> [--db URL] [--n N]`, parsed with clap (plus w6's hidden
-//! `--interrupted-child URL`, with which the bench starts itself as the process it kills).
+//! The command line: `<workload> [--db URL] [--n N] [--prefill M]`, parsed with clap (plus
+//! the hidden `--interrupted-child URL` of w6 and backlog, with which the bench starts itself
+//! as the process it kills).
 
 use clap::{ArgAction, Parser, ValueEnum};
 
@@ -9,7 +10,7 @@ use clap::{ArgAction, Parser, ValueEnum};
     name = "cairn-bench",
     about = "Cairn's benchmark harness: run one workload on a fresh database and print one JSON \
              line describing it.",
-    override_usage = "cairn-bench <workload> [--db URL] [--n N]",
+    override_usage = "cairn-bench <workload> [--db URL] [--n N] [--prefill M]",
     disable_help_flag = true
 )]
 pub struct Cli {
@@ -27,7 +28,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = positive)]
     pub n: Option<usize>,
 
-    /// Internal (w6): run the workflows to be interrupted on this Cairn database URL, say
+    /// w1 and w2 only: before measuring, fill the fresh database with M finished workflows
+    /// of 10 steps each (bulk SQL), to measure on a long history. Default: 0
+    #[arg(long, value_name = "M", default_value_t = 0)]
+    pub prefill: u64,
+
+    /// Internal (w6, backlog): run the workflows to be interrupted on this Cairn database URL, say
     /// `ready` once all are blocked, and wait to be killed.
     #[arg(long, value_name = "CAIRN_URL", hide = true)]
     pub interrupted_child: Option<String>,
@@ -44,6 +50,7 @@ impl Cli {
             workload: self.workload,
             db: self.db,
             n: self.n.unwrap_or_else(|| self.workload.default_n()),
+            prefill: self.prefill,
             interrupted_child: self.interrupted_child,
         }
     }
@@ -62,12 +69,14 @@ fn positive(text: &str) -> Result<usize, String> {
 /// The doc comment of each variant is its `--help` line; the rest of the rationale is here:
 /// w1 measures the cost of a step, w2 throughput under concurrency, w3 a queue's throughput
 /// and its enqueue-to-start latency, w4 the fixed cost of a workflow, w5 the latency of
-/// `send` to `recv`, and w6 how fast a restart recovers workflows a crash interrupted.
+/// `send` to `recv`, w6 how fast a restart recovers workflows a crash interrupted, park what
+/// a waiting workflow costs in memory and how fast waiting workflows wake, and backlog a
+/// launch that must recover a large number of interrupted workflows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
     /// One workflow of 10 no-op steps at a time, N times (default 200)
     W1,
-    /// N workflows of 10 no-op steps started at once (default 1000)
+    /// N workflows of 10 no-op steps started at once (default 1000); reports the peak RSS
     W2,
     /// N one-step workflows enqueued at once on a queue of worker concurrency 50 (default
     /// 2000), then 200 enqueued one at a time for the enqueue-to-start latency
@@ -85,6 +94,13 @@ pub enum Workload {
     /// The dashboard's workflows page (GET /api/workflows, 50 rows) over 100,000 workflows,
     /// through Cairn's admin HTTP server, N requests (default 200)
     Dashboard,
+    /// N workflows (default 10000) parked in recv after one step: memory per parked
+    /// workflow (RSS), then each sent its message in random order: wake-up throughput
+    Park,
+    /// N workflows (default 10000) blocked in recv after one step, their process killed with
+    /// SIGKILL; Cairn launched again, then the messages sent: launch time, first and last
+    /// completion, peak RSS
+    Backlog,
 }
 
 impl Workload {
@@ -99,6 +115,8 @@ impl Workload {
             Self::W6 => "w6",
             Self::List => "list",
             Self::Dashboard => "dashboard",
+            Self::Park => "park",
+            Self::Backlog => "backlog",
         }
     }
 
@@ -109,6 +127,7 @@ impl Workload {
             Self::W2 | Self::W6 => 1000,
             Self::W3 => 2000,
             Self::W5 => 100,
+            Self::Park | Self::Backlog => 10_000,
         }
     }
 
@@ -118,7 +137,7 @@ impl Workload {
             Self::W1 | Self::W4 | Self::List | Self::Dashboard => 20,
             Self::W2 | Self::W3 => 100,
             Self::W5 => 10,
-            Self::W6 => 0,
+            Self::W6 | Self::Park | Self::Backlog => 0,
         }
     }
 
@@ -127,8 +146,14 @@ impl Workload {
         match self {
             Self::W1 | Self::W2 => 10,
             Self::W3 => 1,
-            // w6's one step is replayed, not run.
-            Self::W4 | Self::W5 | Self::W6 | Self::List | Self::Dashboard => 0,
+            // w6's and backlog's one step is replayed, not run; park's is not the measure.
+            Self::W4
+            | Self::W5
+            | Self::W6
+            | Self::List
+            | Self::Dashboard
+            | Self::Park
+            | Self::Backlog => 0,
         }
     }
 
@@ -136,7 +161,7 @@ impl Workload {
     pub fn pool_size(self) -> usize {
         match self {
             Self::W1 | Self::W4 | Self::W5 | Self::List | Self::Dashboard => 4,
-            Self::W2 | Self::W3 | Self::W6 => 32,
+            Self::W2 | Self::W3 | Self::W6 | Self::Park | Self::Backlog => 32,
         }
     }
 }
@@ -150,6 +175,8 @@ pub struct Options {
     pub db: Option<String>,
     /// Measured workflows.
     pub n: usize,
+    /// w1 and w2: finished workflows written into the database before measuring.
+    pub prefill: u64,
     /// w6's child process: the Cairn database URL it runs on.
     pub interrupted_child: Option<String>,
 }
@@ -182,6 +209,7 @@ mod tests {
                 workload: Workload::W2,
                 db: None,
                 n: 1000,
+                prefill: 0,
                 interrupted_child: None,
             }
         );
@@ -197,6 +225,7 @@ mod tests {
                 workload: Workload::W1,
                 db: Some("postgres://h/x".to_owned()),
                 n: 5,
+                prefill: 0,
                 interrupted_child: None,
             }
         );
@@ -207,9 +236,20 @@ mod tests {
                 workload: Workload::W5,
                 db: Some("sqlite:b.db".to_owned()),
                 n: 7,
+                prefill: 0,
                 interrupted_child: None,
             }
         );
+    }
+
+    /// `--prefill` takes a count, zero included.
+    #[test]
+    fn prefill_takes_a_count() {
+        assert_eq!(
+            parse_words("w1 --prefill 1000000").expect("parses").prefill,
+            1_000_000
+        );
+        assert_eq!(parse_words("w2 --prefill=0").expect("parses").prefill, 0);
     }
 
     /// Every workload's command-line name is the one it reports under.
@@ -229,7 +269,20 @@ mod tests {
             let error = parse_words(flag).expect_err("help is reported as an early exit");
             assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp);
             let help = error.to_string();
-            for word in ["w1", "w2", "w3", "w4", "w5", "w6", "--db", "--n", "warm-up"] {
+            for word in [
+                "w1",
+                "w2",
+                "w3",
+                "w4",
+                "w5",
+                "w6",
+                "park",
+                "backlog",
+                "--db",
+                "--n",
+                "--prefill",
+                "warm-up",
+            ] {
                 assert!(help.contains(word), "`{flag}` help lacks `{word}`:\n{help}");
             }
         }
@@ -248,6 +301,9 @@ mod tests {
             "w1 --n -3",
             "w1 --fast",
             "w1 --db",
+            "w1 --prefill",
+            "w1 --prefill -1",
+            "w1 --prefill many",
         ] {
             let error = parse_words(line).expect_err(line);
             assert_ne!(

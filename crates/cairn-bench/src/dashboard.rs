@@ -6,19 +6,16 @@
 //! without inputs or outputs, in turn unfiltered and filtered on one status of `list`'s mix.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
+use cairn::Client;
 use cairn::admin::{AdminOptions, serve_dashboard};
-use cairn::{Cairn, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cli::{Options, Workload};
 use crate::database::BenchDatabase;
 use crate::error::{BenchError, Context};
-use crate::floor;
 use crate::list;
-use crate::report::Report;
-use crate::workloads::Measurement;
+use crate::report::{self, Report};
 
 /// The pages asked for, in turn.
 const PAGES: [&str; 4] = [
@@ -31,16 +28,7 @@ const PAGES: [&str; 4] = [
 /// Fill a fresh database with `list`'s rows, serve the dashboard over a standalone client,
 /// and time `options.n` page requests.
 pub async fn run(options: &Options, database: &BenchDatabase) -> Result<Report, BenchError> {
-    let app = Cairn::builder(list::APP)
-        .database_url(database.url())
-        .pool_size(options.workload.pool_size())
-        .launch()
-        .await
-        .context("launching Cairn to create the schema")?;
-    app.shutdown().await.context("shutting Cairn down")?;
-    list::fill(database).await?;
-    let floor = floor::commit_latency(database).await?;
-
+    let floor = list::prepare(options, database).await?;
     let client = Client::connect(&database.url())
         .await
         .context("connecting the client")?;
@@ -48,7 +36,9 @@ pub async fn run(options: &Options, database: &BenchDatabase) -> Result<Report, 
     let server = serve_dashboard(client.clone(), AdminOptions::default().addr(local))
         .await
         .context("serving the dashboard")?;
-    let measured = measure(server.local_addr(), options.workload.warm_up(), options.n).await;
+    let addr = server.local_addr();
+    let measured =
+        report::time_calls(options.workload.warm_up(), options.n, |k| page(addr, k)).await;
     server.shutdown().await;
     client.close().await;
     let measurement = measured?;
@@ -58,29 +48,6 @@ pub async fn run(options: &Options, database: &BenchDatabase) -> Result<Report, 
         &measurement,
         floor,
     ))
-}
-
-/// `warm_up` untimed requests, then `n` timed ones.
-async fn measure(addr: SocketAddr, warm_up: usize, n: usize) -> Result<Measurement, BenchError> {
-    for k in 0..warm_up {
-        page(addr, k).await?;
-    }
-    let mut latencies = Vec::with_capacity(n);
-    let started = Instant::now();
-    for k in 0..n {
-        let call = Instant::now();
-        page(addr, k).await?;
-        latencies.push(call.elapsed());
-    }
-    Ok(Measurement {
-        latencies,
-        total: started.elapsed(),
-        warm_up,
-        baseline: None,
-        enqueue_to_start: None,
-        launch: None,
-        first_completion: None,
-    })
 }
 
 /// Request `k`: the next page in turn, which must answer 200 with 50 workflows.

@@ -8,7 +8,7 @@
 //! for the finished ones. Each measured call asks for the next status of that mix in turn,
 //! oldest first (DBOS's default order), with inputs and outputs.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use cairn::{Cairn, Client, ListWorkflowsOptions, WorkflowState};
 
@@ -16,8 +16,7 @@ use crate::cli::{Options, Workload};
 use crate::database::{self, BenchDatabase};
 use crate::error::{BenchError, Context};
 use crate::floor;
-use crate::report::Report;
-use crate::workloads::Measurement;
+use crate::report::{self, Report};
 
 /// Workflow rows in the database.
 pub const ROWS: i64 = 100_000;
@@ -57,21 +56,12 @@ mod columns {
 /// Fill a fresh database with [`ROWS`] workflows, then time `options.n` listings through a
 /// standalone client.
 pub async fn run(options: &Options, database: &BenchDatabase) -> Result<Report, BenchError> {
-    // Launching creates the schema, as an application would.
-    let app = Cairn::builder(APP)
-        .database_url(database.url())
-        .pool_size(options.workload.pool_size())
-        .launch()
-        .await
-        .context("launching Cairn to create the schema")?;
-    app.shutdown().await.context("shutting Cairn down")?;
-    fill(database).await?;
-    let floor = floor::commit_latency(database).await?;
-
+    let floor = prepare(options, database).await?;
     let client = Client::connect(&database.url())
         .await
         .context("connecting the client")?;
-    let measured = measure(&client, options.workload.warm_up(), options.n).await;
+    let measured =
+        report::time_calls(options.workload.warm_up(), options.n, |k| list(&client, k)).await;
     client.close().await;
     let measurement = measured?;
     Ok(Report::new(
@@ -82,27 +72,23 @@ pub async fn run(options: &Options, database: &BenchDatabase) -> Result<Report, 
     ))
 }
 
-/// `warm_up` untimed calls, then `n` timed ones.
-async fn measure(client: &Client, warm_up: usize, n: usize) -> Result<Measurement, BenchError> {
-    for k in 0..warm_up {
-        list(client, k).await?;
-    }
-    let mut latencies = Vec::with_capacity(n);
-    let started = Instant::now();
-    for k in 0..n {
-        let call = Instant::now();
-        list(client, k).await?;
-        latencies.push(call.elapsed());
-    }
-    Ok(Measurement {
-        latencies,
-        total: started.elapsed(),
-        warm_up,
-        baseline: None,
-        enqueue_to_start: None,
-        launch: None,
-        first_completion: None,
-    })
+/// Create the schema in a fresh database and fill it with [`ROWS`] workflows; returns the
+/// database's commit floor.
+pub async fn prepare(options: &Options, database: &BenchDatabase) -> Result<Duration, BenchError> {
+    create_schema(options, database).await?;
+    fill(database).await?;
+    floor::commit_latency(database).await
+}
+
+/// Create the schema in a fresh database by launching Cairn once, as an application would.
+pub async fn create_schema(options: &Options, database: &BenchDatabase) -> Result<(), BenchError> {
+    let app = Cairn::builder(APP)
+        .database_url(database.url())
+        .pool_size(options.workload.pool_size())
+        .launch()
+        .await
+        .context("launching Cairn to create the schema")?;
+    app.shutdown().await.context("shutting Cairn down")
 }
 
 /// Call `k`: the next status in turn, at most [`LIMIT`] rows, which must all be there.

@@ -1,6 +1,7 @@
-//! The one JSON line a run prints, and the statistics behind it.
+//! The one JSON line a run prints, the statistics behind it, and the timing of workloads
+//! made of single calls.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -51,6 +52,10 @@ pub struct Report {
     pub launch_ms: Option<f64>,
     /// From the relaunch call until the first recovered workflow had completed; w6 only.
     pub first_completion_ms: Option<f64>,
+    /// Figures particular to one workload (memory, wake-ups, a prefill), written at the top
+    /// level of the line after the common ones.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Report {
@@ -99,6 +104,7 @@ impl Report {
                 .map(|l| round(millis(percentile(&mut l.clone(), 0.99)))),
             launch_ms: measurement.launch.map(|d| round(millis(d))),
             first_completion_ms: measurement.first_completion.map(|d| round(millis(d))),
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -106,6 +112,38 @@ impl Report {
     pub fn to_json_line(&self) -> Result<String, BenchError> {
         serde_json::to_string(self).context("writing the report")
     }
+}
+
+/// `warm_up` untimed calls, then `n` timed ones, one at a time; `call(k)` makes call `k`
+/// (counted from 0 in each phase).
+pub async fn time_calls<F, Fut>(
+    warm_up: usize,
+    n: usize,
+    mut call: F,
+) -> Result<Measurement, BenchError>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<(), BenchError>>,
+{
+    for k in 0..warm_up {
+        call(k).await?;
+    }
+    let mut latencies = Vec::with_capacity(n);
+    let started = Instant::now();
+    for k in 0..n {
+        let one = Instant::now();
+        call(k).await?;
+        latencies.push(one.elapsed());
+    }
+    Ok(Measurement {
+        latencies,
+        total: started.elapsed(),
+        warm_up,
+        baseline: None,
+        enqueue_to_start: None,
+        launch: None,
+        first_completion: None,
+    })
 }
 
 /// The median of `samples` (sorting them); zero for none.

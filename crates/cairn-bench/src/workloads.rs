@@ -7,6 +7,10 @@ use cairn::Cairn;
 
 use crate::cli::Workload;
 use crate::error::{BenchError, Context};
+use crate::memory;
+
+/// Figures particular to a workload, added to its report's line (`Report::extra`).
+pub type Extra = serde_json::Map<String, serde_json::Value>;
 
 /// No-op steps in each workflow of w1 and w2.
 const STEPS: u32 = 10;
@@ -93,9 +97,16 @@ pub struct Measurement {
     pub first_completion: Option<Duration>,
 }
 
-/// Run `workload`'s warm-up, then `n` measured workflows.
-pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measurement, BenchError> {
+/// Run `workload`'s warm-up, then `n` measured workflows; w2 also reports its memory: the
+/// peak resident set while the `n` workflows ran, and its growth over the set before they
+/// started, per workflow.
+pub async fn run(
+    app: &Cairn,
+    workload: Workload,
+    n: usize,
+) -> Result<(Measurement, Extra), BenchError> {
     let warm_up = workload.warm_up();
+    let mut extra = Extra::new();
     let mut baseline = None;
     let mut enqueue_to_start = None;
     let (latencies, total) = match workload {
@@ -116,7 +127,17 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
         }
         Workload::W2 => {
             all_at_once(app, Shape::TenSteps, warm_up).await?;
-            all_at_once(app, Shape::TenSteps, n).await?
+            memory::reset_peak();
+            let before = memory::rss()?;
+            let measured = all_at_once(app, Shape::TenSteps, n).await?;
+            let peak = memory::peak()?;
+            extra.insert("rss_before_mb".into(), memory::megabytes(before).into());
+            extra.insert("peak_rss_mb".into(), memory::megabytes(peak).into());
+            extra.insert(
+                "rss_growth_per_workflow_bytes".into(),
+                (peak.saturating_sub(before) / n as u64).into(),
+            );
+            measured
         }
         Workload::W3 => {
             enqueued_at_once(app, 0, warm_up).await?;
@@ -129,10 +150,10 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
             one_at_a_time(app, Shape::Empty, n).await?
         }
         Workload::W5 => messages(app, warm_up, n).await?,
-        Workload::W6 => {
+        Workload::W6 | Workload::Backlog | Workload::Park => {
             return Err(BenchError::new(
-                "running w6",
-                "w6 launches Cairn itself (see w6::run)",
+                format!("running {}", workload.name()),
+                "it has a runner of its own (see w6::run, w6::backlog, park::run)",
             ));
         }
         Workload::List | Workload::Dashboard => {
@@ -142,15 +163,18 @@ pub async fn run(app: &Cairn, workload: Workload, n: usize) -> Result<Measuremen
             ));
         }
     };
-    Ok(Measurement {
-        latencies,
-        total,
-        warm_up,
-        baseline,
-        enqueue_to_start,
-        launch: None,
-        first_completion: None,
-    })
+    Ok((
+        Measurement {
+            latencies,
+            total,
+            warm_up,
+            baseline,
+            enqueue_to_start,
+            launch: None,
+            first_completion: None,
+        },
+        extra,
+    ))
 }
 
 /// Which workflow a workload runs.
