@@ -174,6 +174,11 @@ impl OnSqlite for ClaimEnqueued {
     /// claim's owner holds on the queue: the rows just claimed and, after a commit that
     /// succeeded unseen, the rows the first attempt claimed (which the `LIMIT` counts, so a
     /// re-run never claims more than `limit` in all).
+    ///
+    /// The claim's look for waiting rows repeats the partial index's own condition
+    /// (`status IN ('ENQUEUED', 'PENDING')`): SQLite uses a partial index only for a query
+    /// that states its condition, and without it each claim scanned the whole table — 70 ms
+    /// on the writer thread per claim over a million finished workflows.
     fn on_sqlite(&self, conn: &Connection) -> Result<Vec<Reclaimed>> {
         let claim = &self.0;
         let limits = &claim.limits;
@@ -202,7 +207,7 @@ impl OnSqlite for ClaimEnqueued {
                      THEN ?5 + workflow_timeout_ms ELSE workflow_deadline_epoch_ms END \
              WHERE workflow_uuid IN ( \
                  SELECT workflow_uuid FROM workflow_status \
-                 WHERE status = 'ENQUEUED' AND queue_name = ?6 \
+                 WHERE status = 'ENQUEUED' AND status IN ('ENQUEUED', 'PENDING') AND queue_name = ?6 \
                      AND name IN (SELECT value FROM json_each(?7)) \
                      AND (?4 IS NULL OR application_name = ?4 OR application_name IS NULL) \
                      AND (application_version IS NULL OR application_version = ?3) \
