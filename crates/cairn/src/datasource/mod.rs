@@ -240,6 +240,30 @@ pub(crate) enum Failed<E> {
     Final(E),
 }
 
+impl<E: std::fmt::Display> Failed<E> {
+    /// After failed attempt `attempt` of step `step` on data source `datasource`: wait and
+    /// count the next attempt when the failure is retryable and attempts remain; otherwise the
+    /// step's error.
+    pub(crate) async fn back_off(
+        self,
+        options: &TransactionOptions,
+        datasource: &str,
+        step: &str,
+        attempt: &mut u32,
+    ) -> Result<(), E> {
+        match self {
+            Failed::Retry(error) if *attempt < options.max_attempts => {
+                let wait = options.delay_after(*attempt);
+                tracing::debug!(datasource, step, attempt = *attempt, error = %error, "transaction conflicted; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                *attempt += 1;
+                Ok(())
+            }
+            Failed::Retry(error) | Failed::Final(error) => Err(error),
+        }
+    }
+}
+
 /// Whether the body's error is a conflict (serialization failure, deadlock) or a lost
 /// connection, found by its type: Cairn's own [`Error::Transaction`], or the driver error
 /// `D` itself, judged by `transient`.

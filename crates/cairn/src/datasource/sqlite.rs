@@ -141,13 +141,11 @@ impl SqliteDatasource {
                             }
                             return Ok(value);
                         }
-                        Err(Failed::Retry(error)) if attempt < options.max_attempts => {
-                            let wait = options.delay_after(attempt);
-                            tracing::debug!(datasource = %inner.name, step = name, attempt, error = %error, "transaction conflicted; retrying in {wait:?}");
-                            tokio::time::sleep(wait).await;
-                            attempt += 1;
+                        Err(failed) => {
+                            failed
+                                .back_off(&options, &inner.name, name, &mut attempt)
+                                .await?;
                         }
-                        Err(Failed::Retry(error) | Failed::Final(error)) => return Err(error),
                     }
                 }
             };

@@ -230,15 +230,9 @@ impl<DB: Backend> Run<'_, DB> {
                 Ok(value) => return Ok(value),
                 Err(failed) => failed,
             };
-            match failed {
-                Failed::Retry(error) if attempt < self.options.max_attempts => {
-                    let wait = self.options.delay_after(attempt);
-                    tracing::debug!(datasource = %self.inner.name, step = self.name, attempt, error = %error, "transaction conflicted; retrying in {wait:?}");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Failed::Retry(error) | Failed::Final(error) => return Err(error),
-            }
+            failed
+                .back_off(&self.options, &self.inner.name, self.name, &mut attempt)
+                .await?;
         }
     }
 
