@@ -305,27 +305,26 @@ async fn the_workflows_pages_show_real_workflows_their_steps_and_children(db: &T
             .await;
     }
     browser.wait(r#"[data-testid="event-row"]"#).await;
-    let output = browser.wait(r#"[data-testid="workflow-output"]"#).await;
-    assert_eq!(output.text().await.unwrap(), "40");
+    let output = browser.text(r#"[data-testid="workflow-output"]"#).await;
+    assert_eq!(output, "40");
     browser.screenshot(&scene.screenshot("workflow")).await;
 
     // A child link leads to the child's page, which links back to its parent.
     browser
         .click(r#"a[data-testid="child-link"][data-workflow-id="dash-parent-2"]"#)
         .await;
-    let id = browser.wait(r#"[data-testid="workflow-id"]"#).await;
+    let id = browser.text(r#"[data-testid="workflow-id"]"#).await;
     browser
         .wait(r##"a[data-testid="parent-link"][href="#/workflows/dash-parent"]"##)
         .await;
-    assert_eq!(id.text().await.unwrap(), "dash-parent-2");
+    assert_eq!(id, "dash-parent-2");
 
     // The failed workflow's page shows its error.
     browser.goto(&scene.url("#/workflows/dash-error")).await;
     let error = browser
-        .wait(r#"[data-testid="workflow-error-value"]"#)
+        .text(r#"[data-testid="workflow-error-value"]"#)
         .await;
-    let text = error.text().await.unwrap();
-    assert!(text.contains("card declined for order 8"), "{text}");
+    assert!(error.contains("card declined for order 8"), "{error}");
 
     // The retried workflow's step shows once, successful.
     browser.goto(&scene.url("#/workflows/dash-retried")).await;
@@ -344,30 +343,30 @@ async fn the_workflows_pages_show_real_workflows_their_steps_and_children(db: &T
         .await;
     assert_eq!(consumed.len(), 2, "{consumed:?}");
     let topic = browser
-        .wait(&format!(r#"{received} [data-testid="message-topic"]"#))
+        .text(&format!(r#"{received} [data-testid="message-topic"]"#))
         .await;
-    assert_eq!(topic.text().await.unwrap(), "order");
+    assert_eq!(topic, "order");
     let value = browser
-        .wait(&format!(r#"{received} [data-testid="message-value"]"#))
+        .text(&format!(r#"{received} [data-testid="message-value"]"#))
         .await;
-    assert_eq!(value.text().await.unwrap(), r#""book""#);
+    assert_eq!(value, r#""book""#);
     let state = browser
-        .wait(&format!(r#"{received} [data-testid="message-state"]"#))
+        .text(&format!(r#"{received} [data-testid="message-state"]"#))
         .await;
-    assert_eq!(state.text().await.unwrap(), "CONSUMED");
+    assert_eq!(state, "CONSUMED");
     let topic = browser
-        .wait(&format!(r#"{waiting} [data-testid="message-topic"]"#))
+        .text(&format!(r#"{waiting} [data-testid="message-topic"]"#))
         .await;
-    assert_eq!(topic.text().await.unwrap(), "note");
+    assert_eq!(topic, "note");
     let value = browser
-        .wait(&format!(r#"{waiting} [data-testid="message-value"]"#))
+        .text(&format!(r#"{waiting} [data-testid="message-value"]"#))
         .await;
-    let value: serde_json::Value = serde_json::from_str(&value.text().await.unwrap()).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&value).unwrap();
     assert_eq!(value, serde_json::json!({ "gift": true }));
     let state = browser
-        .wait(&format!(r#"{waiting} [data-testid="message-state"]"#))
+        .text(&format!(r#"{waiting} [data-testid="message-state"]"#))
         .await;
-    assert_eq!(state.text().await.unwrap(), "WAITING");
+    assert_eq!(state, "WAITING");
     browser
         .screenshot(&scene.screenshot("workflow-messages"))
         .await;
@@ -405,9 +404,9 @@ async fn actions_from_the_dashboard_take_effect_and_queues_show_their_depth(db: 
         .wait(&format!(r#"{unserved}[data-enqueued="2"]"#))
         .await;
     let depth = browser
-        .wait(&format!(r#"{unserved} [data-testid="queue-enqueued"]"#))
+        .text(&format!(r#"{unserved} [data-testid="queue-enqueued"]"#))
         .await;
-    assert_eq!(depth.text().await.unwrap(), "2");
+    assert_eq!(depth, "2");
     browser.wait(r#"[data-testid="sparkline"]"#).await;
     browser.screenshot(&scene.screenshot("queues")).await;
 
@@ -455,8 +454,8 @@ async fn actions_from_the_dashboard_take_effect_and_queues_show_their_depth(db: 
     browser
         .wait(r#"[data-testid="workflow-status"][data-status="SUCCESS"]"#)
         .await;
-    let output = browser.wait(r#"[data-testid="workflow-output"]"#).await;
-    assert_eq!(output.text().await.unwrap(), "90");
+    let output = browser.text(r#"[data-testid="workflow-output"]"#).await;
+    assert_eq!(output, "90");
 
     // Fork from step 1: a new workflow, linked to the one it was forked from.
     browser.goto(&scene.url("#/workflows/dash-ok")).await;
@@ -477,8 +476,8 @@ async fn actions_from_the_dashboard_take_effect_and_queues_show_their_depth(db: 
     browser
         .wait(r#"[data-testid="workflow-status"][data-status="SUCCESS"]"#)
         .await;
-    let forked = browser.wait(r#"[data-testid="workflow-id"]"#).await;
-    let forked = forked.text().await.unwrap();
+    let forked = browser.text(r#"[data-testid="workflow-id"]"#).await;
+    let forked = forked;
     assert_ne!(forked, "dash-ok");
     let status = scene.client.status(&forked).await.unwrap();
     assert_eq!(status.forked_from.as_deref(), Some("dash-ok"));

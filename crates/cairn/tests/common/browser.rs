@@ -116,13 +116,35 @@ impl Browser {
         }
     }
 
-    /// Wait until `css` matches, then click the element.
+    /// Wait until `css` matches, then click the element. The dashboard re-renders its tables
+    /// as it refreshes, so an element found a moment ago may be gone by the click: then the
+    /// selector is matched again, until the DOM timeout.
     pub async fn click(&self, css: &str) {
-        self.wait(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+        let deadline = tokio::time::Instant::now() + DOM_TIMEOUT;
+        loop {
+            match self.wait(css).await.click().await {
+                Ok(_) => return,
+                Err(e)
+                    if e.is_stale_element_reference() && tokio::time::Instant::now() < deadline => {
+                }
+                Err(e) => panic!("click `{css}`: {e}"),
+            }
+        }
+    }
+
+    /// Wait until `css` matches, then read the element's visible text (matching again should
+    /// the page re-render in between, as `click` does).
+    pub async fn text(&self, css: &str) -> String {
+        let deadline = tokio::time::Instant::now() + DOM_TIMEOUT;
+        loop {
+            match self.wait(css).await.text().await {
+                Ok(text) => return text,
+                Err(e)
+                    if e.is_stale_element_reference() && tokio::time::Instant::now() < deadline => {
+                }
+                Err(e) => panic!("read the text of `{css}`: {e}"),
+            }
+        }
     }
 
     /// Every element matching `css` now.
@@ -134,16 +156,26 @@ impl Browser {
     }
 
     /// The attribute `name` of every element matching `css` now (empty for a missing one).
+    /// Should the page re-render while they are read, all of them are read again from the new
+    /// page, so the values always come from one rendering.
     pub async fn attributes(&self, css: &str, name: &str) -> Vec<String> {
-        let mut values = Vec::new();
-        for element in self.all(css).await {
-            let value = element
-                .attr(name)
-                .await
-                .unwrap_or_else(|e| panic!("read {name} of `{css}`: {e}"));
-            values.push(value.unwrap_or_default());
+        let deadline = tokio::time::Instant::now() + DOM_TIMEOUT;
+        'render: loop {
+            let mut values = Vec::new();
+            for element in self.all(css).await {
+                match element.attr(name).await {
+                    Ok(value) => values.push(value.unwrap_or_default()),
+                    Err(e)
+                        if e.is_stale_element_reference()
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        continue 'render;
+                    }
+                    Err(e) => panic!("read {name} of `{css}`: {e}"),
+                }
+            }
+            return values;
         }
-        values
     }
 
     /// The page's visible text (for failure messages).
