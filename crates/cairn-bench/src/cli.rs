@@ -10,7 +10,7 @@ use clap::{ArgAction, Parser, ValueEnum};
     name = "cairn-bench",
     about = "Cairn's benchmark harness: run one workload on a fresh database and print one JSON \
              line describing it.",
-    override_usage = "cairn-bench <workload> [--db URL] [--n N] [--prefill M]",
+    override_usage = "cairn-bench <workload> [--db URL] [--n N] [--prefill M] [--evict-after-ms MS]",
     disable_help_flag = true
 )]
 pub struct Cli {
@@ -33,6 +33,12 @@ pub struct Cli {
     #[arg(long, value_name = "M", default_value_t = 0)]
     pub prefill: u64,
 
+    /// park only: evict a workflow from memory once it has waited MS milliseconds (Cairn's
+    /// `evict_after`), and read the memory once every parked workflow has been evicted.
+    /// Default: Cairn's own (60 s, so nothing is evicted unless 10,000 are in memory)
+    #[arg(long, value_name = "MS")]
+    pub evict_after_ms: Option<u64>,
+
     /// Internal (w6, backlog): run the workflows to be interrupted on this Cairn database URL, say
     /// `ready` once all are blocked, and wait to be killed.
     #[arg(long, value_name = "CAIRN_URL", hide = true)]
@@ -51,6 +57,7 @@ impl Cli {
             db: self.db,
             n: self.n.unwrap_or_else(|| self.workload.default_n()),
             prefill: self.prefill,
+            evict_after_ms: self.evict_after_ms,
             interrupted_child: self.interrupted_child,
         }
     }
@@ -177,6 +184,8 @@ pub struct Options {
     pub n: usize,
     /// w1 and w2: finished workflows written into the database before measuring.
     pub prefill: u64,
+    /// park: Cairn's `evict_after`, in milliseconds, when given.
+    pub evict_after_ms: Option<u64>,
     /// w6's child process: the Cairn database URL it runs on.
     pub interrupted_child: Option<String>,
 }
@@ -210,6 +219,7 @@ mod tests {
                 db: None,
                 n: 1000,
                 prefill: 0,
+                evict_after_ms: None,
                 interrupted_child: None,
             }
         );
@@ -226,6 +236,7 @@ mod tests {
                 db: Some("postgres://h/x".to_owned()),
                 n: 5,
                 prefill: 0,
+                evict_after_ms: None,
                 interrupted_child: None,
             }
         );
@@ -237,6 +248,7 @@ mod tests {
                 db: Some("sqlite:b.db".to_owned()),
                 n: 7,
                 prefill: 0,
+                evict_after_ms: None,
                 interrupted_child: None,
             }
         );

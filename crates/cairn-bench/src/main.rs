@@ -30,7 +30,9 @@
 //!   (`bytes_per_parked_workflow`); then each is sent its message from the same process, in a
 //!   random order, 256 sends in flight: the rate at which they wake and complete durably
 //!   (`woken_per_s`; `median_ms`/`p99_ms` from a send until its `recv` returned), every
-//!   result checked afterwards; `peak_rss_mb` over the whole run.
+//!   result checked afterwards; `peak_rss_mb` over the whole run. With `--evict-after-ms MS`
+//!   the application evicts waits older than `MS`, and the memory is read once every parked
+//!   workflow has left memory: the cost of an evicted workflow.
 //! - `backlog`: as w6 with `n` workflows (default 10,000), all of them in a `recv`: after the
 //!   SIGKILL, Cairn is launched again with `n` PENDING workflows of its executor to recover,
 //!   and only once the launch has returned are the messages sent, from the relaunched
@@ -180,11 +182,20 @@ async fn measure(options: &Options, database: &BenchDatabase) -> Result<Report, 
     if options.workload == cli::Workload::W3 {
         builder = builder.queue(workloads::w3_queue());
     }
+    if options.evict_after_ms.is_some() && options.workload != cli::Workload::Park {
+        return Err(BenchError::new(
+            "reading --evict-after-ms",
+            "only park takes an eviction delay",
+        ));
+    }
+    if let Some(ms) = options.evict_after_ms {
+        builder = builder.evict_after(Some(std::time::Duration::from_millis(ms)));
+    }
     let app = builder.launch().await.context("launching Cairn")?;
     let measured = async {
         let floor = floor::commit_latency(database).await?;
         let (measurement, extra) = if options.workload == cli::Workload::Park {
-            park::run(&app, database, options.n).await?
+            park::run(&app, database, options.n, options.evict_after_ms.is_some()).await?
         } else {
             workloads::run(&app, options.workload, options.n).await?
         };

@@ -81,6 +81,7 @@ pub async fn run(
     app: &Cairn,
     database: &BenchDatabase,
     n: usize,
+    evicting: bool,
 ) -> Result<(Measurement, Extra), BenchError> {
     LazyLock::force(&EPOCH);
     let probe = Probe::open(&database.url()).await?;
@@ -108,6 +109,10 @@ pub async fn run(
         )
         .await?;
     let park_s = parking_started.elapsed().as_secs_f64();
+    if evicting {
+        until_evicted(app).await?;
+    }
+    let in_memory = app.workflows_in_memory();
     let rss_parked = memory::rss()?;
     let peak_parking = memory::peak()?;
 
@@ -152,6 +157,7 @@ pub async fn run(
     let mut extra = Extra::new();
     extra.insert("park_s".into(), round3(park_s).into());
     extra.insert("parked_per_s".into(), round3(n as f64 / park_s).into());
+    extra.insert("in_memory_when_measured".into(), in_memory.into());
     extra.insert("rss_before_mb".into(), memory::megabytes(rss_before).into());
     extra.insert("rss_parked_mb".into(), memory::megabytes(rss_parked).into());
     extra.insert(
@@ -194,6 +200,25 @@ async fn until(
         .map_err(|_| BenchError::new(doing.clone(), format!("not done within {GIVE_UP:?}")))?
         .map(drop)
         .context(doing)
+}
+
+/// Wait until no parked workflow is in memory any more (each evicted after the application's
+/// `evict_after`).
+async fn until_evicted(app: &Cairn) -> Result<(), BenchError> {
+    let started = Instant::now();
+    while app.workflows_in_memory() > 0 {
+        if started.elapsed() > GIVE_UP {
+            return Err(BenchError::new(
+                "waiting for every parked workflow to be evicted",
+                format!(
+                    "{} still in memory after {GIVE_UP:?}",
+                    app.workflows_in_memory()
+                ),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
 }
 
 /// Read every workflow's result back through a handle: each must be its own seed.

@@ -287,8 +287,9 @@ impl CairnBuilder {
         self
     }
 
-    /// How long a workflow may wait in memory — in `recv`, `get_event` or a durable `sleep` —
-    /// before its execution leaves memory, or `None` to keep every waiting workflow in memory.
+    /// How long a workflow may wait in memory — in `recv`, `get_event`, a durable `sleep`, or
+    /// for another workflow's result (a child's, or one it enqueued) — before its execution
+    /// leaves memory, or `None` to keep every waiting workflow in memory.
     /// An evicted workflow costs only a small wake-up registration (what it waits for and its
     /// deadline); when that arrives it is executed again from its checkpoints, under the same
     /// ownership, finished steps replaying from their records, and continues from its wait.

@@ -477,7 +477,6 @@ async fn actions_from_the_dashboard_take_effect_and_queues_show_their_depth(db: 
         .wait(r#"[data-testid="workflow-status"][data-status="SUCCESS"]"#)
         .await;
     let forked = browser.text(r#"[data-testid="workflow-id"]"#).await;
-    let forked = forked;
     assert_ne!(forked, "dash-ok");
     let status = scene.client.status(&forked).await.unwrap();
     assert_eq!(status.forked_from.as_deref(), Some("dash-ok"));

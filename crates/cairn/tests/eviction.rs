@@ -42,9 +42,34 @@ async fn publish(value: String) -> Result<(), cairn::Error> {
     cairn::set_event("ready", &value).await
 }
 
+/// Waits for its child `wait_for_mail` (called directly), between two steps of its own.
+#[cairn::workflow]
+async fn parent_of_mail(key: String) -> Result<String, cairn::Error> {
+    let before = counted(format!("{key} parent before")).await?;
+    let child = wait_for_mail(key.clone()).await?;
+    let after = counted(format!("{key} parent after")).await?;
+    Ok(format!("{before} [{child}] {after}"))
+}
+
+/// The queue whose one slot `wait_for_mail` holds while `enqueues_behind` waits for its turn.
+const SLOT_QUEUE: &str = "eviction-one-slot";
+
+/// Puts a short child on [`SLOT_QUEUE`] and waits for its result.
+#[cairn::workflow]
+async fn enqueues_behind(key: String) -> Result<u32, cairn::Error> {
+    let handle = cairn::enqueue_workflow(SLOT_QUEUE, short, key).await?;
+    handle.result().await
+}
+
+#[cairn::workflow]
+async fn short(key: String) -> Result<u32, cairn::Error> {
+    counted(format!("{key} short")).await
+}
+
 async fn evicting_app(db: &TestDb) -> cairn::Cairn {
     db.builder("eviction-test")
         .evict_after(Some(Duration::from_millis(50)))
+        .queue(cairn::Queue::new(SLOT_QUEUE).concurrency(1))
         .launch()
         .await
         .expect("launch")
@@ -162,6 +187,101 @@ async fn with_eviction_off_a_waiting_workflow_stays_in_memory(db: &TestDb) {
     app.shutdown().await.unwrap();
 }
 
+/// A parent evicted while its child waits in `recv` (both leave memory) wakes when the child
+/// finishes, and returns the child's result; neither's steps ran twice.
+async fn a_workflow_evicted_while_it_waits_for_its_child_wakes_when_the_child_finishes(
+    db: &TestDb,
+) {
+    let app = evicting_app(db).await;
+    let key = key();
+    let id = format!("parent-{key}");
+    let handle = app
+        .start_with(StartOptions::id(id.clone()), parent_of_mail, key.clone())
+        .await
+        .unwrap();
+    // The child is the parent's second operation.
+    let child = format!("{id}-2");
+    let parked: Option<bool> = app
+        .get_event(&child, "parked", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(parked, Some(true));
+    until_evicted(&app).await;
+    app.send(&child, "mail", &"hello").await.unwrap();
+    assert_eq!(handle.result().await.unwrap(), "1 [1 hello 1] 1");
+    for step in ["parent before", "before", "parent after", "after"] {
+        assert_eq!(
+            common::counted(&format!("{key} {step}")),
+            1,
+            "{step} ran once"
+        );
+    }
+    app.shutdown().await.unwrap();
+}
+
+/// A workflow waiting for a child that waits for a queue slot (held by a workflow parked in
+/// `recv`) leaves memory, and completes once the slot frees and the child has run.
+async fn a_workflow_evicted_while_its_child_waits_for_a_queue_slot_completes_after_it(db: &TestDb) {
+    let app = evicting_app(db).await;
+    let key = key();
+    let holder = format!("holder-{key}");
+    app.enqueue_with(
+        cairn::EnqueueOptions::default().with_id(holder.clone()),
+        SLOT_QUEUE,
+        wait_for_mail,
+        format!("{key} holder"),
+    )
+    .await
+    .unwrap();
+    let parked: Option<bool> = app
+        .get_event(&holder, "parked", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(parked, Some(true));
+    let waiter = app.start(enqueues_behind, key.clone()).await.unwrap();
+    until_evicted(&app).await;
+    assert_eq!(
+        common::counted(&format!("{key} short")),
+        0,
+        "the child waits for the slot"
+    );
+    app.send(&holder, "mail", &"free").await.unwrap();
+    assert_eq!(waiter.result().await.unwrap(), 1);
+    assert_eq!(common::counted(&format!("{key} short")), 1);
+    app.shutdown().await.unwrap();
+}
+
+/// Another process (a client of its own) cancels the child an evicted parent waits for: no
+/// announcement reaches this process, and the parent's look at the database finds the
+/// child's end and fails with it.
+async fn a_workflow_evicted_while_it_waits_for_its_child_learns_of_another_processs_cancel(
+    db: &TestDb,
+) {
+    let app = evicting_app(db).await;
+    let key = key();
+    let id = format!("parent-{key}");
+    let handle = app
+        .start_with(StartOptions::id(id.clone()), parent_of_mail, key.clone())
+        .await
+        .unwrap();
+    let child = format!("{id}-2");
+    let _: Option<bool> = app
+        .get_event(&child, "parked", Duration::from_secs(10))
+        .await
+        .unwrap();
+    until_evicted(&app).await;
+    let other = cairn::Client::connect(&db.url).await.unwrap();
+    other.cancel(&child).await.unwrap();
+    let error = handle.result().await.unwrap_err();
+    assert!(
+        matches!(&error, cairn::Error::Cancelled(id) if *id == child),
+        "the parent fails with its child's cancellation: {error:?}"
+    );
+    assert_eq!(common::counted(&format!("{key} parent after")), 0);
+    other.close().await;
+    app.shutdown().await.unwrap();
+}
+
 #[cairn::workflow]
 async fn inbox(n: u64) -> Result<u64, cairn::Error> {
     let got = cairn::recv::<u64>("mail", Duration::from_secs(300)).await?;
@@ -206,4 +326,7 @@ both_backends!(
     a_workflow_evicted_in_get_event_wakes_when_the_event_is_set,
     a_workflow_cancelled_while_evicted_stays_cancelled,
     with_eviction_off_a_waiting_workflow_stays_in_memory,
+    a_workflow_evicted_while_it_waits_for_its_child_wakes_when_the_child_finishes,
+    a_workflow_evicted_while_its_child_waits_for_a_queue_slot_completes_after_it,
+    a_workflow_evicted_while_it_waits_for_its_child_learns_of_another_processs_cancel,
 );

@@ -1,5 +1,5 @@
-//! Eviction: a workflow parked in a durable wait for longer than the application's
-//! `evict_after` leaves memory. Its execution is dropped (nothing is written: the wait had
+//! Eviction: a workflow parked in a durable wait (`recv`, `get_event`, `sleep`, or another
+//! workflow's outcome) for longer than the application's `evict_after` leaves memory. Its execution is dropped (nothing is written: the wait had
 //! recorded its deadline already, and what it waits for is not consumed), and only a small
 //! wake-up task stays: the announcement it waits for, a cheap look at the database, and its
 //! deadline. When one of them fires, the workflow is executed again from its checkpoints
@@ -21,7 +21,7 @@ use super::notify::{Channel, Notifier};
 use super::recovery::{RECOVERY_IN_MEMORY, execute_claimed};
 use super::runtime::Runtime;
 use super::timer::until;
-use super::workflow::Origin;
+use super::workflow::{Origin, Outcome, wait_outcome};
 use crate::error::{Error, Result};
 use crate::status::WorkflowState;
 use crate::store::{GetEvent, GetWorkflow, ListCheckpoints, PeekMessage, Reclaimed};
@@ -36,6 +36,9 @@ pub(crate) enum Look {
     Message { workflow_id: String, topic: String },
     /// The event `key` of `workflow_id` (`get_event`).
     Event { workflow_id: String, key: String },
+    /// The outcome of the workflow `workflow_id` (a child, or any workflow whose result a
+    /// workflow waits for).
+    Outcome { workflow_id: String },
 }
 
 impl Look {
@@ -48,6 +51,19 @@ impl Look {
             Look::Event { workflow_id, key } => {
                 notifier.subscribe(Channel::Event, workflow_id, key)
             }
+            Look::Outcome { workflow_id } => notifier.subscribe(Channel::Outcome, workflow_id, ""),
+        }
+    }
+
+    /// How long to wait for an announcement before looking anyway, after `looks` looks:
+    /// messages and events are announced wherever they are written (Postgres's NOTIFY,
+    /// SQLite's change check), but an outcome only by this process, so a workflow waiting
+    /// for another process's looks at the database after 1 s, then ever less often, up to
+    /// once a minute.
+    fn recheck_after(&self, looks: u32) -> Duration {
+        match self {
+            Look::Outcome { .. } => Duration::from_secs(1 << looks.min(6)).min(OUTCOME_RECHECK_MAX),
+            Look::Message { .. } | Look::Event { .. } => Duration::MAX,
         }
     }
 
@@ -70,15 +86,53 @@ impl Look {
                 })
                 .await?
                 .is_some(),
+            Look::Outcome { workflow_id } => rt
+                .store
+                .run(GetWorkflow::of(workflow_id))
+                .await?
+                .is_none_or(|row| row.status.is_some_and(|status| status.is_terminal())),
         })
     }
 }
+
+/// The longest an evicted workflow waiting for another process's workflow goes without
+/// looking whether it finished.
+const OUTCOME_RECHECK_MAX: Duration = Duration::from_secs(60);
 
 /// When an evicted workflow wakes: at its deadline (epoch seconds), or earlier when what it
 /// waits for is announced and there.
 pub(crate) struct Wake {
     pub wake_at: f64,
     pub watch: Option<(Subscription, Look)>,
+}
+
+/// Wait for the outcome of workflow `workflow_id` from the workflow executing in `ctx`:
+/// interrupted as its other waits are, and evicting it from memory once it has waited for
+/// longer than the application's `evict_after` (at once under memory pressure). A workflow
+/// evicted here wakes when the awaited workflow stops in this process, or when a look at the
+/// database finds it finished (another process's), and replays to this wait.
+pub(crate) async fn wait_outcome_of(ctx: &WorkflowContext, workflow_id: &str) -> Result<Outcome> {
+    let rt = &ctx.rt;
+    let Some(after) = evict_after(ctx, Duration::MAX) else {
+        return ctx.interruptible(wait_outcome(rt, workflow_id)).await?;
+    };
+    let waited = tokio::time::timeout(after, wait_outcome(rt, workflow_id));
+    if let Ok(outcome) = ctx.interruptible(waited).await? {
+        return outcome;
+    }
+    let look = Look::Outcome {
+        workflow_id: workflow_id.to_owned(),
+    };
+    // Subscribed before the last look, so a finish from now on is not missed.
+    let subscription = look.subscribe(&rt.notifier);
+    if look.found(rt).await.map_err(|error| ctx.stop_on(error))? {
+        return ctx.interruptible(wait_outcome(rt, workflow_id)).await?;
+    }
+    let wake = Wake {
+        wake_at: f64::INFINITY,
+        watch: Some((subscription, look)),
+    };
+    Err(evict(ctx, wake))
 }
 
 /// How long a wait may last before its workflow is evicted, if eviction applies to it: the
@@ -100,33 +154,59 @@ pub(crate) fn evict(ctx: &WorkflowContext, wake: Wake) -> Error {
     // The new execution starts once this one is gone (both hold the same token).
     let gone = rt.local_outcome(&workflow_id);
     tracing::debug!(%workflow_id, name = ctx.name, "workflow evicted from memory while it waits");
+    // This task is all an evicted workflow costs while it waits (the benchmark's `park
+    // --evict-after-ms` measures it), so it holds two pointers while it waits, and what runs
+    // only before or after the wait (the old execution's end, the execution again, the
+    // database look) is boxed then rather than sized into the waiting task.
+    let parked = Box::new(Parked {
+        workflow_id,
+        owner,
+        wake,
+    });
     tokio::spawn(async move {
         if let Some(mut gone) = gone {
-            let _ = gone.wait_for(Option::is_some).await;
+            let _ = Box::pin(gone.wait_for(Option::is_some)).await;
         }
-        tokio::select! {
-            () = woken(&rt, wake) => resume(&rt, workflow_id, owner).await,
-            () = rt.shutdown_requested() => {}
+        let woke = tokio::select! {
+            () = woken(&rt, &parked.wake) => true,
+            () = rt.shutdown_requested() => false,
+        };
+        if woke {
+            let Parked {
+                workflow_id, owner, ..
+            } = *parked;
+            Box::pin(resume(&rt, workflow_id, owner)).await;
         }
     });
     ctx.halt(Error::Evicted(ctx.workflow_id.clone()))
 }
 
+/// What an evicted workflow keeps while it waits.
+struct Parked {
+    workflow_id: String,
+    /// The execution's ownership token, which the execution again holds too.
+    owner: String,
+    wake: Wake,
+}
+
 /// Completes when the evicted workflow should run again.
-async fn woken(rt: &Runtime, wake: Wake) {
-    let Some((subscription, look)) = wake.watch else {
+async fn woken(rt: &Runtime, wake: &Wake) {
+    let Some((subscription, look)) = &wake.watch else {
         return tokio::time::sleep(until(wake.wake_at)).await;
     };
+    let mut looks = 0;
     loop {
         let left = until(wake.wake_at);
         if left.is_zero() {
             return;
         }
+        let recheck = look.recheck_after(looks);
         tokio::select! {
             () = subscription.notified() => {}
-            () = tokio::time::sleep(left) => return,
+            () = tokio::time::sleep(left.min(recheck)) => if left <= recheck { return },
         }
-        match look.found(rt).await {
+        looks = looks.saturating_add(1);
+        match Box::pin(look.found(rt)).await {
             Ok(false) => {}
             // Found, or the database cannot say: the execution will look itself.
             Ok(true) | Err(_) => return,

@@ -23,6 +23,10 @@ pub(crate) enum Channel {
     Event,
     /// A stream write `workflow::key` (`dbos_streams_channel`).
     Stream,
+    /// A workflow executing in this process stopped (`workflow::`): finished, or interrupted.
+    /// Announced in this process only: no backend delivers it, so whoever waits on it for
+    /// another process's workflow also looks at the database now and then.
+    Outcome,
 }
 
 impl Channel {
@@ -31,6 +35,7 @@ impl Channel {
             Channel::Message => 'n',
             Channel::Event => 'e',
             Channel::Stream => 's',
+            Channel::Outcome => 'o',
         }
     }
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::context::{WorkflowContext, halting};
+use super::notify::Channel;
 use super::registry::{self, WorkflowFuture, WorkflowRegistration};
 use super::runtime::{Launched, LocalOutcome, Runtime, now_ms};
 use super::step::{Convert, encode_error};
@@ -537,6 +538,10 @@ pub(crate) fn spawn_execution(
             }
             let outcome = execute(&ctx, registration, args, serialization.as_deref()).await;
             execution.publish(outcome);
+            // For workflows evicted while they wait for this one.
+            ctx.rt
+                .notifier
+                .announce(Channel::Outcome, &ctx.workflow_id, "");
         }
         .instrument(span),
     );
@@ -904,9 +909,8 @@ pub(crate) fn result_of<T: DeserializeOwned + Send + 'static>(
                 return ctx.replay(checkpoint, "DBOS.getResult");
             }
             let started = now_ms();
-            let outcome = ctx
-                .interruptible(wait_outcome(&rt, &workflow_id))
-                .await?
+            let outcome = super::evict::wait_outcome_of(&ctx, &workflow_id)
+                .await
                 .map_err(|error| ctx.stop_on(error))?;
             let mut record = ctx.step_record(function_id, "DBOS.getResult", started);
             record.child_workflow_id = Some(workflow_id.clone());
@@ -1011,9 +1015,7 @@ impl<W: 'static> WorkflowCall<W> {
             )
             .await?
             .workflow_id;
-            let outcome = parent
-                .interruptible(wait_outcome(&parent.rt, &id))
-                .await??;
+            let outcome = super::evict::wait_outcome_of(parent, &id).await?;
             Ok::<_, Error>((id, outcome))
         };
         let failure = match waited
