@@ -334,20 +334,56 @@ impl WorkflowContext {
 /// failure left after retrying), it never completes: the executor drops the workflow's body
 /// there, so Cairn's own failures do not flow through the workflow's code. Other errors (a
 /// missing destination, an unserializable value) are the operation's result.
-pub(crate) async fn halting<T>(
+///
+/// The operation's future is boxed for as long as it runs: a workflow's own future then
+/// holds a pointer per operation it awaits, not the operation (an `async fn` here would hold
+/// it twice, as its argument and as the future it awaits), and only the operations running
+/// now take memory.
+pub(crate) fn halting<T, F: Future<Output = Result<T>>>(
     ctx: Option<Arc<WorkflowContext>>,
-    op: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    let error = match op.await {
-        Ok(value) => return Ok(value),
-        Err(error) => error,
-    };
-    // Only the error is held across the wait below, so the future is `Send` for any `T`.
-    if ctx.is_some_and(|ctx| ctx.progress.borrow().halted) {
-        drop(error);
-        return std::future::pending().await;
+    op: F,
+) -> Halting<F> {
+    Halting {
+        ctx,
+        op: Box::pin(op),
+        stopped: false,
     }
-    Err(error)
+}
+
+/// The future of [`halting`].
+pub(crate) struct Halting<F> {
+    ctx: Option<Arc<WorkflowContext>>,
+    op: std::pin::Pin<Box<F>>,
+    /// The operation failed because the execution halted: never complete.
+    stopped: bool,
+}
+
+impl<T, F: Future<Output = Result<T>>> Future for Halting<F> {
+    type Output = Result<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        use std::task::Poll;
+        if self.stopped {
+            return Poll::Pending;
+        }
+        match self.op.as_mut().poll(cx) {
+            Poll::Ready(Err(error))
+                if self
+                    .ctx
+                    .as_ref()
+                    .is_some_and(|ctx| ctx.progress.borrow().halted) =>
+            {
+                // The executor drops the workflow's body from here; nothing wakes this.
+                drop(error);
+                self.stopped = true;
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
 }
 
 /// Whether an execution halted, and how many of its step bodies are running.

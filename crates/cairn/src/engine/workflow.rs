@@ -1155,12 +1155,15 @@ where
 }
 
 /// Decode arguments, run a workflow body and encode its outcome (used by generated code).
+///
+/// A combinator rather than an `async fn`: an `async fn` keeps its argument and the future
+/// it awaits in separate places, so the workflow's whole body would be held twice.
 #[doc(hidden)]
-pub async fn finish<T: Serialize, E: DurableError>(
+pub fn finish<T: Serialize, E: DurableError>(
     workflow: &'static str,
     body: impl Future<Output = std::result::Result<T, E>>,
-) -> std::result::Result<String, PortableError> {
-    match body.await {
+) -> impl Future<Output = std::result::Result<String, PortableError>> {
+    body.map(move |outcome| match outcome {
         Ok(value) => {
             serialization::encode(&value, || format!("the output of workflow `{workflow}`"))
                 .map_err(|e| e.to_portable())
@@ -1168,5 +1171,5 @@ pub async fn finish<T: Serialize, E: DurableError>(
         Err(error) => {
             Err(serialization::portable_error_of(&error).unwrap_or_else(|e| e.to_portable()))
         }
-    }
+    })
 }

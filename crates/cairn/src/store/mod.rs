@@ -365,18 +365,26 @@ impl Store {
     /// succeeded unseen gives the same answer (see each operation's doc).
     pub(crate) async fn run<O: Op>(&self, op: O) -> Result<O::Output> {
         let op = Arc::new(op);
-        // Boxed: the backends' futures are large, and every workflow awaits several of them
-        // nested inside its own (a step inside a step in a debug build overflowed the stack).
+        // Boxed: every workflow awaits several of these nested inside its own future (a step
+        // inside a step in a debug build overflowed the stack), and while a workflow waits
+        // for a commit this box is most of what it holds.
         Box::pin(self.retry.run(&*op, || self.run_once(Arc::clone(&op)))).await
     }
 
-    /// One attempt of an operation, without retrying.
-    pub(crate) async fn run_once<O: Op>(&self, op: Arc<O>) -> Result<O::Output> {
+    /// One attempt of an operation, without retrying. Each backend's future is boxed on its
+    /// own, so an operation waiting on SQLite holds SQLite's small future rather than room
+    /// for Postgres's large one (a match over both is as large as the larger).
+    pub(crate) fn run_once<O: Op>(
+        &self,
+        op: Arc<O>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<O::Output>> + Send + '_>> {
         match &self.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres(db) => postgres::OnPostgres::on_postgres(&*op, db).await,
+            Backend::Postgres(db) => {
+                Box::pin(async move { postgres::OnPostgres::on_postgres(&*op, db).await })
+            }
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(db) => db.run(op).await,
+            Backend::Sqlite(db) => Box::pin(db.run(op)),
         }
     }
 

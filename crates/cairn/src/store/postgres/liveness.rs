@@ -258,7 +258,14 @@ impl Keeper {
                 _ = stopped.wait_for(|s| *s) => true,
             };
             if released {
-                // Dropping the client ends the session politely; the server frees the lock.
+                // Unlocked explicitly first: once that answers, the lock is free. The server
+                // also frees it when the session ends, but it ends the session after the
+                // client has gone, so a process taking the id right after a release could
+                // still find it held. Dropping the client then ends the session politely.
+                let unlock = session
+                    .client
+                    .execute("SELECT pg_advisory_unlock_all()", &[]);
+                let _ = tokio::time::timeout(RELEASE_TIMEOUT, unlock).await;
                 drop(session.client);
                 let _ = session.driver.await;
                 return;
