@@ -249,6 +249,12 @@
 //! it the workflow is cancelled wherever it runs (also after recovery by another process),
 //! its children inherit the deadline, and its caller gets [`Error::TimedOut`].
 //!
+//! A workflow that waits long — in [`sleep`], [`recv`], [`get_event`], or for another
+//! workflow's result — leaves memory after [`CairnBuilder::evict_after`] (default 60 s),
+//! keeping only a wake-up registration of under a kilobyte; when what it waits for arrives it
+//! replays from its checkpoints to the wait and continues. Its code and its callers cannot
+//! tell, so a process can hold a very large number of waiting workflows.
+//!
 //! # Cancellation and resume
 //!
 //! [`Client::cancel`] (and [`Client::cancel_with_descendants`]) makes a workflow `CANCELLED`.
