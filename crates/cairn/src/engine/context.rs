@@ -96,11 +96,21 @@ impl WorkflowContext {
 
     /// Run `wait` unless the workflow is interrupted first (cancelled, timed out, shutting
     /// down), in which case the execution halts with the reason.
-    pub(crate) async fn interruptible<T>(&self, wait: impl Future<Output = T>) -> Result<T> {
+    ///
+    /// `wait` is boxed for as long as it runs (not an `async fn`, which would hold it twice:
+    /// as its argument and as the future it selects on); a workflow in a long wait holds the
+    /// box and little else.
+    pub(crate) fn interruptible<'a, T: 'a>(
+        &'a self,
+        wait: impl Future<Output = T> + 'a,
+    ) -> impl Future<Output = Result<T>> + 'a {
+        let mut wait = Box::pin(wait);
         let mut cancelled = self.cancelled.clone();
-        tokio::select! {
-            value = wait => Ok(value),
-            _ = cancelled.wait_for(Option::is_some) => Err(self.halt(self.interruption())),
+        async move {
+            tokio::select! {
+                value = &mut wait => Ok(value),
+                _ = cancelled.wait_for(Option::is_some) => Err(self.halt(self.interruption())),
+            }
         }
     }
 
@@ -300,15 +310,19 @@ impl WorkflowContext {
         }
     }
 
-    /// Write a checkpoint; a refusal halts the execution with the reason.
-    pub(crate) async fn record(&self, record: StepRecord) -> Result<()> {
+    /// Write a checkpoint; a refusal halts the execution with the reason. (A combinator: the
+    /// future a step holds while its checkpoint commits is the store's box and the name.)
+    pub(crate) fn record(&self, record: StepRecord) -> impl Future<Output = Result<()>> + '_ {
+        use futures::FutureExt;
         let name = record.function_name.clone();
-        let outcome = match self.rt.store.run(RecordStep(record)).await {
-            Ok(outcome) => outcome,
-            // Transient failures were retried; what is left stops this execution.
-            Err(error) => return Err(self.halt(error)),
-        };
-        self.settle(outcome, &name)
+        self.rt
+            .store
+            .run(RecordStep(record))
+            .map(move |outcome| match outcome {
+                Ok(outcome) => self.settle(outcome, &name),
+                // Transient failures were retried; what is left stops this execution.
+                Err(error) => Err(self.halt(error)),
+            })
     }
 
     /// Turn a write's outcome into this execution's next move.

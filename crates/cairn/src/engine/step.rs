@@ -279,7 +279,8 @@ where
     let body = WorkflowContext::step_scope(function_id, body);
     let outcome = if cancellable {
         // A cancellation interrupts the body itself; nothing is recorded.
-        match ctx.interruptible(body).await {
+        // Boxed: cancellable steps are the rare kind, and would size every step's future.
+        match Box::pin(ctx.interruptible(body)).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 drop(running);
@@ -291,6 +292,42 @@ where
     };
     let (outcome, exhausted) = outcome;
     let mut record = ctx.step_record(function_id, name, started);
+    // Settled in a plain function: what it takes apart is not held across the write below.
+    let settled = settle(name, outcome, exhausted, convert, &mut record);
+    if let Settled::Failed(failure) = settled {
+        // Recorded as the step's outcome, then the workflow fails with it (a replay reads the
+        // record and fails the same way). Boxed: a rare path should not size every step.
+        record.error = Some(encode_error(&failure.to_portable()));
+        let _ = Box::pin(ctx.record(record)).await;
+        ctx.halt(failure);
+        drop(running);
+        return stop().await;
+    }
+    let recorded = if written.is_some_and(|w| w.load(Ordering::Acquire)) {
+        Ok(())
+    } else {
+        ctx.record(record).await
+    };
+    drop(running);
+    if recorded.is_err() {
+        return stop().await;
+    }
+    match settled {
+        Settled::Value(value) => Ok(value),
+        Settled::Error(error) => Err(error),
+        Settled::Failed(_) => stop().await,
+    }
+}
+
+/// Turn a step body's outcome into what the step returns, filling in what `record` records:
+/// its output, or its error (under DBOS's name for spent retries when `exhausted`).
+fn settle<T: Serialize, E: DurableError>(
+    name: &'static str,
+    outcome: Result<Result<T, E>, Error>,
+    exhausted: Option<u32>,
+    convert: Convert<E>,
+    record: &mut StepRecord,
+) -> Settled<T, E> {
     // A failure of Cairn's converted into `E` is recorded under its own name and message
     // (`Panic`, `StepTimedOut`, as DBOS's tools show them), with the `E` as its value.
     let mut recorded_as: Option<PortableError> = None;
@@ -313,7 +350,7 @@ where
             None => Settled::Failed(failure),
         },
     };
-    let settled = match settled {
+    match settled {
         Settled::Error(error) => match serialization::portable_error_of(&error) {
             Ok(mut portable) => {
                 if let Some(own) = recorded_as {
@@ -335,29 +372,6 @@ where
             Err(unencodable) => Settled::Failed(unencodable),
         },
         other => other,
-    };
-    if let Settled::Failed(failure) = settled {
-        // Recorded as the step's outcome, then the workflow fails with it (a replay reads the
-        // record and fails the same way).
-        record.error = Some(encode_error(&failure.to_portable()));
-        let _ = ctx.record(record).await;
-        ctx.halt(failure);
-        drop(running);
-        return stop().await;
-    }
-    let recorded = if written.is_some_and(|w| w.load(Ordering::Acquire)) {
-        Ok(())
-    } else {
-        ctx.record(record).await
-    };
-    drop(running);
-    if recorded.is_err() {
-        return stop().await;
-    }
-    match settled {
-        Settled::Value(value) => Ok(value),
-        Settled::Error(error) => Err(error),
-        Settled::Failed(_) => stop().await,
     }
 }
 

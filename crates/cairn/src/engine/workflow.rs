@@ -892,18 +892,26 @@ impl<T: DeserializeOwned + Serialize + Send + 'static> WorkflowHandle<T> {
 
 /// A workflow's result; inside a workflow (`caller`: its context and the operation id taken
 /// for it, at call time) recorded as `DBOS.getResult`.
+///
+/// Outside a workflow the wait is a future of its own, without the recording's state: a
+/// caller waiting on many workflows (a server awaiting each request's workflow) holds one
+/// per workflow.
 pub(crate) fn result_of<T: DeserializeOwned + Send + 'static>(
     rt: Arc<Runtime>,
     workflow_id: String,
     caller: Option<(Arc<WorkflowContext>, i32)>,
 ) -> impl Future<Output = Result<T>> + Send + 'static {
-    {
-        let halted = caller.as_ref().map(|(ctx, _)| Arc::clone(ctx));
+    use futures::future::{Either, FutureExt};
+    let Some((ctx, function_id)) = caller else {
+        let wait = async move {
+            let outcome = wait_outcome(&rt, &workflow_id).await?;
+            decode_outcome(&workflow_id, outcome)
+        };
+        return Either::Left(wait.boxed());
+    };
+    Either::Right({
+        let halted = Some(Arc::clone(&ctx));
         halting(halted, async move {
-            let Some((ctx, function_id)) = caller else {
-                let outcome = wait_outcome(&rt, &workflow_id).await?;
-                return decode_outcome(&workflow_id, outcome);
-            };
             ctx.check_running()?;
             if let Some(checkpoint) = ctx.recorded(function_id) {
                 return ctx.replay(checkpoint, "DBOS.getResult");
@@ -921,7 +929,7 @@ pub(crate) fn result_of<T: DeserializeOwned + Send + 'static>(
             ctx.record(record).await?;
             decode_outcome(&workflow_id, outcome)
         })
-    }
+    })
 }
 
 /// A direct call of a workflow function. Inside a workflow it starts a child workflow

@@ -363,12 +363,20 @@ impl Store {
     /// ([`Store::stop_retrying`], at shutdown: then [`Error::Shutdown`]). Permanent failures
     /// return at once. Operations are written so that re-running one whose first commit
     /// succeeded unseen gives the same answer (see each operation's doc).
-    pub(crate) async fn run<O: Op>(&self, op: O) -> Result<O::Output> {
-        let op = Arc::new(op);
-        // Boxed: every workflow awaits several of these nested inside its own future (a step
-        // inside a step in a debug build overflowed the stack), and while a workflow waits
-        // for a commit this box is most of what it holds.
-        Box::pin(self.retry.run(&*op, || self.run_once(Arc::clone(&op)))).await
+    ///
+    /// Boxed: every workflow awaits several of these nested inside its own future (a step
+    /// inside a step in a debug build overflowed the stack), and while a workflow waits for a
+    /// commit this box is most of what it holds; the operation itself lives in the box only.
+    pub(crate) fn run<O: Op>(
+        &self,
+        op: O,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<O::Output>> + Send + '_>> {
+        Box::pin(async move {
+            let op = Arc::new(op);
+            self.retry
+                .run(&*op, || self.run_once(Arc::clone(&op)))
+                .await
+        })
     }
 
     /// One attempt of an operation, without retrying. Each backend's future is boxed on its
