@@ -87,6 +87,34 @@ async fn until_evicted(app: &cairn::Cairn) {
     }
 }
 
+/// Wait until the workflow `id` (a `wait_for_mail`) has set its `parked` event: it is about
+/// to wait for its mail.
+async fn until_parked(app: &cairn::Cairn, id: &str) {
+    let parked: Option<bool> = app
+        .get_event(id, "parked", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(parked, Some(true), "{id} parked");
+}
+
+/// Start `parent_of_mail` and wait until it and its child (waiting for its mail) have both
+/// left memory; the parent's handle and the child's id.
+async fn parent_and_child_evicted(
+    app: &cairn::Cairn,
+    key: &str,
+) -> (cairn::WorkflowHandle<String>, String) {
+    let id = format!("parent-{key}");
+    let handle = app
+        .start_with(StartOptions::id(id.clone()), parent_of_mail, key.to_owned())
+        .await
+        .unwrap();
+    // The child is the parent's second operation.
+    let child = format!("{id}-2");
+    until_parked(app, &child).await;
+    until_evicted(app).await;
+    (handle, child)
+}
+
 fn key() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -102,11 +130,7 @@ async fn a_workflow_evicted_in_recv_wakes_on_its_message_without_rerunning_its_s
         .await
         .unwrap();
     until_evicted(&app).await;
-    let parked: Option<bool> = app
-        .get_event(&id, "parked", Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(parked, Some(true));
+    until_parked(&app, &id).await;
     app.send(&id, "mail", &"hello").await.unwrap();
     assert_eq!(handle.result().await.unwrap(), "1 hello 1");
     assert_eq!(
@@ -176,11 +200,7 @@ async fn with_eviction_off_a_waiting_workflow_stays_in_memory(db: &TestDb) {
         .start_with(StartOptions::id(id.clone()), wait_for_mail, key.clone())
         .await
         .unwrap();
-    let parked: Option<bool> = app
-        .get_event(&id, "parked", Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(parked, Some(true));
+    until_parked(&app, &id).await;
     assert_eq!(app.workflows_in_memory(), 1);
     app.send(&id, "mail", &"hi").await.unwrap();
     assert_eq!(handle.result().await.unwrap(), "1 hi 1");
@@ -194,19 +214,7 @@ async fn a_workflow_evicted_while_it_waits_for_its_child_wakes_when_the_child_fi
 ) {
     let app = evicting_app(db).await;
     let key = key();
-    let id = format!("parent-{key}");
-    let handle = app
-        .start_with(StartOptions::id(id.clone()), parent_of_mail, key.clone())
-        .await
-        .unwrap();
-    // The child is the parent's second operation.
-    let child = format!("{id}-2");
-    let parked: Option<bool> = app
-        .get_event(&child, "parked", Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(parked, Some(true));
-    until_evicted(&app).await;
+    let (handle, child) = parent_and_child_evicted(&app, &key).await;
     app.send(&child, "mail", &"hello").await.unwrap();
     assert_eq!(handle.result().await.unwrap(), "1 [1 hello 1] 1");
     for step in ["parent before", "before", "parent after", "after"] {
@@ -233,11 +241,7 @@ async fn a_workflow_evicted_while_its_child_waits_for_a_queue_slot_completes_aft
     )
     .await
     .unwrap();
-    let parked: Option<bool> = app
-        .get_event(&holder, "parked", Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(parked, Some(true));
+    until_parked(&app, &holder).await;
     let waiter = app.start(enqueues_behind, key.clone()).await.unwrap();
     until_evicted(&app).await;
     assert_eq!(
@@ -259,17 +263,7 @@ async fn a_workflow_evicted_while_it_waits_for_its_child_learns_of_another_proce
 ) {
     let app = evicting_app(db).await;
     let key = key();
-    let id = format!("parent-{key}");
-    let handle = app
-        .start_with(StartOptions::id(id.clone()), parent_of_mail, key.clone())
-        .await
-        .unwrap();
-    let child = format!("{id}-2");
-    let _: Option<bool> = app
-        .get_event(&child, "parked", Duration::from_secs(10))
-        .await
-        .unwrap();
-    until_evicted(&app).await;
+    let (handle, child) = parent_and_child_evicted(&app, &key).await;
     let other = cairn::Client::connect(&db.url).await.unwrap();
     other.cancel(&child).await.unwrap();
     let error = handle.result().await.unwrap_err();
