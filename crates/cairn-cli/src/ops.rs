@@ -336,6 +336,15 @@ pub async fn dashboard(client: Client, args: DashboardArgs, output: &Output) -> 
             });
         }
     };
+    // Listening for Ctrl-C before saying where it serves: the handler is installed when the
+    // wait is first polled, and a Ctrl-C between the line and that poll would kill the
+    // process instead of stopping the server.
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let early = tokio::select! {
+        biased;
+        signal = &mut ctrl_c => Some(signal),
+        () = std::future::ready(()) => None,
+    };
     let url = format!("http://{}/", server.local_addr());
     if output.json {
         output.json(&json!({ "url": url }));
@@ -343,7 +352,10 @@ pub async fn dashboard(client: Client, args: DashboardArgs, output: &Output) -> 
         println!("Cairn dashboard on {url} (Ctrl-C to stop)");
     }
     let _ = std::io::stdout().flush();
-    let signal = tokio::signal::ctrl_c().await;
+    let signal = match early {
+        Some(signal) => signal,
+        None => ctrl_c.await,
+    };
     server.shutdown().await;
     client.close().await;
     signal.map_err(|e| Failure::Operation(format!("cannot wait for Ctrl-C: {e}")))
