@@ -1,8 +1,8 @@
 //! Eviction: a workflow parked in a durable wait (`recv`, `get_event`, `sleep`, or another
-//! workflow's outcome) for longer than the application's `evict_after` leaves memory. Its execution is dropped (nothing is written: the wait had
-//! recorded its deadline already, and what it waits for is not consumed), and only a small
-//! wake-up task stays: the announcement it waits for, a cheap look at the database, and its
-//! deadline. When one of them fires, the workflow is executed again from its checkpoints
+//! workflow's outcome) for longer than the application's `evict_after` leaves memory. Its
+//! execution is dropped (nothing is written: the wait had recorded its deadline already, and
+//! what it waits for is not consumed), and only a small wake-up task stays: the
+//! announcement it waits for, a cheap look at the database, and its deadline. When one of them fires, the workflow is executed again from its checkpoints
 //! under the same ownership token — finished steps replay from their records — and reaches
 //! the same wait, which now finds what woke it (or its deadline passed).
 //!
