@@ -65,6 +65,9 @@ const MAX_READERS: usize = 4;
 /// Statements kept prepared per connection.
 const STATEMENT_CACHE: usize = 64;
 
+/// The writer connection's page cache, in KiB (allocated only as the database grows).
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+
 /// Where the database lives, parsed from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Location {
@@ -191,17 +194,18 @@ impl SqliteStore {
     }
 
     /// Deliver `("*", "")` to `sink` whenever another connection or process commits, by
-    /// polling `PRAGMA data_version` on a dedicated connection every `poll`. Nothing for an
+    /// polling `PRAGMA data_version` on the writer's connection every `poll` (so this store's
+    /// own commits, which the engine announces itself, are not seen). Nothing for an
     /// in-memory database, which no other connection can write. Stopped by `close`.
     pub(crate) async fn watch_changes(&self, sink: ChangeSink, poll: Duration) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
-        let Some(pool) = &self.readers else {
+        if self.readers.is_none() {
             return Ok(());
-        };
-        let path = pool.path.clone();
-        let watcher = tokio::task::spawn_blocking(move || Watcher::start(&path, sink, poll))
+        }
+        let writer = self.writer.clone();
+        let watcher = tokio::task::spawn_blocking(move || Watcher::start(writer, sink, poll))
             .await
             .map_err(|e| Error::database("starting the SQLite change watcher", e))??;
         let mut watchers = self.watchers.lock().map_err(|_| poisoned())?;
@@ -315,6 +319,10 @@ fn open_writer(location: &Location, create: bool) -> Result<(Connection, Option<
         }
     }
     conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_err)?;
+    // Negative: KiB. The writer touches the indexes' pages all over; SQLite's default of 2 MB
+    // made it read them back from the OS again and again once the database outgrew that.
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
         .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let path =

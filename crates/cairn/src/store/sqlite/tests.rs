@@ -228,7 +228,8 @@ async fn an_in_memory_database_works() {
     store.close().await;
 }
 
-/// The watcher fires when another connection commits, and stops at close.
+/// The watcher fires when another connection commits (not when the store itself does), and
+/// stops at close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_changes_sees_other_connections_and_stops_at_close() {
     let db = TempDb::new();
@@ -246,6 +247,15 @@ async fn watch_changes_sees_other_connections_and_stops_at_close() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(fired.load(Ordering::SeqCst), 0, "nothing committed yet");
+    // The store's own commits are announced by the engine itself, not by the watcher (which
+    // would wake every waiter at every commit).
+    pending(&store, "own").await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        0,
+        "the store's own commit was announced as another connection's"
+    );
 
     let other = Connection::open(&db.0).unwrap();
     other

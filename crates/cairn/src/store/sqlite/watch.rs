@@ -1,19 +1,21 @@
 //! Change detection across connections and processes: a thread polling `PRAGMA data_version`.
 //!
 //! SQLite has no LISTEN/NOTIFY. `data_version` is a per-connection counter that changes
-//! whenever *another* connection (of this process or another) commits to the file, so a
-//! dedicated connection polling it sees exactly the writes the engine did not make itself
-//! (its own writes it announces in-process). Each change is delivered as `("*", "")`, which
-//! tells waiters to re-check whatever they wait for.
+//! whenever *another* connection (of this process or another) commits to the file. It is read
+//! on the writer's own connection (the thread asks the writer between two groups): so it sees
+//! exactly the writes this store did not make, which the engine announces in-process itself.
+//! Read on a connection of its own, it would see every one of the writer's commits too and
+//! wake every waiter and the watchdog hundreds of times a second under load, each to find
+//! nothing new. Each change is delivered as `("*", "")`, which tells waiters to re-check
+//! whatever they wait for.
 
-use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use tokio::sync::mpsc::UnboundedSender;
 
-use super::{database_error, open_reader};
+use super::writer::Message;
 use crate::error::{Error, Result};
 use crate::store::ChangeSink;
 
@@ -26,15 +28,18 @@ pub(super) struct Watcher {
 }
 
 impl Watcher {
-    /// Open a dedicated connection to `path`, read the current `data_version`, and start
-    /// polling it every `poll` (blocking: call from a blocking context).
-    pub(super) fn start(path: &Path, sink: ChangeSink, poll: Duration) -> Result<Self> {
-        let conn = open_reader(path)?;
-        let version = data_version(&conn)?;
+    /// Read the writer connection's current `data_version` and start polling it every `poll`
+    /// (blocking: call from a blocking context).
+    pub(super) fn start(
+        writer: UnboundedSender<Message>,
+        sink: ChangeSink,
+        poll: Duration,
+    ) -> Result<Self> {
+        let version = data_version(&writer)?;
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("cairn-sqlite-watch".to_owned())
-            .spawn(move || run(&conn, version, &sink, poll, &stopped))
+            .spawn(move || run(&writer, version, &sink, poll, &stopped))
             .map_err(|e| Error::database("starting the SQLite change watcher", e))?;
         Ok(Self { stop, thread })
     }
@@ -48,15 +53,28 @@ impl Watcher {
     }
 }
 
-/// Read the connection's `data_version`.
-fn data_version(conn: &Connection) -> Result<i64> {
-    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
-        .map_err(|e| database_error("reading the SQLite data_version", e))
+/// Ask the writer thread for its connection's `data_version` and wait for the answer.
+fn data_version(writer: &UnboundedSender<Message>) -> Result<i64> {
+    let gone = || {
+        Error::database(
+            "reading the SQLite data_version",
+            std::io::Error::other("the SQLite writer thread has stopped"),
+        )
+    };
+    let (reply, answer) = mpsc::channel();
+    writer
+        .send(Message::DataVersion(reply))
+        .map_err(|_| gone())?;
+    answer
+        .recv()
+        .map_err(|_| gone())?
+        .map_err(|e| super::database_error("reading the SQLite data_version", e))
 }
 
 /// The watcher loop: wait `poll` (or a stop), compare `data_version`, announce a change.
+/// Ends when told to, or when the writer thread has stopped.
 fn run(
-    conn: &Connection,
+    writer: &UnboundedSender<Message>,
     mut version: i64,
     sink: &ChangeSink,
     poll: Duration,
@@ -69,12 +87,17 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        match data_version(conn) {
+        if writer.is_closed() {
+            return;
+        }
+        match data_version(writer) {
             Ok(now) if now != version => {
                 version = now;
                 sink("*", "");
             }
             Ok(_) => {}
+            // Closing: the writer stopped before this thread was told to.
+            Err(_) if writer.is_closed() => return,
             Err(error) => {
                 tracing::warn!(%error, "could not poll the SQLite database for changes");
             }

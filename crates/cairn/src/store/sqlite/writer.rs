@@ -1,9 +1,15 @@
 //! The writer thread: the one connection that writes, committing requests in groups.
 //!
 //! Requests arrive on a channel. The thread blocks for one, drains whatever else is queued
-//! (up to [`MAX_BATCH`]), runs them all in one `BEGIN IMMEDIATE … COMMIT`, each inside its own
-//! savepoint so that a failing request rolls back only itself, and replies once the commit is
-//! durable. Concurrent checkpoints thus share one fsync instead of paying one each.
+//! (up to [`MAX_BATCH`]), runs them all in one `BEGIN IMMEDIATE … COMMIT`, and replies once the
+//! commit is durable. Concurrent checkpoints thus share one fsync instead of paying one each.
+//!
+//! A failing request must roll back only itself. The group first runs optimistically, every
+//! request straight in the transaction: requests almost never fail, and a savepoint per
+//! request is not free (SQLite copies each page a request changes into the savepoint's
+//! journal first; at 500 checkpoints a group that was the writer's largest cost). Should one
+//! fail, the whole group is rolled back and run again with each request inside its own
+//! savepoint, which isolates the failure as before.
 //!
 //! When the group itself fails (`BEGIN IMMEDIATE` refused because another process holds the
 //! write lock, a failed `COMMIT`), every request of it gets the error with its kind, so a
@@ -25,6 +31,9 @@ const MAX_BATCH: usize = 512;
 pub(super) enum Message {
     /// Run this request in the next group.
     Job(Box<dyn WriteJob>),
+    /// Answer with the connection's `PRAGMA data_version` (between two groups): it changes
+    /// only when another connection commits, which is what the change watcher looks for.
+    DataVersion(std::sync::mpsc::Sender<rusqlite::Result<i64>>),
     /// Finish the requests queued before this one, then stop.
     Close,
 }
@@ -143,64 +152,66 @@ pub(super) fn spawn(
 ) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("cairn-sqlite-writer".to_owned())
-        .spawn(move || run(conn, rx))
+        .spawn(move || run(&conn, rx))
         .map_err(|e| Error::database("starting the SQLite writer thread", e))
 }
 
 /// The writer thread's loop: one group per iteration until [`Message::Close`] or every
 /// sender is gone.
-fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
+fn run(conn: &Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut closing = false;
         match rx.blocking_recv() {
             Some(Message::Job(job)) => batch.push(job),
+            Some(Message::DataVersion(reply)) => answer_data_version(conn, &reply),
             Some(Message::Close) | None => closing = true,
         }
         while !closing && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Message::Job(job)) => batch.push(job),
+                // No transaction is open while a group is gathered.
+                Ok(Message::DataVersion(reply)) => answer_data_version(conn, &reply),
                 Ok(Message::Close) => closing = true,
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
-            commit_group(&conn, &mut batch);
+            commit_group(conn, &mut batch);
         }
         if closing {
             break;
         }
     }
-    rx.close();
     // Requests that raced with close are dropped; their callers see the writer gone.
-    drop(conn);
+    rx.close();
 }
 
-/// Run `batch` in one transaction, each request in its own savepoint, and reply to all.
+/// Send the connection's `data_version` to whoever asked (who may have gone away).
+fn answer_data_version(conn: &Connection, reply: &std::sync::mpsc::Sender<rusqlite::Result<i64>>) {
+    let version = conn.query_row("PRAGMA data_version", [], |row| row.get(0));
+    let _ = reply.send(version);
+}
+
+/// Run `batch` in one transaction and reply to all: optimistically first, then (if a request
+/// failed) again with each request in its own savepoint.
 fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
-    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
-        // Typically SQLITE_BUSY: another process held the write lock beyond the busy timeout.
-        let failure = GroupFailure::new("beginning a SQLite write transaction", error);
-        batch.drain(..).for_each(|job| job.finish(Err(&failure)));
-        return;
-    }
-    let mut lost: Option<GroupFailure> = None;
-    for job in batch.iter_mut() {
-        if let Err(failure) = run_in_savepoint(conn, job.as_mut()) {
-            lost = Some(failure);
-            break;
+    let outcome = match run_group(conn, batch, Isolation::None) {
+        Ok(Grouped::RequestFailed) => {
+            // Nothing of the optimistic run may stay: roll it all back, isolate each request.
+            match conn.execute_batch("ROLLBACK") {
+                Ok(()) => run_group(conn, batch, Isolation::Savepoints),
+                Err(error) => Err(GroupFailure::new(
+                    "rolling back a SQLite write transaction",
+                    error,
+                )),
+            }
         }
-    }
-    let lost = lost.or_else(|| {
-        let error = conn.execute_batch("COMMIT").err()?;
-        Some(GroupFailure::new(
-            "committing a SQLite write transaction",
-            error,
-        ))
-    });
-    match lost {
-        None => batch.drain(..).for_each(|job| job.finish(Ok(()))),
-        Some(failure) => {
+        other => other,
+    };
+    match outcome {
+        Ok(_) => batch.drain(..).for_each(|job| job.finish(Ok(()))),
+        Err(failure) => {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
@@ -215,12 +226,79 @@ fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
     }
 }
 
+/// How [`run_group`] keeps one request's failure from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// Not at all: the first failing request stops the run, left in the open transaction.
+    None,
+    /// Each request in its own savepoint, rolled back to it if it fails.
+    Savepoints,
+}
+
+/// How a group's run ended, short of a [`GroupFailure`].
+enum Grouped {
+    /// Committed.
+    Committed,
+    /// A request failed in a run without isolation; the transaction is still open.
+    RequestFailed,
+}
+
+/// Begin a transaction, run every request of `batch` in it and commit. `Err` means the
+/// transaction itself is gone or unusable (it may still be open: the caller rolls back).
+fn run_group(
+    conn: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+    isolation: Isolation,
+) -> std::result::Result<Grouped, GroupFailure> {
+    // SQLITE_BUSY here: another process held the write lock beyond the busy timeout.
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| GroupFailure::new("beginning a SQLite write transaction", e))?;
+    for job in batch.iter_mut() {
+        let ran = match isolation {
+            Isolation::None => run_bare(conn, job.as_mut())?,
+            Isolation::Savepoints => run_in_savepoint(conn, job.as_mut())?,
+        };
+        if isolation == Isolation::None && ran != Ran::Ok {
+            return Ok(Grouped::RequestFailed);
+        }
+    }
+    conn.execute_batch("COMMIT")
+        .map_err(|e| GroupFailure::new("committing a SQLite write transaction", e))?;
+    Ok(Grouped::Committed)
+}
+
+/// Run one request straight in the transaction. An `Err` means the transaction itself is
+/// gone or unusable.
+fn run_bare(conn: &Connection, job: &mut dyn WriteJob) -> std::result::Result<Ran, GroupFailure> {
+    let ran = job.run(conn);
+    if conn.is_autocommit() {
+        return Err(rolled_back_by_sqlite(ran));
+    }
+    Ok(ran)
+}
+
+/// The failure of a group whose transaction SQLite rolled back by itself while a request ran
+/// (I/O, out of memory, a lock it could not get): as transient as the request's error.
+fn rolled_back_by_sqlite(ran: Ran) -> GroupFailure {
+    let mut failure = GroupFailure::new(
+        "running a SQLite write",
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+            Some("the write transaction was rolled back by SQLite".to_owned()),
+        ),
+    );
+    if ran == (Ran::Failed { transient: true }) {
+        failure.kind = DatabaseErrorKind::Transient;
+    }
+    failure
+}
+
 /// Run one request inside `SAVEPOINT`; a failed request is rolled back to it. An `Err` here
 /// means the surrounding transaction itself is gone or unusable.
 fn run_in_savepoint(
     conn: &Connection,
     job: &mut dyn WriteJob,
-) -> std::result::Result<(), GroupFailure> {
+) -> std::result::Result<Ran, GroupFailure> {
     let statement = |sql: &str| {
         conn.prepare_cached(sql)
             .and_then(|mut stmt| stmt.execute([]))
@@ -228,24 +306,10 @@ fn run_in_savepoint(
             .map_err(|e| GroupFailure::new("running a SQLite write", e))
     };
     statement("SAVEPOINT cairn_request")?;
-    let ran = job.run(conn);
-    if conn.is_autocommit() {
-        // Some errors (I/O, out of memory, a lock SQLite could not get) make SQLite roll back
-        // the whole transaction; the group is as transient as the error that caused it.
-        let mut failure = GroupFailure::new(
-            "running a SQLite write",
-            rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                Some("the write transaction was rolled back by SQLite".to_owned()),
-            ),
-        );
-        if ran == (Ran::Failed { transient: true }) {
-            failure.kind = DatabaseErrorKind::Transient;
-        }
-        return Err(failure);
-    }
+    let ran = run_bare(conn, job)?;
     if ran != Ran::Ok {
         statement("ROLLBACK TO cairn_request")?;
     }
-    statement("RELEASE cairn_request")
+    statement("RELEASE cairn_request")?;
+    Ok(ran)
 }
