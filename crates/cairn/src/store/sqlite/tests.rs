@@ -419,3 +419,70 @@ async fn a_single_attempt_during_a_lock_is_transient() {
     );
     store.close().await;
 }
+
+/// A request of the writer's tests: inserts its number, then succeeds or (`fails`) reports a
+/// failure, leaving its row in the transaction for the writer to undo.
+struct InsertThen {
+    value: i64,
+    fails: bool,
+    /// Whether the group committed, sent by `finish`.
+    told: std::sync::mpsc::Sender<(i64, bool)>,
+}
+
+impl super::writer::WriteJob for InsertThen {
+    fn run(&mut self, conn: &Connection) -> super::writer::Ran {
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [self.value])
+            .expect("insert");
+        if self.fails {
+            super::writer::Ran::Failed { transient: false }
+        } else {
+            super::writer::Ran::Ok
+        }
+    }
+
+    fn finish(self: Box<Self>, group: std::result::Result<(), &super::writer::GroupFailure>) {
+        let _ = self.told.send((self.value, group.is_ok()));
+    }
+}
+
+/// A group runs its requests without a savepoint each; when one fails after writing, the
+/// group is redone with savepoints: the failed request leaves nothing, every other request of
+/// the group is committed, and each is answered.
+#[test]
+fn a_request_failing_in_a_group_is_undone_alone() {
+    let db = TempDb::new();
+    let conn = Connection::open(&db.0).unwrap();
+    conn.execute("CREATE TABLE t (v INTEGER)", []).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (told, answers) = std::sync::mpsc::channel();
+    // Queued before the writer starts, so they are one group.
+    for value in 0..100 {
+        let job = InsertThen {
+            value,
+            fails: value == 37 || value == 80,
+            told: told.clone(),
+        };
+        tx.send(super::writer::Message::Job(Box::new(job)))
+            .unwrap_or_else(|_| panic!("queue"));
+    }
+    tx.send(super::writer::Message::Close)
+        .unwrap_or_else(|_| panic!("close"));
+    super::writer::spawn(conn, rx).unwrap().join().unwrap();
+    drop(told);
+    let answered: Vec<(i64, bool)> = answers.iter().collect();
+    assert_eq!(answered.len(), 100, "every request is answered");
+    assert!(answered.iter().all(|&(_, committed)| committed));
+    let check = Connection::open(&db.0).unwrap();
+    let rows: Vec<i64> = check
+        .prepare("SELECT v FROM t ORDER BY v")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let expected: Vec<i64> = (0..100).filter(|v| *v != 37 && *v != 80).collect();
+    assert_eq!(
+        rows, expected,
+        "the failed requests' rows are gone, the others' kept once"
+    );
+}
