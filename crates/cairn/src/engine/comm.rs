@@ -85,7 +85,7 @@ pub fn send<'a, T: Serialize + ?Sized>(
             destination_id: destination,
             topic,
             message: payload?,
-            message_uuid: uuid::Uuid::new_v4().to_string(),
+            message_uuid: super::runtime::new_id(),
         };
         let record = ctx.step_record(function_id, SEND, now_ms());
         let (destination, topic) = (message.destination_id.clone(), message.topic.clone());
@@ -136,7 +136,7 @@ pub(crate) fn prepare_send<T: Serialize + ?Sized>(
         message: serialization::encode(message, || "a message".to_owned())?,
         message_uuid: match options.idempotency_key {
             Some(key) => format!("{key}::{destination}"),
-            None => uuid::Uuid::new_v4().to_string(),
+            None => super::runtime::new_id(),
         },
     })
 }
@@ -316,7 +316,7 @@ async fn send_from_step(
         destination_id: destination.clone(),
         topic: topic.clone(),
         message: payload,
-        message_uuid: uuid::Uuid::new_v4().to_string(),
+        message_uuid: super::runtime::new_id(),
     };
     let sent = SendMessage {
         message,

@@ -274,7 +274,7 @@ fn recorded_answer(workflow_id: String) -> Started {
 }
 
 /// Create or bounce the debounced workflow `name` under `key` (see the module doc). A
-/// created workflow gets the id `own_id` (default: a random UUID).
+/// created workflow gets the id `own_id` (default: a new time-ordered UUID, v7).
 async fn debounce(
     rt: &Arc<Runtime>,
     debouncer: &Debouncer,
@@ -290,7 +290,7 @@ async fn debounce(
     // The holder a bounce failed on: failing on it again means it is not ours to bounce.
     let mut refused_by: Option<String> = None;
     loop {
-        let workflow_id = own_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let workflow_id = own_id.map_or_else(super::runtime::new_id, str::to_owned);
         let first_delay = debouncer.max_wait.map_or(period, |wait| wait.min(period));
         let options = EnqueueOptions::id(workflow_id.clone())
             .with_deduplication_id(deduplication_id.clone())

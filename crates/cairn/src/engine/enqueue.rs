@@ -36,7 +36,7 @@ pub enum DeduplicationPolicy {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct EnqueueOptions {
-    /// The workflow's id, an idempotency key as for a start. Default: a random UUID (inside
+    /// The workflow's id, an idempotency key as for a start. Default: a new time-ordered UUID (v7; inside
     /// a workflow, `<parent id>-<operation id>`).
     pub workflow_id: Option<String>,
     /// Priority, 1 (first) to [`MAX_PRIORITY`]; workflows without one (stored as 0) come
@@ -201,7 +201,7 @@ pub(crate) async fn enqueue(
             id.clone()
         }
         (None, Some((ctx, function_id))) => format!("{}-{function_id}", ctx.workflow_id),
-        (None, None) => uuid::Uuid::new_v4().to_string(),
+        (None, None) => super::runtime::new_id(),
     };
     let now = now_ms();
     let delay_until = options.delay.map(|d| now.saturating_add(millis(d)));

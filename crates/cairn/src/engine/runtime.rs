@@ -14,6 +14,15 @@ use super::state::AppState;
 use crate::error::PortableError;
 use crate::store::Store;
 
+/// A new id for a workflow (or a message) the caller did not name: a UUIDv7, time-ordered
+/// with random low bits. Time order matters to the system database: its indexes on these ids
+/// take new rows at one end instead of all over, so an insert touches the few pages already
+/// in cache rather than a random page of an index as large as the whole history. (DBOS uses
+/// random v4 UUIDs; any string is a valid id, so both kinds mix freely.)
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()

@@ -100,7 +100,7 @@ pub(crate) fn registration_of<W: 'static>() -> Result<&'static WorkflowRegistrat
 #[non_exhaustive]
 pub struct StartOptions {
     /// The workflow's id, which is also its idempotency key: starting an id that exists
-    /// returns the existing workflow and never runs it twice. Default: a random UUID (for a
+    /// returns the existing workflow and never runs it twice. Default: a new time-ordered UUID (v7; for a
     /// child workflow, `<parent id>-<operation id>`).
     pub workflow_id: Option<String>,
     /// Cancel the workflow if it has not finished this long after it starts, wherever it
@@ -223,7 +223,7 @@ pub(crate) async fn start_top_level(
             check_key("workflow_id", &id)?;
             id
         }
-        None => uuid::Uuid::new_v4().to_string(),
+        None => super::runtime::new_id(),
     };
     if let Some(instance) = &options.instance {
         check_instance(rt, instance)?;

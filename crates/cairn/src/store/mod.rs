@@ -189,7 +189,7 @@ pub(crate) struct NewMessage {
     pub topic: String,
     /// Portable JSON text.
     pub message: String,
-    /// `<idempotency key>::<destination>`, or a random UUID.
+    /// `<idempotency key>::<destination>`, or a new time-ordered UUID (v7).
     pub message_uuid: String,
 }
 
