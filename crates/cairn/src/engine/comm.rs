@@ -280,7 +280,8 @@ where
             None => wait.await,
         };
         if let (true, Some(ctx), Some(look)) = (evicting, ctx, &look) {
-            // Subscribed before the last look, so nothing arriving from now on is missed.
+            // Keyed before the last look; the wake-up task looks again once it has armed its
+            // wait on the key, so nothing arriving from now on is missed.
             let subscription = look.subscribe(&ctx.rt.notifier);
             if let Some(found) = check().await.map_err(|error| ctx.stop_on(error))? {
                 return Ok(Some(found));

@@ -123,7 +123,8 @@ pub(crate) async fn wait_outcome_of(ctx: &WorkflowContext, workflow_id: &str) ->
     let look = Look::Outcome {
         workflow_id: workflow_id.to_owned(),
     };
-    // Subscribed before the last look, so a finish from now on is not missed.
+    // Keyed before the last look, so that the wake-up task's own look (made once it has armed
+    // its wait on the key) covers anything announced from here on.
     let subscription = look.subscribe(&rt.notifier);
     if look.found(rt).await.map_err(|error| ctx.stop_on(error))? {
         return ctx.interruptible(wait_outcome(rt, workflow_id)).await?;
@@ -190,6 +191,12 @@ struct Parked {
 }
 
 /// Completes when the evicted workflow should run again.
+///
+/// An announcement reaches only a wait armed when it is made (`notify_waiters` keeps no
+/// permit), and nothing was armed between the evicted wait's last look and here (the old
+/// execution was being dropped meanwhile), nor between one look and the next wait. So each
+/// round arms the wait first and then looks at the database: what was announced before
+/// arming, the look finds; what comes after, the wait catches.
 async fn woken(rt: &Runtime, wake: &Wake) {
     let Some((subscription, look)) = &wake.watch else {
         return tokio::time::sleep(until(wake.wake_at)).await;
@@ -200,17 +207,18 @@ async fn woken(rt: &Runtime, wake: &Wake) {
         if left.is_zero() {
             return;
         }
-        let recheck = look.recheck_after(looks);
-        tokio::select! {
-            () = subscription.notified() => {}
-            () = tokio::time::sleep(left.min(recheck)) => if left <= recheck { return },
-        }
-        looks = looks.saturating_add(1);
+        let notified = subscription.notified();
         match Box::pin(look.found(rt)).await {
             Ok(false) => {}
             // Found, or the database cannot say: the execution will look itself.
             Ok(true) | Err(_) => return,
         }
+        let recheck = look.recheck_after(looks);
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep(left.min(recheck)) => if left <= recheck { return },
+        }
+        looks = looks.saturating_add(1);
     }
 }
 
