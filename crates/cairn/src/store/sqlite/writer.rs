@@ -207,10 +207,23 @@ fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
                 )),
             }
         }
-        other => other,
+        Ok(Grouped::Committed) => Ok(Grouped::Committed),
+        Err(failure) => Err(failure),
+    };
+    let outcome = match outcome {
+        Ok(Grouped::Committed) => Ok(()),
+        // Only a run without isolation stops at a failed request; kept total all the same.
+        Ok(Grouped::RequestFailed) => Err(GroupFailure::new(
+            "isolating a failed SQLite write",
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("a request failed inside its savepoint's group".to_owned()),
+            ),
+        )),
+        Err(failure) => Err(failure),
     };
     match outcome {
-        Ok(_) => batch.drain(..).for_each(|job| job.finish(Ok(()))),
+        Ok(()) => batch.drain(..).for_each(|job| job.finish(Ok(()))),
         Err(failure) => {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
