@@ -196,30 +196,13 @@ fn answer_data_version(conn: &Connection, reply: &std::sync::mpsc::Sender<rusqli
 /// Run `batch` in one transaction and reply to all: optimistically first, then (if a request
 /// failed) again with each request in its own savepoint.
 fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
-    let outcome = match run_group(conn, batch, Isolation::None) {
-        Ok(Grouped::RequestFailed) => {
-            // Nothing of the optimistic run may stay: roll it all back, isolate each request.
-            match conn.execute_batch("ROLLBACK") {
-                Ok(()) => run_group(conn, batch, Isolation::Savepoints),
-                Err(error) => Err(GroupFailure::new(
-                    "rolling back a SQLite write transaction",
-                    error,
-                )),
-            }
-        }
-        Ok(Grouped::Committed) => Ok(Grouped::Committed),
-        Err(failure) => Err(failure),
-    };
-    let outcome = match outcome {
-        Ok(Grouped::Committed) => Ok(()),
-        // Only a run without isolation stops at a failed request; kept total all the same.
-        Ok(Grouped::RequestFailed) => Err(GroupFailure::new(
-            "isolating a failed SQLite write",
-            rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                Some("a request failed inside its savepoint's group".to_owned()),
-            ),
-        )),
+    let outcome = match run_optimistic(conn, batch) {
+        Ok(Optimistic::Committed) => Ok(()),
+        // Nothing of the optimistic run may stay: roll it all back, isolate each request.
+        Ok(Optimistic::RequestFailed) => conn
+            .execute_batch("ROLLBACK")
+            .map_err(|e| GroupFailure::new("rolling back a SQLite write transaction", e))
+            .and_then(|()| run_isolated(conn, batch)),
         Err(failure) => Err(failure),
     };
     match outcome {
@@ -239,45 +222,55 @@ fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
     }
 }
 
-/// How [`run_group`] keeps one request's failure from the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isolation {
-    /// Not at all: the first failing request stops the run, left in the open transaction.
-    None,
-    /// Each request in its own savepoint, rolled back to it if it fails.
-    Savepoints,
-}
-
-/// How a group's run ended, short of a [`GroupFailure`].
-enum Grouped {
-    /// Committed.
+/// How an optimistic run ended, short of a [`GroupFailure`].
+enum Optimistic {
+    /// Every request succeeded and the group committed.
     Committed,
-    /// A request failed in a run without isolation; the transaction is still open.
+    /// A request failed; the transaction is still open, with the earlier requests' writes.
     RequestFailed,
 }
 
-/// Begin a transaction, run every request of `batch` in it and commit. `Err` means the
-/// transaction itself is gone or unusable (it may still be open: the caller rolls back).
-fn run_group(
+/// Run every request of `batch` straight in one transaction, stopping at the first that
+/// fails, and commit if none did. `Err` means the transaction itself is gone or unusable (it
+/// may still be open: the caller rolls back).
+fn run_optimistic(
     conn: &Connection,
     batch: &mut [Box<dyn WriteJob>],
-    isolation: Isolation,
-) -> std::result::Result<Grouped, GroupFailure> {
-    // SQLITE_BUSY here: another process held the write lock beyond the busy timeout.
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| GroupFailure::new("beginning a SQLite write transaction", e))?;
+) -> std::result::Result<Optimistic, GroupFailure> {
+    begin(conn)?;
     for job in batch.iter_mut() {
-        let ran = match isolation {
-            Isolation::None => run_bare(conn, job.as_mut())?,
-            Isolation::Savepoints => run_in_savepoint(conn, job.as_mut())?,
-        };
-        if isolation == Isolation::None && ran != Ran::Ok {
-            return Ok(Grouped::RequestFailed);
+        if run_bare(conn, job.as_mut())? != Ran::Ok {
+            return Ok(Optimistic::RequestFailed);
         }
     }
+    commit(conn)?;
+    Ok(Optimistic::Committed)
+}
+
+/// Run every request of `batch` in one transaction, each in its own savepoint (a failed one
+/// is rolled back to it), and commit.
+fn run_isolated(
+    conn: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+) -> std::result::Result<(), GroupFailure> {
+    begin(conn)?;
+    for job in batch.iter_mut() {
+        run_in_savepoint(conn, job.as_mut())?;
+    }
+    commit(conn)
+}
+
+/// Begin a group's transaction. `SQLITE_BUSY` here: another process held the write lock
+/// beyond the busy timeout.
+fn begin(conn: &Connection) -> std::result::Result<(), GroupFailure> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| GroupFailure::new("beginning a SQLite write transaction", e))
+}
+
+/// Commit a group's transaction.
+fn commit(conn: &Connection) -> std::result::Result<(), GroupFailure> {
     conn.execute_batch("COMMIT")
-        .map_err(|e| GroupFailure::new("committing a SQLite write transaction", e))?;
-    Ok(Grouped::Committed)
+        .map_err(|e| GroupFailure::new("committing a SQLite write transaction", e))
 }
 
 /// Run one request straight in the transaction. An `Err` means the transaction itself is
@@ -311,7 +304,7 @@ fn rolled_back_by_sqlite(ran: Ran) -> GroupFailure {
 fn run_in_savepoint(
     conn: &Connection,
     job: &mut dyn WriteJob,
-) -> std::result::Result<Ran, GroupFailure> {
+) -> std::result::Result<(), GroupFailure> {
     let statement = |sql: &str| {
         conn.prepare_cached(sql)
             .and_then(|mut stmt| stmt.execute([]))
@@ -323,6 +316,5 @@ fn run_in_savepoint(
     if ran != Ran::Ok {
         statement("ROLLBACK TO cairn_request")?;
     }
-    statement("RELEASE cairn_request")?;
-    Ok(ran)
+    statement("RELEASE cairn_request")
 }
